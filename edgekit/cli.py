@@ -1,0 +1,68 @@
+"""Command line: parse options, call one library function from edgekit.api, render the result.
+
+Errors from the library are EdgekitError subclasses; they are printed on one line with the exit
+code the class names (2: bad input, 1: a failed stage, a regression or a missed budget).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+
+def emit_json(obj: Any) -> None:
+    from edgekit.artifacts import _json_default
+
+    click.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="edgekit")
+def cli() -> None:
+    """Take a trained Keras model to the edge: compress, export, benchmark, evaluate and gate it."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the click group and turn errors into one line and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+    except EdgekitError as e:
+        click.echo(f"error: {_one_line(str(e))}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; completed stages are kept and a re-run resumes from them.", err=True)
+        sys.exit(130)
+    except Exception as e:  # an edgekit bug, not bad input: say so without a wall of text
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        click.echo(
+            f"internal error: {type(e).__name__}: {_one_line(str(e))} "
+            "(this is a bug in edgekit; re-run with EDGEKIT_DEBUG=1 for the traceback and report it)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split()) or "(no message)"
+
+
+if __name__ == "__main__":
+    main()

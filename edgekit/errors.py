@@ -1,0 +1,60 @@
+"""Error hierarchy. The CLI maps each class to an exit code and prints its message on one line.
+
+Messages follow the Keras style: say what was expected, what was received, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class for every error edgekit raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EdgekitError):
+    """Bad input from the user: a path, an option, a data set or a model file. Exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """A data set that cannot be used as given (empty, one class, NaN, mixed sizes ...)."""
+
+
+class ModelLoadError(UsageError):
+    """A model file that does not exist, is not a model, is truncated or uses unsafe objects."""
+
+
+class RecipeError(UsageError):
+    """A recipe or device profile that does not validate."""
+
+
+class UnsupportedModelError(UsageError):
+    """A model with a layer, op or input a stage or runtime cannot handle."""
+
+
+class TargetUnavailableError(UsageError):
+    """A requested target (GPU, emulated device, remote host) is not available here."""
+
+
+class StageError(EdgekitError):
+    """A stage failed while running on valid input. Exit code 1."""
+
+
+class ExportMismatch(StageError):
+    """An exported model's outputs do not match the reference model within tolerance."""
+
+    def __init__(self, message: str, *, artifact: str = "", output: str = "", **numbers: float):
+        super().__init__(message)
+        self.artifact = artifact
+        self.output = output
+        self.numbers = numbers
+
+
+class BudgetExceeded(EdgekitError):
+    """The final artifact missed the recipe's accuracy budget. Artifacts stay on disk. Exit 1."""
+
+
+class RegressionFound(EdgekitError):
+    """`edgekit check` found a significant regression. Exit 1."""

@@ -1,0 +1,97 @@
+"""Console output for people: progress bars and tables on stderr/stdout via rich.
+
+Library code reports progress through `progress()` and `info()`; both write to stderr so that
+`--json` output on stdout stays machine-readable. Set EDGEKIT_QUIET=1 to silence them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_console = None
+
+
+def console():
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console
+
+
+def quiet() -> bool:
+    return os.environ.get("EDGEKIT_QUIET", "") not in ("", "0")
+
+
+def info(message: str) -> None:
+    """One line of progress information for people (stderr)."""
+    if not quiet():
+        console().print(message, markup=False)
+
+
+def progress(items: Iterable[T], *, total: int | None = None, description: str = "") -> Iterator[T]:
+    """Iterate with a progress bar on stderr (a plain line per 10% when stderr is not a terminal)."""
+    if quiet():
+        yield from items
+        return
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if not sys.stderr.isatty():
+        step = max(1, (total or 0) // 10) if total else 0
+        n = 0
+        for n, item in enumerate(items, 1):
+            yield item
+            if total and (n % step == 0 or n == total):
+                info(f"{description}: {n}/{total}")
+        if not total:
+            info(f"{description}: {n} done")
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def render_table(rows: list[dict[str, Any]], columns: list[str] | None = None, title: str | None = None) -> None:
+    """Print a table to stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = columns or (list(rows[0]) if rows else [])
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[format_cell(r.get(c)) for c in columns])
+    Console(highlight=False, soft_wrap=True).print(table)
+
+
+def format_cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}" if abs(v) < 0.01 else f"{v:.3f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)

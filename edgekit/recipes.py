@@ -1,0 +1,322 @@
+"""Recipe schema: an ordered list of typed stages plus data split, seeds and an accuracy budget.
+
+Recipes are YAML (`recipes/*.yaml`, also shipped in the wheel). Every model rejects unknown keys
+(`extra="forbid"`), so a typo is an error that names the key path, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekit.errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class Split(_Strict):
+    """Fractions of the data set used for each purpose. `eval` is never trained or calibrated on."""
+
+    train: float = Field(0.7, gt=0, lt=1, description="Fraction used to train / fine-tune.")
+    val: float = Field(0.1, gt=0, lt=1, description="Fraction for early stopping and model selection.")
+    calib: float = Field(0.1, gt=0, lt=1, description="Fraction for quantization calibration.")
+    eval: float = Field(0.1, gt=0, lt=1, description="Held-out fraction for every reported accuracy.")
+
+    @model_validator(mode="after")
+    def _sums_to_at_most_one(self) -> Split:
+        total = self.train + self.val + self.calib + self.eval
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"split fractions must add up to at most 1. Received a total of {total:.3f}")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "calib": self.calib, "eval": self.eval}
+
+
+class PreprocessingConfig(_Strict):
+    """Model input = (pixel - mean) / std, with pixels in [0, 255]. Defaults give [0, 1]."""
+
+    mean: float | list[float] = 0.0
+    std: float | list[float] = 255.0
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if any(s <= 0 for s in values):
+            raise ValueError(f"std must be > 0. Received: std={v}")
+        return v
+
+
+class DataConfig(_Strict):
+    split: Split = Split()
+    seed: int = Field(0, description="Seed of the split.")
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    max_eval_samples: int | None = Field(None, gt=0, description="Cap on evaluated samples (None: all).")
+
+
+class Optimizer(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class EarlyStopping(_Strict):
+    enabled: bool = True
+    patience: int = Field(4, ge=1)
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+
+
+class StudentConfig(_Strict):
+    arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"] = "mobilenet_v2"
+    width: float = Field(0.35, gt=0, description="Width multiplier (Keras Applications' `alpha`).")
+    input_size: int | None = Field(
+        None, description="Square input side in pixels; None keeps the teacher's. Resized inside the model."
+    )
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("input_size")
+    @classmethod
+    def _min_size(cls, v: int | None) -> int | None:
+        if v is not None and v < 32:
+            raise ValueError(f"MobileNet students need an input of at least 32 pixels. Received: input_size={v}")
+        return v
+
+
+class DistillStage(_Strict):
+    """Knowledge distillation of the model (the teacher) into a MobileNet student."""
+
+    stage: Literal["distill"] = "distill"
+    student: StudentConfig = StudentConfig()
+    alpha: float = Field(
+        0.3, ge=0, le=1, description="Weight of the label cross-entropy; 1 - alpha weighs the distillation KL."
+    )
+    temperature: float = Field(4.0, gt=0, description="Softmax temperature T of the distillation term.")
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Optimizer = Optimizer(learning_rate=2e-3)
+    early_stopping: EarlyStopping = EarlyStopping()
+    augment: bool = Field(False, description="Random shifts/flips; the teacher then runs on every batch.")
+
+
+class PruneStage(_Strict):
+    """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept)."""
+
+    stage: Literal["prune"] = "prune"
+    target_sparsity: float = Field(0.5, description="Fraction of prunable weights set to zero, in [0, 1).")
+    schedule: Literal["polynomial", "constant"] = "polynomial"
+    initial_sparsity: float = 0.0
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    frequency: int | None = Field(None, ge=1, description="Steps between pruning updates (None: derived).")
+    m_by_n: tuple[int, int] | None = Field(None, description="Structured sparsity, e.g. [2, 4].")
+    policy: Literal["xnnpack"] | None = Field(None, description="tfmot's PruneForLatencyOnXNNPack policy.")
+
+    @field_validator("target_sparsity", "initial_sparsity")
+    @classmethod
+    def _sparsity_range(cls, v: float, info: Any) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}")
+        return v
+
+
+class QatStage(_Strict):
+    """Quantization-aware training (tfmot quantize_model); exports become int8."""
+
+    stage: Literal["qat"] = "qat"
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+
+
+QuantMode = Literal["dynamic", "float16", "int8", "int16x8"]
+
+
+class QuantizeStage(_Strict):
+    """Post-training quantization of the current model into TFLite (and ONNX for int8/dynamic)."""
+
+    stage: Literal["quantize"] = "quantize"
+    modes: list[QuantMode] = Field(default_factory=lambda: ["int8"], min_length=1)
+    formats: list[Literal["tflite", "onnx"]] = Field(default_factory=lambda: ["tflite", "onnx"], min_length=1)
+    calibration_samples: int = Field(300, ge=1, description="Samples from the calib split.")
+    per_channel: bool = True
+    io_type: Literal["float32", "int8", "uint8"] = Field(
+        "float32", description="Input/output type of full-integer TFLite models."
+    )
+    onnx_reduce_range: bool = Field(
+        True, description="7-bit weights in ONNX int8: avoids U8S8 saturation on AVX2/AVX-512 without VNNI."
+    )
+
+
+class ExportStage(_Strict):
+    """Float exports of the current model, each verified against it."""
+
+    stage: Literal["export"] = "export"
+    formats: list[Literal["tflite", "onnx"]] = Field(default_factory=lambda: ["tflite", "onnx"], min_length=1)
+    opset: int = Field(17, ge=13, le=21)
+    allow_select_tf_ops: bool = Field(
+        False, description="Allow TensorFlow (Flex) ops in TFLite; such models fail on stock Android LiteRT."
+    )
+
+
+StageConfig = Annotated[
+    DistillStage | PruneStage | QatStage | QuantizeStage | ExportStage, Field(discriminator="stage")
+]
+STAGE_NAMES = ("distill", "prune", "qat", "quantize", "export")
+
+
+class Verification(_Strict):
+    float_atol: float = Field(1e-3, gt=0, description="Max abs error on probabilities for float32 exports.")
+    float16_atol: float = Field(2e-2, gt=0)
+    min_agreement: float = Field(0.9, gt=0, le=1, description="Top-1 agreement floor for quantized exports.")
+    samples: int = Field(256, ge=1)
+
+
+class Budget(_Strict):
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, description="Points of top-1 the final artifact may lose against the teacher."
+    )
+
+
+class Recipe(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    stages: list[StageConfig] = Field(min_length=1)
+    verify: Verification = Verification()
+    budget: Budget = Budget()
+    latency_runs: int = Field(50, ge=1, description="Timed runs for each artifact's p50 (1 thread).")
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> Recipe:
+        names = [s.stage for s in self.stages]
+        for later in ("distill", "prune"):
+            if later in names and "qat" in names and names.index(later) > names.index("qat"):
+                raise ValueError(f"stage '{later}' cannot come after 'qat' (it would undo the quantization)")
+        return self
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:3]:
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown stage; expected one of {', '.join(STAGE_NAMES)}"
+        msg = msg.removeprefix("Value error, ")
+        received = e.get("input")
+        rec = (
+            ""
+            if isinstance(received, dict | list) or received is None or "Received" in msg
+            else f" (received {received!r})"
+        )
+        parts.append(f"{loc}: {msg}{rec}")
+    more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
+    return f"Invalid recipe {source}: " + "; ".join(parts) + more
+
+
+def bundled_recipes() -> dict[str, Path]:
+    from edgekit.resources import bundled
+
+    return bundled("recipes")
+
+
+def load_recipe_dict(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """Read a recipe by bundled name or YAML path; returns the raw dict and where it came from."""
+    import yaml
+
+    p = Path(name_or_path)
+    known = bundled_recipes()
+    if name_or_path in known:
+        p = known[name_or_path]
+    elif not (p.suffix in (".yaml", ".yml") and p.is_file()):
+        hint = ", ".join(known) or "(none found)"
+        if p.suffix in (".yaml", ".yml"):
+            raise RecipeError(f"Recipe file {p} does not exist. Bundled recipes: {hint}.")
+        raise RecipeError(f"Unknown recipe '{name_or_path}'. Known recipes: {hint}; or pass a .yaml path.")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"Recipe {p} is not valid YAML{where}. Fix the syntax and retry.") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"Recipe {p} must be a YAML mapping with 'name' and 'stages'.")
+    raw.setdefault("name", p.stem)
+    return raw, str(p)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one `--set key.path=value` (the value is read as YAML: 3, 0.5, true, [2, 4])."""
+    import yaml
+
+    if "=" not in item:
+        raise RecipeError(f"Expected --set key=value (for example distill.epochs=3). Received: {item!r}")
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise RecipeError(f"Expected --set key=value with a non-empty key. Received: {item!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides. A first path part naming a stage (`distill.epochs`) targets that stage."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, value = parse_override(item)
+        parts = key.split(".")
+        target: Any = out
+        if parts[0] in STAGE_NAMES:
+            stages = out.get("stages") or []
+            matches = [s for s in stages if isinstance(s, dict) and s.get("stage") == parts[0]]
+            if not matches:
+                present = ", ".join(str(s.get("stage")) for s in stages if isinstance(s, dict))
+                raise RecipeError(
+                    f"--set {key}: recipe '{out.get('name')}' has no '{parts[0]}' stage (stages: {present})."
+                )
+            target, parts = matches[0], parts[1:]
+        if not parts:
+            raise RecipeError(f"--set {key}: name a field of the stage, for example {key}.epochs=3.")
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            elif isinstance(target, dict):
+                target = target.setdefault(part, {})
+            else:
+                raise RecipeError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section of the recipe.")
+        last = parts[-1]
+        if isinstance(target, list) and last.isdigit() and int(last) < len(target):
+            target[int(last)] = value
+        elif isinstance(target, dict):
+            target[last] = value
+        else:
+            raise RecipeError(f"--set {key}: cannot set a field inside a {type(target).__name__}.")
+    return out
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Resolve a bundled name or a path, apply `--set` overrides and validate."""
+    raw, source = load_recipe_dict(name_or_path)
+    raw = apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, source)
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(_format_validation_error(source, e)) from None

@@ -102,7 +102,6 @@ class DistillStage(_Strict):
     batch_size: int = Field(64, ge=1)
     optimizer: Optimizer = Optimizer(learning_rate=2e-3)
     early_stopping: EarlyStopping = EarlyStopping()
-    augment: bool = Field(False, description="Random shifts/flips; the teacher then runs on every batch.")
 
 
 class PruneStage(_Strict):

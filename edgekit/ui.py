@@ -29,7 +29,14 @@ def quiet() -> bool:
 
 
 def info(message: str) -> None:
-    """One line of progress information for people (stderr)."""
+    """One line of progress information for people (stderr), also written to the run log."""
+    if _log_files:
+        import time
+
+        stamp = time.strftime("%H:%M:%S")
+        for f in _log_files:
+            f.write(f"{stamp} {message}\n")
+            f.flush()
     if not quiet():
         console().print(message, markup=False)
 
@@ -95,3 +102,19 @@ def format_cell(v: Any) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
+
+
+_log_files: list[Any] = []
+
+
+def add_log_file(path: Any) -> Any:
+    """Also append every info() line to `path` (the run log) until remove_log_file()."""
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by remove_log_file)
+    _log_files.append(handle)
+    return handle
+
+
+def remove_log_file(handle: Any) -> None:
+    if handle in _log_files:
+        _log_files.remove(handle)
+    handle.close()

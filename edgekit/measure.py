@@ -1,0 +1,67 @@
+"""Measure one model artifact the way every compress report does: size, parameters, top-1 accuracy
+and agreement with the teacher on the eval split, and CPU p50 latency (1 thread, batch 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifacts import ModelArtifact, size_bytes
+
+
+def measure_artifact(
+    art: ModelArtifact,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    teacher_logits: np.ndarray,
+    *,
+    runs: int = 50,
+    unsafe: bool = False,
+    outputs: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One report row. `outputs` skips inference when the artifact's outputs are already known."""
+    from edgekit.bench.latency import measure
+    from edgekit.runtimes import open_runner
+
+    runner_opts = {"unsafe": unsafe} if art.family == "keras" else {}
+    runner = open_runner(art.path, threads=1, **runner_opts)
+    try:
+        if outputs is None:
+            outputs = _batched(runner, x)
+        pred = np.asarray(outputs).argmax(axis=1)
+        latency = None
+        if runs > 0:
+            latency = measure(runner, x[:1], runs=runs, warmup=5, warmup_seconds=0.2).p50
+        runtime = runner.describe()
+    finally:
+        runner.close()
+    row = {
+        "path": art.path,
+        "format": art.family,
+        "precision": art.precision,
+        "size_bytes": size_bytes(art.path),
+        "parameters": art.metadata.get("parameters") or _count_params(art, unsafe),
+        "accuracy": float((pred == y).mean()) if y is not None else None,
+        "agreement_with_teacher": float((pred == teacher_logits.argmax(axis=1)).mean()),
+        "latency_ms_p50": round(latency, 4) if latency is not None else None,
+        "runtime": {k: runtime.get(k) for k in ("runtime", "runtime_version", "threads", "delegate", "provider")
+                    if k in runtime},  # fmt: skip
+        "sha256": art.sha256,
+    }
+    for key in ("verification", "sparsity", "conversion"):
+        if key in art.metadata:
+            row[key] = art.metadata[key]
+    return row
+
+
+def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([runner.run(x[i : i + batch])[0] for i in range(0, len(x), batch)], axis=0)
+
+
+def _count_params(art: ModelArtifact, unsafe: bool) -> int | None:
+    if art.family != "keras":
+        return None
+    from edgekit.keras_compat import load_model
+
+    return load_model(art.path, unsafe=unsafe).count_params()

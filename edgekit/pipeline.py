@@ -1,0 +1,422 @@
+"""The compress pipeline: recipe + model + data -> stages -> verified artifacts -> report.
+
+Layout of a run folder:
+  report.json    the source of truth (teacher and every artifact with size, accuracy, latency ...)
+  report.md      the same as a readable table
+  manifest.json  versions, resolved recipe, seeds, sha256 of inputs and outputs
+  run.log        everything printed for people during the run
+  stages/NN-name/  one folder per stage with its artifacts and stage.json (its cache key and outputs)
+  cache/         teacher outputs per data split (computed once, reused by every stage and re-run)
+
+A stage folder is created complete (written under a temporary name, then renamed), and its
+stage.json records sha256(stage name, config, input artifact, data, seeds). A re-run with the same
+key reuses it; a killed run therefore resumes after the last completed stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import __version__, ui
+from edgekit.artifacts import (
+    KERAS_FORMATS,
+    ModelArtifact,
+    ensure_writable_dir,
+    sha256_path,
+    size_bytes,
+    write_json_atomic,
+    write_text_atomic,
+)
+from edgekit.errors import BudgetExceeded, DataError, UsageError
+from edgekit.recipes import Recipe, load_recipe
+
+TEACHER_ASSET = "teacher_shapes.keras"
+
+
+@dataclass
+class RunContext:
+    """What every stage may read: the recipe, the data splits, teacher outputs, the run folder."""
+
+    recipe: Recipe
+    out: Path
+    splits: dict[str, Any]  # name -> edgekit.data.Dataset
+    preprocessing: Any  # edgekit.data.Preprocessing
+    labels: list[str]
+    teacher: ModelArtifact
+    teacher_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> logits
+    unsafe: bool = False
+
+    def x(self, split: str, limit: int | None = None) -> np.ndarray:
+        ds = self.splits[split]
+        x = self.preprocessing.apply(ds.x[:limit] if limit else ds.x)
+        return np.asarray(x, dtype=np.float32)
+
+    def y(self, split: str, limit: int | None = None) -> np.ndarray | None:
+        ds = self.splits[split]
+        if ds.y is None:
+            return None
+        return ds.y[:limit] if limit else ds.y
+
+    @property
+    def labeled(self) -> bool:
+        return self.splits["train"].y is not None
+
+
+def default_out_dir(recipe_name: str) -> Path:
+    return Path("runs") / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def bundled_teacher() -> tuple[Path, str]:
+    """The example teacher shipped with edgekit and the data spec it was trained for."""
+    from edgekit.resources import asset
+
+    path = asset(TEACHER_ASSET)
+    card = asset(TEACHER_ASSET.replace(".keras", ".json"))
+    spec = "shapes"
+    if card.is_file():
+        spec = json.loads(card.read_text()).get("data_spec", spec)
+    if not path.is_file():
+        raise UsageError(f"The bundled example teacher is missing ({path}); reinstall edgekit or pass MODEL.")
+    return path, spec
+
+
+def _hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def compress(
+    model: str | os.PathLike | None = None,
+    *,
+    recipe: str = "distill",
+    data: str | None = None,
+    out: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    unsafe: bool = False,
+    measure_latency: bool = True,
+) -> dict[str, Any]:
+    """Run a recipe on a model and data; returns the report (also written to OUT/report.json).
+
+    Raises BudgetExceeded (after writing everything) when the final artifact misses the recipe's
+    accuracy budget.
+    """
+    from edgekit.data import Preprocessing, load_dataset
+
+    rec = load_recipe(recipe, overrides)
+    if model is None:
+        model_path, default_spec = bundled_teacher()
+        if data is None:
+            data = default_spec
+            ui.info(
+                f"No MODEL or --data given: running recipe '{rec.name}' on the bundled example teacher "
+                f"({model_path.name}) and the '{data}' reference data."
+            )
+        else:
+            ui.info(f"No MODEL given: using the bundled example teacher ({model_path.name}).")
+    else:
+        model_path = Path(model)
+        if data is None:
+            raise UsageError(
+                "Pass --data (digits, shapes, an image folder or a .npz) to compress your own model; "
+                "only the bundled example teacher comes with data."
+            )
+    teacher = ModelArtifact.from_path(model_path)
+    out_dir = ensure_writable_dir(out or default_out_dir(rec.name))
+    log_handle = ui.add_log_file(out_dir / "run.log")
+    try:
+        ui.info(f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}")
+        predict_teacher, input_shape = _teacher_predictor(teacher, unsafe)
+        dataset = load_dataset(data, image_size=tuple(input_shape[:2]), seed=rec.data.seed)
+        if tuple(dataset.image_shape) != tuple(input_shape):
+            raise DataError(
+                f"Data images are {tuple(dataset.image_shape)} but the model expects {tuple(input_shape)}. "
+                "Use data with the model's image size and channels."
+            )
+        splits = dataset.split(rec.data.split.fractions(), seed=rec.data.seed)
+        prep = Preprocessing(mean=rec.data.preprocessing.mean, std=rec.data.preprocessing.std)
+        ctx = RunContext(
+            recipe=rec, out=out_dir, splits=splits, preprocessing=prep, labels=list(dataset.labels),
+            teacher=teacher, unsafe=unsafe,
+        )  # fmt: skip
+        needs_train = any(s.stage == "distill" for s in rec.stages)
+        _teacher_outputs(ctx, predict_teacher, ["train", "val", "eval"] if needs_train else ["eval"])
+        _check_labels(ctx)
+
+        stage_records, current, exports, models = _run_stages(ctx, teacher, dataset)
+        report = _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, measure_latency)
+        budget_error = _budget_status(rec, report)
+        _write_outputs(ctx, report, teacher, data)
+    finally:
+        ui.remove_log_file(log_handle)
+    if budget_error:
+        raise BudgetExceeded(budget_error)
+    return report
+
+
+def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
+    """A numpy predict function for the teacher, whatever its format, and its input shape (H, W, C)."""
+    if teacher.format in KERAS_FORMATS:
+        from edgekit.keras_compat import load_model
+
+        loaded = load_model(teacher.path, unsafe=unsafe)
+        return (lambda x: _first(loaded.predict(x))), tuple(loaded.input_shape)
+    from edgekit.runtimes import open_runner
+
+    runner = open_runner(teacher.path, threads=os.cpu_count() or 1)
+    shape = tuple(runner.inputs[0].shape[1:])
+    return (lambda x: runner.run(x)[0]), shape
+
+
+def _first(out: Any) -> np.ndarray:
+    return out[0] if isinstance(out, list) else out
+
+
+def as_logits(outputs: np.ndarray) -> np.ndarray:
+    """Teacher outputs as logits: probabilities (rows >= 0 summing to 1) become log-probabilities."""
+    out = np.asarray(outputs, dtype=np.float32)
+    if out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+        return np.log(np.clip(out, 1e-12, 1.0))
+    return out
+
+
+def _teacher_outputs(ctx: RunContext, predict, split_names: list[str]) -> None:
+    """Run the teacher once per sample and cache the logits in OUT/cache (keyed by teacher and data)."""
+    cache_dir = ctx.out / "cache"
+    for name in split_names:
+        key = _hash_json(
+            [ctx.teacher.sha256, ctx.splits[name].fingerprint(), ctx.preprocessing.to_dict(), name]
+        )[:16]
+        path = cache_dir / f"teacher-{name}-{key}.npy"
+        if path.is_file():
+            ctx.teacher_outputs[name] = np.load(path)
+            continue
+        x = ctx.x(name)
+        batches = [x[i : i + 256] for i in range(0, len(x), 256)]
+        outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({name})")]
+        logits = as_logits(np.concatenate(outs, axis=0))
+        if logits.ndim != 2 or logits.shape[1] != ctx.splits[name].num_classes:
+            raise UsageError(
+                f"The model outputs shape {logits.shape[1:]} but the data has "
+                f"{ctx.splits[name].num_classes} classes. Use a classifier whose last layer matches the labels."
+            )
+        from edgekit.artifacts import atomic_path
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            np.save(tmp, logits)
+        ctx.teacher_outputs[name] = logits
+
+
+def _check_labels(ctx: RunContext) -> None:
+    needs = []
+    for s in ctx.recipe.stages:
+        if s.stage in ("prune", "qat"):
+            needs.append(s.stage)
+        elif s.stage == "distill" and s.alpha > 0:
+            needs.append("distill (alpha > 0)")
+    if needs and not ctx.labeled:
+        raise DataError(
+            f"Stage {needs[0]} needs labels but the data are unlabeled. Provide labels (y), or for "
+            "distillation set --set distill.alpha=0 to learn from the teacher alone."
+        )
+
+
+def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -> str:
+    return _hash_json(
+        {
+            "edgekit": __version__,
+            "index": index,
+            "stage": config.model_dump(mode="json"),
+            "input": model.sha256,
+            "teacher": ctx.teacher.sha256,
+            "data": {k: v.fingerprint() for k, v in ctx.splits.items()},
+            "data_config": ctx.recipe.data.model_dump(mode="json"),
+            "verify": ctx.recipe.verify.model_dump(mode="json"),
+            "seed": ctx.recipe.seed,
+        }
+    )
+
+
+def _run_stages(ctx: RunContext, teacher: ModelArtifact, dataset: Any):
+    from edgekit.stages.base import StageOutput, get_stage
+
+    current = teacher
+    exports: list[tuple[str, ModelArtifact]] = []
+    models: list[tuple[str, ModelArtifact]] = []
+    records = []
+    for i, cfg in enumerate(ctx.recipe.stages):
+        stage = get_stage(cfg)
+        final_dir = ctx.out / "stages" / f"{i:02d}-{cfg.stage}"
+        key = _stage_key(ctx, i, cfg, current)
+        record_path = final_dir / "stage.json"
+        t0 = time.perf_counter()
+        skipped = False
+        if record_path.is_file() and json.loads(record_path.read_text()).get("key") == key:
+            output = StageOutput.from_dict(json.loads(record_path.read_text())["output"])
+            output = _rebase(output, final_dir)
+            skipped = True
+            ui.info(f"[{i + 1}/{len(ctx.recipe.stages)}] {cfg.stage}: unchanged since the last run, reused")
+        else:
+            ui.info(f"[{i + 1}/{len(ctx.recipe.stages)}] {cfg.stage}")
+            work = final_dir.with_name(f".{final_dir.name}.partial")
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            output = stage.run(ctx, current, work)
+            output = _relocate(output, work, final_dir)
+            record = {"key": key, "stage": cfg.stage, "output": output.to_dict()}
+            write_json_atomic(work / "stage.json", _relative_record(record, final_dir))
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            os.replace(work, final_dir)
+        seconds = time.perf_counter() - t0
+        records.append({"stage": cfg.stage, "key": key[:16], "reused": skipped, "seconds": round(seconds, 2),
+                        **output.report})  # fmt: skip
+        if output.model is not None:
+            current = output.model
+            models.append((cfg.stage, current))
+        exports.extend((cfg.stage, a) for a in output.exports)
+    return records, current, exports, models
+
+
+def _relocate(output: Any, work: Path, final_dir: Path) -> Any:
+    """Point artifact paths at the final stage folder (they were written in the partial one)."""
+    for a in [output.model, *output.exports]:
+        if a is not None and Path(a.path).is_relative_to(work):
+            a.path = str(final_dir / Path(a.path).relative_to(work))
+    return output
+
+
+def _relative_record(record: dict[str, Any], final_dir: Path) -> dict[str, Any]:
+    out = json.loads(json.dumps(record, default=str))
+    items = [out["output"]["model"], *out["output"]["exports"]]
+    for a in items:
+        if a and Path(a["path"]).is_relative_to(final_dir):
+            a["path"] = str(Path(a["path"]).relative_to(final_dir))
+    return out
+
+
+def _rebase(output: Any, final_dir: Path) -> Any:
+    for a in [output.model, *output.exports]:
+        if a is not None and not Path(a.path).is_absolute():
+            a.path = str(final_dir / a.path)
+    return output
+
+
+def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, measure_latency):
+    from edgekit.measure import measure_artifact
+
+    n_eval = ctx.recipe.data.max_eval_samples
+    x_eval, y_eval = ctx.x("eval", n_eval), ctx.y("eval", n_eval)
+    t_eval = ctx.teacher_outputs["eval"][: len(x_eval)]
+    runs = ctx.recipe.latency_runs if measure_latency else 0
+    ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
+    teacher_row = measure_artifact(teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe,
+                                   outputs=t_eval)  # fmt: skip
+    rows = []
+    for stage_name, art in [*models, *exports]:
+        row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
+        row["stage"] = stage_name
+        rows.append(row)
+    for row in rows:
+        row["path"] = _rel(row["path"], ctx.out)
+        _add_ratios(row, teacher_row)
+    teacher_row["path"] = str(teacher.path)
+    final = _final_artifact(rows)
+    return {
+        "edgekit_version": __version__,
+        "recipe": ctx.recipe.name,
+        "data": {
+            "source": dataset.source,
+            "name": dataset.name,
+            "classes": len(ctx.labels),
+            "labels": ctx.labels,
+            "image_shape": list(dataset.image_shape),
+            "splits": {k: len(v) for k, v in ctx.splits.items()},
+            "eval_samples": len(x_eval),
+            "preprocessing": ctx.preprocessing.to_dict(),
+        },
+        "teacher": teacher_row,
+        "artifacts": rows,
+        "final_artifact": final["path"] if final else None,
+        "stages": stage_records,
+        "latency": {"threads": 1, "runs": runs, "note": "p50 over timed runs after warm-up, batch 1, CPU"},
+    }
+
+
+def _rel(path: str, base: Path) -> str:
+    p = Path(path)
+    return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
+
+
+def _add_ratios(row: dict[str, Any], teacher_row: dict[str, Any]) -> None:
+    def ratio(a, b):
+        return round(a / b, 3) if a and b else None
+
+    row["size_ratio_to_teacher"] = ratio(teacher_row.get("size_bytes"), row.get("size_bytes"))
+    row["speedup_vs_teacher"] = ratio(teacher_row.get("latency_ms_p50"), row.get("latency_ms_p50"))
+    if row.get("accuracy") is not None and teacher_row.get("accuracy") is not None:
+        row["accuracy_drop_points"] = round(100 * (teacher_row["accuracy"] - row["accuracy"]), 2)
+
+
+def _final_artifact(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The deliverable: the first export of the last stage that exported anything."""
+    exported = [r for r in rows if r["format"] in ("tflite", "onnx")]
+    if not exported:
+        return rows[-1] if rows else None
+    last_stage = exported[-1]["stage"]
+    return next(r for r in exported if r["stage"] == last_stage)
+
+
+def _write_outputs(ctx: RunContext, report: dict[str, Any], teacher: ModelArtifact, data_spec: str) -> None:
+    from edgekit.report.markdown import render_markdown
+    from edgekit.versions import runtime_versions
+
+    out = ctx.out
+    outputs = {}
+    for row in report["artifacts"]:
+        p = out / row["path"]
+        outputs[row["path"]] = sha256_path(p) if p.exists() else None
+    manifest = {
+        "edgekit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": runtime_versions(),
+        "recipe": ctx.recipe.model_dump(mode="json"),
+        "seeds": {"recipe": ctx.recipe.seed, "split": ctx.recipe.data.seed},
+        "inputs": {
+            "model": {"path": str(teacher.path), "sha256": teacher.sha256, "format": teacher.format,
+                      "size_bytes": size_bytes(teacher.path)},
+            "data": {"spec": str(data_spec), **{k: v.fingerprint() for k, v in ctx.splits.items()}},
+        },  # fmt: skip
+        "outputs": outputs,
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", render_markdown(report))
+
+
+def _budget_status(rec: Recipe, report: dict[str, Any]) -> str | None:
+    """Record the budget verdict in the report; return the failure message, if any."""
+    budget = rec.budget.max_accuracy_drop
+    if budget is None:
+        return None
+    final = next((r for r in report["artifacts"] if r["path"] == report["final_artifact"]), None)
+    drop = final.get("accuracy_drop_points") if final else None
+    report["budget"] = {"max_accuracy_drop": budget, "final_artifact": report["final_artifact"], "drop": drop,
+                        "passed": drop is not None and drop <= budget}  # fmt: skip
+    if drop is None:
+        return "The recipe sets max_accuracy_drop but the final artifact has no accuracy (unlabeled data?)."
+    if drop > budget:
+        return (
+            f"Final artifact {final['path']} lost {drop:.2f} points of top-1 against the teacher; the budget "
+            f"is {budget:.2f}. Artifacts and report are in place; try more distillation epochs, a wider "
+            "student, or int16x8/QAT."
+        )
+    return None

@@ -1,0 +1,90 @@
+"""Render a compress report (report.json) as a readable markdown table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekit.ui import format_cell
+
+COLUMNS = [
+    ("artifact", "path"),
+    ("format", "format"),
+    ("precision", "precision"),
+    ("size", "size_bytes"),
+    ("x smaller", "size_ratio_to_teacher"),
+    ("params", "parameters"),
+    ("top-1", "accuracy"),
+    ("drop (pts)", "accuracy_drop_points"),
+    ("agree w/ teacher", "agreement_with_teacher"),
+    ("p50 ms", "latency_ms_p50"),
+    ("x faster", "speedup_vs_teacher"),
+    ("verified", "verified"),
+]
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for r in [{**report["teacher"], "path": "teacher: " + str(report["teacher"]["path"]).split("/")[-1]},
+              *report["artifacts"]]:  # fmt: skip
+        row = {}
+        for title, key in COLUMNS:
+            v = r.get(key)
+            if key == "size_bytes":
+                row[title] = human_size(v)
+            elif key == "accuracy" and v is not None:
+                row[title] = f"{100 * v:.2f}%"
+            elif key == "agreement_with_teacher" and v is not None:
+                row[title] = f"{100 * v:.2f}%"
+            elif key == "verified":
+                row[title] = _verified(r)
+            else:
+                row[title] = format_cell(v)
+        rows.append(row)
+    return rows
+
+
+def _verified(r: dict[str, Any]) -> str:
+    v = r.get("verification")
+    if not v:
+        return "-"
+    if v.get("max_abs_error") is not None and v.get("kind") == "float":
+        return f"max err {v['max_abs_error']:.1e}"
+    if v.get("top1_agreement") is not None:
+        return f"agree {100 * v['top1_agreement']:.1f}%"
+    return "yes"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    rows = table_rows(report)
+    titles = [t for t, _ in COLUMNS]
+    lines = [
+        f"# edgekit compress: recipe `{report['recipe']}`",
+        "",
+        f"Data: {report['data']['name']} ({report['data']['classes']} classes, images "
+        f"{'x'.join(map(str, report['data']['image_shape']))}), evaluated on {report['data']['eval_samples']} "
+        "held-out samples. Latency: CPU, 1 thread, batch 1, p50.",
+        "",
+        "| " + " | ".join(titles) + " |",
+        "|" + "|".join("---" for _ in titles) + "|",
+    ]
+    lines += ["| " + " | ".join(r[t] for t in titles) + " |" for r in rows]
+    lines += ["", f"Final artifact: `{report.get('final_artifact')}`"]
+    if report.get("budget"):
+        b = report["budget"]
+        verdict = "met" if b.get("passed") else "MISSED"
+        lines.append(f"Accuracy budget: max drop {b['max_accuracy_drop']} points, final drop {b['drop']}: {verdict}")
+    lines += ["", "## Stages", ""]
+    for s in report.get("stages", []):
+        extra = ", reused from the previous run" if s.get("reused") else ""
+        lines.append(f"- **{s['stage']}** ({s['seconds']} s{extra})")
+    return "\n".join(lines) + "\n"

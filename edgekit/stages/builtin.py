@@ -1,0 +1,296 @@
+"""The built-in stages: distill, prune, qat, export (float), quantize (post-training).
+
+Each is a thin adapter between a recipe config and the library functions that do the work
+(edgekit.stages.distill / prune / qat, edgekit.export.*). Exports are verified inside the stage
+that makes them: a stage that exported an unverified model has failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit import ui
+from edgekit.artifacts import ModelArtifact
+from edgekit.errors import UnsupportedModelError
+from edgekit.stages.base import Stage, StageOutput, register
+
+if TYPE_CHECKING:
+    from edgekit.pipeline import RunContext
+
+
+def _load(ctx: RunContext, model: ModelArtifact) -> Any:
+    from edgekit.keras_compat import load_model
+
+    if model.format in ("tflite", "onnx"):
+        raise UnsupportedModelError(
+            f"Stage needs a Keras model or SavedModel; received a .{model.format} file ({model.path}). "
+            "Start from the Keras model that produced it."
+        )
+    return load_model(model.path, unsafe=ctx.unsafe)
+
+
+def _as_tf_keras(ctx: RunContext, model: ModelArtifact) -> tuple[Any, dict[str, Any]]:
+    """The model as a tf_keras model for the tfmot stages (Keras 3 bridged, outputs checked)."""
+    from edgekit.keras_compat import to_tf_keras
+
+    loaded = _load(ctx, model)
+    if loaded.flavor == "savedmodel":
+        raise UnsupportedModelError(
+            f"{model.path} is a plain TensorFlow SavedModel without Keras layers; pruning and QAT need the "
+            "Keras model (.keras or .h5). Export it from Keras, or use the 'quantize' recipe instead."
+        )
+    if loaded.flavor == "tf_keras":
+        return loaded.model, {"bridge": "not needed (tf-keras model)"}
+    result = to_tf_keras(loaded, ctx.x("val", 16))
+    ui.info(f"Keras 3 -> tf-keras bridge: outputs match, max abs diff {result.max_abs_diff:.2e}")
+    return result.model, {"bridge_max_abs_diff": float(result.max_abs_diff)}
+
+
+def _base_name(model: ModelArtifact) -> str:
+    stem = Path(model.path).stem
+    return stem if stem not in ("part", "") else "model"
+
+
+def _save_keras(model: Any, path: Path, **metadata: Any) -> ModelArtifact:
+    from edgekit.keras_compat import save_model
+
+    save_model(model, path)
+    return ModelArtifact.from_path(path, **metadata)
+
+
+@register
+class DistillStageRunner(Stage):
+    name = "distill"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        from edgekit.stages.distill import distill
+
+        if model.sha256 == ctx.teacher.sha256:
+            t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
+        else:  # distilling from an intermediate model: run it once per sample as the teacher
+            from edgekit.pipeline import as_logits
+
+            loaded = _load(ctx, model)
+            t_train, t_val = (as_logits(_first(loaded.predict(ctx.x(s)))) for s in ("train", "val"))
+        result = distill(
+            self.config,
+            ctx.x("train"),
+            t_train,
+            ctx.y("train") if self.config.alpha > 0 else None,
+            x_val=ctx.x("val"),
+            teacher_val=t_val,
+            y_val=ctx.y("val"),
+            seed=ctx.recipe.seed,
+        )
+        art = _save_keras(result.model, workdir / "student.keras", parameters=int(result.model.count_params()))
+        s = self.config.student
+        return StageOutput(
+            model=art,
+            report={
+                "student": f"{s.arch} width {s.width:g}, input {s.input_size or 'as teacher'}",
+                "parameters": int(result.model.count_params()),
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "history": result.history,
+            },
+        )
+
+
+def _first(out: Any) -> np.ndarray:
+    return out[0] if isinstance(out, list) else out
+
+
+@register
+class PruneStageRunner(Stage):
+    name = "prune"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        from edgekit.stages.prune import prune
+
+        tfk_model, bridge = _as_tf_keras(ctx, model)
+        c = self.config
+        result = prune(
+            tfk_model,
+            ctx.x("train"),
+            ctx.y("train"),
+            x_val=ctx.x("val"),
+            y_val=ctx.y("val"),
+            target_sparsity=c.target_sparsity,
+            schedule=c.schedule,
+            initial_sparsity=c.initial_sparsity,
+            frequency=c.frequency,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            m_by_n=tuple(c.m_by_n) if c.m_by_n else None,
+            policy=c.policy,
+            seed=ctx.recipe.seed,
+        )
+        art = _save_keras(
+            result.model,
+            workdir / f"{_base_name(model)}_pruned.keras",
+            parameters=int(result.model.count_params()),
+            sparsity=float(result.overall_sparsity),
+        )
+        return StageOutput(
+            model=art,
+            report={
+                **bridge,
+                "overall_sparsity": float(result.overall_sparsity),
+                "per_layer_sparsity": {k: float(v) for k, v in result.per_layer_sparsity.items()},
+                "gzip_size_bytes": int(result.gzip_size_bytes),
+                "skipped_layers": list(getattr(result, "skipped_layers", []) or []),
+                "history": result.history,
+            },
+        )
+
+
+@register
+class QatStageRunner(Stage):
+    name = "qat"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        from edgekit.stages.qat import qat, save_qat_model
+
+        tfk_model, bridge = _as_tf_keras(ctx, model)
+        c = self.config
+        result = qat(
+            tfk_model,
+            ctx.x("train"),
+            ctx.y("train"),
+            x_val=ctx.x("val"),
+            y_val=ctx.y("val"),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            seed=ctx.recipe.seed,
+        )
+        path = workdir / f"{_base_name(model)}_qat.keras"
+        save_qat_model(result.model, path)
+        for u in result.unsupported_layers:
+            ui.info(f"qat: layer {u['layer']} ({u['class']}) is not supported by tfmot; {u['fallback']}")
+        art = ModelArtifact.from_path(path, precision="qat", parameters=int(tfk_model.count_params()))
+        return StageOutput(
+            model=art,
+            report={
+                **bridge,
+                "annotated_layers": len(result.annotated_layers),
+                "unsupported_layers": result.unsupported_layers,
+                "history": result.history,
+            },
+        )
+
+
+def _verify_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray | None]:
+    n = ctx.recipe.verify.samples
+    return ctx.x("eval", n), ctx.y("eval", n)
+
+
+def _export_record(path: Path, info: dict[str, Any], verification: dict[str, Any], source: ModelArtifact,
+                   precision: str) -> ModelArtifact:  # fmt: skip
+    return ModelArtifact.from_path(
+        path,
+        precision=precision,
+        parameters=source.metadata.get("parameters"),
+        source=Path(source.path).name,
+        verification=verification,
+        conversion={k: v for k, v in info.items() if k not in ("path",)},
+    )
+
+
+def _reference(ctx: RunContext, loaded: Any, x: np.ndarray) -> np.ndarray:
+    return _first(loaded.predict(x))
+
+
+@register
+class ExportStageRunner(Stage):
+    name = "export"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        from edgekit.export import onnx as onnx_export
+        from edgekit.export import tflite as tflite_export
+        from edgekit.export.validate import check_export
+
+        loaded = _load(ctx, model)
+        x, y = _verify_samples(ctx)
+        ref = _reference(ctx, loaded, x)
+        base = _base_name(model)
+        v = ctx.recipe.verify
+        qat = model.precision == "qat"
+        exports = []
+        for fmt in self.config.formats:
+            if fmt == "tflite":
+                precision = "int8" if qat else "float32"
+                path = workdir / f"{base}_{'qat_int8' if qat else 'float32'}.tflite"
+                info = tflite_export.convert(
+                    loaded,
+                    path,
+                    quantization="qat" if qat else "none",
+                    allow_select_tf_ops=self.config.allow_select_tf_ops,
+                )
+            else:
+                precision = "float32"
+                path = workdir / f"{base}_{'qat_fakequant' if qat else 'float32'}.onnx"
+                info = onnx_export.convert(loaded, path, opset=self.config.opset)
+            ui.info(f"export: verifying {path.name} against the Keras model on {len(x)} samples")
+            verification = check_export(
+                path, ref, x, y, precision=precision, labels=ctx.labels,
+                float_atol=v.float_atol, min_agreement=v.min_agreement,
+            )  # fmt: skip
+            exports.append(_export_record(path, info, verification, model, precision))
+        return StageOutput(exports=exports, report={"exports": [Path(a.path).name for a in exports]})
+
+
+@register
+class QuantizeStageRunner(Stage):
+    name = "quantize"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        from edgekit.export import onnx as onnx_export
+        from edgekit.export import tflite as tflite_export
+        from edgekit.export.validate import check_export
+
+        c = self.config
+        loaded = _load(ctx, model)
+        x, y = _verify_samples(ctx)
+        ref = _reference(ctx, loaded, x)
+        calib = ctx.x("calib", c.calibration_samples)
+        base = _base_name(model)
+        v = ctx.recipe.verify
+        exports, notes = [], []
+        float_onnx: Path | None = None
+        for mode in c.modes:
+            for fmt in c.formats:
+                if fmt == "tflite":
+                    path = workdir / f"{base}_{mode}.tflite"
+                    info = tflite_export.convert(
+                        loaded, path, quantization=mode, calibration=calib,
+                        calibration_samples=c.calibration_samples, io_type=c.io_type if mode == "int8" else "float32",
+                        per_channel=c.per_channel,
+                    )  # fmt: skip
+                elif mode == "int8":
+                    if float_onnx is None:
+                        float_onnx = workdir / ".float_for_quantization.onnx"
+                        onnx_export.convert(loaded, float_onnx)
+                    path = workdir / f"{base}_{mode}.onnx"
+                    info = onnx_export.quantize_int8(
+                        float_onnx, path, calib, per_channel=c.per_channel, reduce_range=c.onnx_reduce_range
+                    )
+                else:
+                    notes.append(f"onnx {mode}: not produced (edgekit makes ONNX int8 only; use TFLite for {mode})")
+                    continue
+                ui.info(f"quantize: verifying {path.name} against the Keras model on {len(x)} samples")
+                precision = {"float16": "float16", "dynamic": "dynamic", "int16x8": "int16x8"}.get(mode, "int8")
+                verification = check_export(
+                    path, ref, x, y, precision=precision, labels=ctx.labels,
+                    float_atol=v.float16_atol if mode == "float16" else v.float_atol, min_agreement=v.min_agreement,
+                )  # fmt: skip
+                exports.append(_export_record(path, info, verification, model, precision))
+        if float_onnx is not None:
+            float_onnx.unlink(missing_ok=True)
+        for n in notes:
+            ui.info(f"quantize: {n}")
+        return StageOutput(exports=exports, report={"exports": [Path(a.path).name for a in exports], "notes": notes})

@@ -1,0 +1,130 @@
+"""Knowledge distillation into a MobileNet student (tf_keras).
+
+Loss per sample: alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T)),
+with t the teacher's logits and s the student's. The teacher's logits are computed once per sample
+by the pipeline (the teacher may be any format) and passed in; labels and teacher logits travel
+packed in one target array so that plain `fit` (and its callbacks) does the training.
+alpha = 0 learns from the teacher alone and works with unlabeled data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import DataError
+from edgekit.recipes import DistillStage
+from edgekit.stages import training
+from edgekit.stages.students import build_student
+
+
+@dataclass
+class DistillResult:
+    model: Any  # tf_keras student, best weights restored
+    history: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+
+
+def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray:
+    """[one-hot labels (zeros when unlabeled) | teacher logits] as one float32 array."""
+    n, k = teacher_logits.shape
+    onehot = np.zeros((n, k), np.float32)
+    if y is not None:
+        onehot[np.arange(n), y.astype(np.int64)] = 1.0
+    return np.concatenate([onehot, teacher_logits.astype(np.float32)], axis=1)
+
+
+def distillation_loss(num_classes: int, alpha: float, temperature: float):
+    import tensorflow as tf
+
+    k, t = num_classes, float(temperature)
+
+    def loss(y_true, y_pred):
+        onehot, teacher = y_true[:, :k], y_true[:, k:]
+        kl = tf.reduce_sum(
+            tf.nn.softmax(teacher / t) * (tf.nn.log_softmax(teacher / t) - tf.nn.log_softmax(y_pred / t)), axis=-1
+        )
+        total = (1.0 - alpha) * t * t * kl
+        if alpha > 0:
+            total += alpha * tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=y_pred)
+        return total
+
+    return loss
+
+
+def _metrics(num_classes: int, labeled: bool) -> list[Any]:
+    import tensorflow as tf
+
+    k = num_classes
+
+    def accuracy(y_true, y_pred):
+        return tf.cast(tf.equal(tf.argmax(y_true[:, :k], -1), tf.argmax(y_pred, -1)), tf.float32)
+
+    def agreement(y_true, y_pred):
+        return tf.cast(tf.equal(tf.argmax(y_true[:, k:], -1), tf.argmax(y_pred, -1)), tf.float32)
+
+    return [accuracy, agreement] if labeled else [agreement]
+
+
+def distill(
+    config: DistillStage,
+    x_train: np.ndarray,
+    teacher_train: np.ndarray,
+    y_train: np.ndarray | None = None,
+    *,
+    x_val: np.ndarray | None = None,
+    teacher_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    seed: int = 0,
+) -> DistillResult:
+    """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored."""
+    from edgekit.keras_compat import tf_keras
+
+    if config.alpha > 0 and y_train is None:
+        raise DataError(
+            f"Distillation with alpha={config.alpha} needs labels but the data are unlabeled. "
+            "Set --set distill.alpha=0 to learn from the teacher alone."
+        )
+    labeled = y_train is not None
+    num_classes = int(teacher_train.shape[1])
+    student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
+    callbacks = []
+    has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
+    if config.early_stopping.enabled and has_val:
+        monitor = config.early_stopping.monitor
+        if monitor == "val_accuracy" and not (labeled and y_val is not None):
+            monitor = "val_agreement"
+        callbacks.append(
+            tf_keras().callbacks.EarlyStopping(
+                monitor=monitor,
+                mode="min" if monitor == "val_loss" else "max",
+                patience=config.early_stopping.patience,
+                restore_best_weights=True,
+            )
+        )
+    opt = config.optimizer
+    history = training.fit(
+        student,
+        x_train,
+        pack_targets(y_train, teacher_train),
+        x_val=x_val if has_val else None,
+        y_val=pack_targets(y_val if labeled else None, teacher_val) if has_val else None,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=opt.name,
+        learning_rate=opt.learning_rate,
+        schedule=opt.schedule,
+        weight_decay=opt.weight_decay,
+        loss=distillation_loss(num_classes, config.alpha, config.temperature),
+        metrics=_metrics(num_classes, labeled),
+        callbacks=callbacks,
+        seed=seed,
+        description="distill",
+    )
+    epochs_run = len(next(iter(history.values()))) if history else 0
+    # EarlyStopping restores the best weights at the end of training, stopped early or not.
+    best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
+    return DistillResult(model=student, history=history, best_epoch=best_epoch, epochs_run=epochs_run)

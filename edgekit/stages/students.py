@@ -1,0 +1,53 @@
+"""Student networks for distillation: tf_keras Applications MobileNets, built flat.
+
+The student takes the teacher's input (pixels after edgekit's preprocessing), resizes inside the
+model when its input size differs, and outputs logits. Applications are built on a tensor
+(`input_tensor=`) rather than nested as a sub-model, so tfmot's prune and QAT wrappers reach every
+layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekit.errors import UsageError
+from edgekit.recipes import StudentConfig
+
+
+def build_student(config: StudentConfig, input_shape: tuple[int, int, int], num_classes: int, seed: int = 0) -> Any:
+    """A fresh (randomly initialised) tf_keras student model with logits output."""
+    from edgekit.keras_compat import tf_keras
+
+    tfk = tf_keras()
+    tfk.utils.set_random_seed(seed)
+    h, w, c = input_shape
+    size = config.input_size or h
+    if min(h, w) < 1 or c != 3:
+        raise UsageError(
+            f"MobileNet students need RGB input (H, W, 3). Received a teacher input of shape {input_shape}; "
+            "convert grey images to RGB in the data."
+        )
+    if size < 32:
+        raise UsageError(
+            f"MobileNet students need an input of at least 32x32. The teacher's input is {h}x{w}: "
+            "set the student's input size with --set distill.student.input_size=32 (or larger)."
+        )
+    inp = tfk.Input(shape=(h, w, c), name="image")
+    x = inp
+    if (size, size) != (h, w):
+        x = tfk.layers.Resizing(size, size, interpolation="bilinear", name="student_resize")(x)
+    # edgekit feeds [0, 1] by default; MobileNets are designed around [-1, 1] inputs.
+    x = tfk.layers.Rescaling(2.0, offset=-1.0, name="student_rescale")(x)
+    apps = tfk.applications
+    common: dict[str, Any] = {"input_tensor": x, "include_top": False, "weights": None, "alpha": config.width}
+    if config.arch == "mobilenet_v2":
+        base = apps.MobileNetV2(**common)
+    elif config.arch == "mobilenet_v3_small":
+        base = apps.MobileNetV3Small(**common, minimalistic=False, include_preprocessing=False)
+    else:
+        base = apps.MobileNetV3Large(**common, minimalistic=False, include_preprocessing=False)
+    y = tfk.layers.GlobalAveragePooling2D(name="student_pool")(base.output)
+    if config.dropout:
+        y = tfk.layers.Dropout(config.dropout, name="student_dropout")(y)
+    y = tfk.layers.Dense(num_classes, name="logits")(y)
+    return tfk.Model(inp, y, name=f"student_{config.arch}_{config.width:g}")

@@ -28,7 +28,9 @@ def detect_format(path: str | os.PathLike) -> str:
     """
     p = Path(path)
     if not p.exists():
-        raise ModelLoadError(f"Model path does not exist: {p}. Check the path (and the working directory).")
+        raise ModelLoadError(
+            f"Model path does not exist: {p}. Check the path (and the working directory)."
+        )
     if p.is_dir():
         if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
             return "savedmodel"
@@ -54,7 +56,9 @@ def detect_format(path: str | os.PathLike) -> str:
             f"{p} is not a TFLite flatbuffer (no 'TFL3' identifier). The file is damaged or is not a .tflite model."
         )
     if suffix in (".keras", ".h5", ".hdf5"):
-        raise ModelLoadError(f"{p} is not a valid {suffix} file (wrong header). The file is damaged or truncated.")
+        raise ModelLoadError(
+            f"{p} is not a valid {suffix} file (wrong header). The file is damaged or truncated."
+        )
     raise ModelLoadError(
         f"Cannot tell what kind of model {p} is. Expected a .keras, .h5, .tflite or .onnx file or a SavedModel folder."
     )
@@ -65,7 +69,9 @@ def _keras_zip_flavour(p: Path) -> str:
         with zipfile.ZipFile(p) as z:
             names = set(z.namelist())
             if "config.json" not in names:
-                raise ModelLoadError(f"{p} is a zip file but not a .keras model (no config.json inside).")
+                raise ModelLoadError(
+                    f"{p} is a zip file but not a .keras model (no config.json inside)."
+                )
             meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
     except zipfile.BadZipFile as e:
         raise ModelLoadError(
@@ -130,7 +136,9 @@ def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
 
 
 def write_json_atomic(dest: str | os.PathLike, obj: Any) -> Path:
-    return write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text_atomic(
+        dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    )
 
 
 def _json_default(o: Any) -> Any:
@@ -156,10 +164,12 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         raise UsageError(f"Output path {p} exists and is not a folder. Choose another --out.")
     try:
         p.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=p, prefix=".write-test-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".write-test-"):
+            pass
     except OSError as e:
-        raise UsageError(f"Cannot write to output folder {p} ({e.strerror}). Choose a writable --out.") from None
+        raise UsageError(
+            f"Cannot write to output folder {p} ({e.strerror}). Choose a writable --out."
+        ) from None
     return p
 
 
@@ -174,13 +184,21 @@ class ModelArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, precision: str = "float32", **metadata: Any) -> ModelArtifact:
+    def from_path(
+        cls, path: str | os.PathLike, precision: str = "float32", **metadata: Any
+    ) -> ModelArtifact:
         fmt = detect_format(path)
-        return cls(path=str(path), format=fmt, precision=precision, sha256=sha256_path(path), metadata=metadata)
+        return cls(
+            path=str(path),
+            format=fmt,
+            precision=precision,
+            sha256=sha256_path(path),
+            metadata=metadata,
+        )
 
     @property
     def family(self) -> str:
-        """"keras" for every Keras/SavedModel flavour, else "tflite" or "onnx" (the report's `format`)."""
+        """ "keras" for every Keras/SavedModel flavour, else "tflite" or "onnx" (the report's `format`)."""
         return "keras" if self.format in KERAS_FORMATS else self.format
 
     def to_dict(self) -> dict[str, Any]:

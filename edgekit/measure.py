@@ -45,8 +45,11 @@ def measure_artifact(
         "accuracy": float((pred == y).mean()) if y is not None else None,
         "agreement_with_teacher": float((pred == teacher_logits.argmax(axis=1)).mean()),
         "latency_ms_p50": round(latency, 4) if latency is not None else None,
-        "runtime": {k: runtime.get(k) for k in ("runtime", "runtime_version", "threads", "delegate", "provider")
-                    if k in runtime},  # fmt: skip
+        "runtime": {
+            k: runtime.get(k)
+            for k in ("runtime", "runtime_version", "threads", "delegate", "provider")
+            if k in runtime
+        },
         "sha256": art.sha256,
     }
     for key in ("verification", "sparsity", "conversion"):
@@ -56,7 +59,9 @@ def measure_artifact(
 
 
 def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([runner.run(x[i : i + batch])[0] for i in range(0, len(x), batch)], axis=0)
+    return np.concatenate(
+        [runner.run(x[i : i + batch])[0] for i in range(0, len(x), batch)], axis=0
+    )
 
 
 def _count_params(art: ModelArtifact, unsafe: bool) -> int | None:

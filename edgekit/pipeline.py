@@ -85,7 +85,9 @@ def bundled_teacher() -> tuple[Path, str]:
     if card.is_file():
         spec = json.loads(card.read_text()).get("data_spec", spec)
     if not path.is_file():
-        raise UsageError(f"The bundled example teacher is missing ({path}); reinstall edgekit or pass MODEL.")
+        raise UsageError(
+            f"The bundled example teacher is missing ({path}); reinstall edgekit or pass MODEL."
+        )
     return path, spec
 
 
@@ -132,7 +134,9 @@ def compress(
     out_dir = ensure_writable_dir(out or default_out_dir(rec.name))
     log_handle = ui.add_log_file(out_dir / "run.log")
     try:
-        ui.info(f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}")
+        ui.info(
+            f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}"
+        )
         predict_teacher, input_shape = _teacher_predictor(teacher, unsafe)
         dataset = load_dataset(data, image_size=tuple(input_shape[:2]), seed=rec.data.seed)
         if tuple(dataset.image_shape) != tuple(input_shape):
@@ -143,15 +147,24 @@ def compress(
         splits = dataset.split(rec.data.split.fractions(), seed=rec.data.seed)
         prep = Preprocessing(mean=rec.data.preprocessing.mean, std=rec.data.preprocessing.std)
         ctx = RunContext(
-            recipe=rec, out=out_dir, splits=splits, preprocessing=prep, labels=list(dataset.labels),
-            teacher=teacher, unsafe=unsafe,
-        )  # fmt: skip
+            recipe=rec,
+            out=out_dir,
+            splits=splits,
+            preprocessing=prep,
+            labels=list(dataset.labels),
+            teacher=teacher,
+            unsafe=unsafe,
+        )
         needs_train = any(s.stage == "distill" for s in rec.stages)
-        _teacher_outputs(ctx, predict_teacher, ["train", "val", "eval"] if needs_train else ["eval"])
+        _teacher_outputs(
+            ctx, predict_teacher, ["train", "val", "eval"] if needs_train else ["eval"]
+        )
         _check_labels(ctx)
 
-        stage_records, current, exports, models = _run_stages(ctx, teacher, dataset)
-        report = _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, measure_latency)
+        stage_records, _current, exports, models = _run_stages(ctx, teacher, dataset)
+        report = _measure_and_report(
+            ctx, teacher, dataset, stage_records, models, exports, measure_latency
+        )
         budget_error = _budget_status(rec, report)
         _write_outputs(ctx, report, teacher, data)
     finally:
@@ -263,7 +276,9 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact, dataset: Any):
             output = StageOutput.from_dict(json.loads(record_path.read_text())["output"])
             output = _rebase(output, final_dir)
             skipped = True
-            ui.info(f"[{i + 1}/{len(ctx.recipe.stages)}] {cfg.stage}: unchanged since the last run, reused")
+            ui.info(
+                f"[{i + 1}/{len(ctx.recipe.stages)}] {cfg.stage}: unchanged since the last run, reused"
+            )
         else:
             ui.info(f"[{i + 1}/{len(ctx.recipe.stages)}] {cfg.stage}")
             work = final_dir.with_name(f".{final_dir.name}.partial")
@@ -277,8 +292,15 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact, dataset: Any):
                 shutil.rmtree(final_dir)
             os.replace(work, final_dir)
         seconds = time.perf_counter() - t0
-        records.append({"stage": cfg.stage, "key": key[:16], "reused": skipped, "seconds": round(seconds, 2),
-                        **output.report})  # fmt: skip
+        records.append(
+            {
+                "stage": cfg.stage,
+                "key": key[:16],
+                "reused": skipped,
+                "seconds": round(seconds, 2),
+                **output.report,
+            }
+        )
         if output.model is not None:
             current = output.model
             models.append((cfg.stage, current))
@@ -318,8 +340,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     t_eval = ctx.teacher_outputs["eval"][: len(x_eval)]
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
-    teacher_row = measure_artifact(teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe,
-                                   outputs=t_eval)  # fmt: skip
+    teacher_row = measure_artifact(
+        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval
+    )
     rows = []
     for stage_name, art in [*models, *exports]:
         row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
@@ -347,7 +370,11 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
         "artifacts": rows,
         "final_artifact": final["path"] if final else None,
         "stages": stage_records,
-        "latency": {"threads": 1, "runs": runs, "note": "p50 over timed runs after warm-up, batch 1, CPU"},
+        "latency": {
+            "threads": 1,
+            "runs": runs,
+            "note": "p50 over timed runs after warm-up, batch 1, CPU",
+        },
     }
 
 
@@ -375,7 +402,9 @@ def _final_artifact(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next(r for r in exported if r["stage"] == last_stage)
 
 
-def _write_outputs(ctx: RunContext, report: dict[str, Any], teacher: ModelArtifact, data_spec: str) -> None:
+def _write_outputs(
+    ctx: RunContext, report: dict[str, Any], teacher: ModelArtifact, data_spec: str
+) -> None:
     from edgekit.report.markdown import render_markdown
     from edgekit.versions import runtime_versions
 
@@ -391,10 +420,14 @@ def _write_outputs(ctx: RunContext, report: dict[str, Any], teacher: ModelArtifa
         "recipe": ctx.recipe.model_dump(mode="json"),
         "seeds": {"recipe": ctx.recipe.seed, "split": ctx.recipe.data.seed},
         "inputs": {
-            "model": {"path": str(teacher.path), "sha256": teacher.sha256, "format": teacher.format,
-                      "size_bytes": size_bytes(teacher.path)},
+            "model": {
+                "path": str(teacher.path),
+                "sha256": teacher.sha256,
+                "format": teacher.format,
+                "size_bytes": size_bytes(teacher.path),
+            },
             "data": {"spec": str(data_spec), **{k: v.fingerprint() for k, v in ctx.splits.items()}},
-        },  # fmt: skip
+        },
         "outputs": outputs,
     }
     write_json_atomic(out / "manifest.json", manifest)
@@ -409,8 +442,12 @@ def _budget_status(rec: Recipe, report: dict[str, Any]) -> str | None:
         return None
     final = next((r for r in report["artifacts"] if r["path"] == report["final_artifact"]), None)
     drop = final.get("accuracy_drop_points") if final else None
-    report["budget"] = {"max_accuracy_drop": budget, "final_artifact": report["final_artifact"], "drop": drop,
-                        "passed": drop is not None and drop <= budget}  # fmt: skip
+    report["budget"] = {
+        "max_accuracy_drop": budget,
+        "final_artifact": report["final_artifact"],
+        "drop": drop,
+        "passed": drop is not None and drop <= budget,
+    }
     if drop is None:
         return "The recipe sets max_accuracy_drop but the final artifact has no accuracy (unlabeled data?)."
     if drop > budget:

@@ -23,15 +23,21 @@ class Split(_Strict):
     """Fractions of the data set used for each purpose. `eval` is never trained or calibrated on."""
 
     train: float = Field(0.7, gt=0, lt=1, description="Fraction used to train / fine-tune.")
-    val: float = Field(0.1, gt=0, lt=1, description="Fraction for early stopping and model selection.")
+    val: float = Field(
+        0.1, gt=0, lt=1, description="Fraction for early stopping and model selection."
+    )
     calib: float = Field(0.1, gt=0, lt=1, description="Fraction for quantization calibration.")
-    eval: float = Field(0.1, gt=0, lt=1, description="Held-out fraction for every reported accuracy.")
+    eval: float = Field(
+        0.1, gt=0, lt=1, description="Held-out fraction for every reported accuracy."
+    )
 
     @model_validator(mode="after")
     def _sums_to_at_most_one(self) -> Split:
         total = self.train + self.val + self.calib + self.eval
         if total > 1.0 + 1e-9:
-            raise ValueError(f"split fractions must add up to at most 1. Received a total of {total:.3f}")
+            raise ValueError(
+                f"split fractions must add up to at most 1. Received a total of {total:.3f}"
+            )
         return self
 
     def fractions(self) -> dict[str, float]:
@@ -57,7 +63,9 @@ class DataConfig(_Strict):
     split: Split = Split()
     seed: int = Field(0, description="Seed of the split.")
     preprocessing: PreprocessingConfig = PreprocessingConfig()
-    max_eval_samples: int | None = Field(None, gt=0, description="Cap on evaluated samples (None: all).")
+    max_eval_samples: int | None = Field(
+        None, gt=0, description="Cap on evaluated samples (None: all)."
+    )
 
 
 class Optimizer(_Strict):
@@ -77,7 +85,8 @@ class StudentConfig(_Strict):
     arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"] = "mobilenet_v2"
     width: float = Field(0.35, gt=0, description="Width multiplier (Keras Applications' `alpha`).")
     input_size: int | None = Field(
-        None, description="Square input side in pixels; None keeps the teacher's. Resized inside the model."
+        None,
+        description="Square input side in pixels; None keeps the teacher's. Resized inside the model.",
     )
     dropout: float = Field(0.0, ge=0, lt=1)
 
@@ -85,7 +94,9 @@ class StudentConfig(_Strict):
     @classmethod
     def _min_size(cls, v: int | None) -> int | None:
         if v is not None and v < 32:
-            raise ValueError(f"MobileNet students need an input of at least 32 pixels. Received: input_size={v}")
+            raise ValueError(
+                f"MobileNet students need an input of at least 32 pixels. Received: input_size={v}"
+            )
         return v
 
 
@@ -95,9 +106,14 @@ class DistillStage(_Strict):
     stage: Literal["distill"] = "distill"
     student: StudentConfig = StudentConfig()
     alpha: float = Field(
-        0.3, ge=0, le=1, description="Weight of the label cross-entropy; 1 - alpha weighs the distillation KL."
+        0.3,
+        ge=0,
+        le=1,
+        description="Weight of the label cross-entropy; 1 - alpha weighs the distillation KL.",
     )
-    temperature: float = Field(4.0, gt=0, description="Softmax temperature T of the distillation term.")
+    temperature: float = Field(
+        4.0, gt=0, description="Softmax temperature T of the distillation term."
+    )
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Optimizer = Optimizer(learning_rate=2e-3)
@@ -108,21 +124,29 @@ class PruneStage(_Strict):
     """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept)."""
 
     stage: Literal["prune"] = "prune"
-    target_sparsity: float = Field(0.5, description="Fraction of prunable weights set to zero, in [0, 1).")
+    target_sparsity: float = Field(
+        0.5, description="Fraction of prunable weights set to zero, in [0, 1)."
+    )
     schedule: Literal["polynomial", "constant"] = "polynomial"
     initial_sparsity: float = 0.0
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(5e-4, gt=0)
-    frequency: int | None = Field(None, ge=1, description="Steps between pruning updates (None: derived).")
+    frequency: int | None = Field(
+        None, ge=1, description="Steps between pruning updates (None: derived)."
+    )
     m_by_n: tuple[int, int] | None = Field(None, description="Structured sparsity, e.g. [2, 4].")
-    policy: Literal["xnnpack"] | None = Field(None, description="tfmot's PruneForLatencyOnXNNPack policy.")
+    policy: Literal["xnnpack"] | None = Field(
+        None, description="tfmot's PruneForLatencyOnXNNPack policy."
+    )
 
     @field_validator("target_sparsity", "initial_sparsity")
     @classmethod
     def _sparsity_range(cls, v: float, info: Any) -> float:
         if not 0 <= v < 1:
-            raise ValueError(f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}")
+            raise ValueError(
+                f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}"
+            )
         return v
 
 
@@ -143,14 +167,17 @@ class QuantizeStage(_Strict):
 
     stage: Literal["quantize"] = "quantize"
     modes: list[QuantMode] = Field(default_factory=lambda: ["int8"], min_length=1)
-    formats: list[Literal["tflite", "onnx"]] = Field(default_factory=lambda: ["tflite", "onnx"], min_length=1)
+    formats: list[Literal["tflite", "onnx"]] = Field(
+        default_factory=lambda: ["tflite", "onnx"], min_length=1
+    )
     calibration_samples: int = Field(300, ge=1, description="Samples from the calib split.")
     per_channel: bool = True
     io_type: Literal["float32", "int8", "uint8"] = Field(
         "float32", description="Input/output type of full-integer TFLite models."
     )
     onnx_reduce_range: bool = Field(
-        True, description="7-bit weights in ONNX int8: avoids U8S8 saturation on AVX2/AVX-512 without VNNI."
+        True,
+        description="7-bit weights in ONNX int8: avoids U8S8 saturation on AVX2/AVX-512 without VNNI.",
     )
 
 
@@ -158,10 +185,13 @@ class ExportStage(_Strict):
     """Float exports of the current model, each verified against it."""
 
     stage: Literal["export"] = "export"
-    formats: list[Literal["tflite", "onnx"]] = Field(default_factory=lambda: ["tflite", "onnx"], min_length=1)
+    formats: list[Literal["tflite", "onnx"]] = Field(
+        default_factory=lambda: ["tflite", "onnx"], min_length=1
+    )
     opset: int = Field(17, ge=13, le=21)
     allow_select_tf_ops: bool = Field(
-        False, description="Allow TensorFlow (Flex) ops in TFLite; such models fail on stock Android LiteRT."
+        False,
+        description="Allow TensorFlow (Flex) ops in TFLite; such models fail on stock Android LiteRT.",
     )
 
 
@@ -172,9 +202,13 @@ STAGE_NAMES = ("distill", "prune", "qat", "quantize", "export")
 
 
 class Verification(_Strict):
-    float_atol: float = Field(1e-3, gt=0, description="Max abs error on probabilities for float32 exports.")
+    float_atol: float = Field(
+        1e-3, gt=0, description="Max abs error on probabilities for float32 exports."
+    )
     float16_atol: float = Field(2e-2, gt=0)
-    min_agreement: float = Field(0.9, gt=0, le=1, description="Top-1 agreement floor for quantized exports.")
+    min_agreement: float = Field(
+        0.9, gt=0, le=1, description="Top-1 agreement floor for quantized exports."
+    )
     samples: int = Field(256, ge=1)
 
 
@@ -192,14 +226,18 @@ class Recipe(_Strict):
     stages: list[StageConfig] = Field(min_length=1)
     verify: Verification = Verification()
     budget: Budget = Budget()
-    latency_runs: int = Field(50, ge=1, description="Timed runs for each artifact's p50 (1 thread).")
+    latency_runs: int = Field(
+        50, ge=1, description="Timed runs for each artifact's p50 (1 thread)."
+    )
 
     @model_validator(mode="after")
     def _stage_order(self) -> Recipe:
         names = [s.stage for s in self.stages]
         for later in ("distill", "prune"):
             if later in names and "qat" in names and names.index(later) > names.index("qat"):
-                raise ValueError(f"stage '{later}' cannot come after 'qat' (it would undo the quantization)")
+                raise ValueError(
+                    f"stage '{later}' cannot come after 'qat' (it would undo the quantization)"
+                )
         return self
 
 
@@ -242,13 +280,17 @@ def load_recipe_dict(name_or_path: str) -> tuple[dict[str, Any], str]:
         hint = ", ".join(known) or "(none found)"
         if p.suffix in (".yaml", ".yml"):
             raise RecipeError(f"Recipe file {p} does not exist. Bundled recipes: {hint}.")
-        raise RecipeError(f"Unknown recipe '{name_or_path}'. Known recipes: {hint}; or pass a .yaml path.")
+        raise RecipeError(
+            f"Unknown recipe '{name_or_path}'. Known recipes: {hint}; or pass a .yaml path."
+        )
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"Recipe {p} is not valid YAML{where}. Fix the syntax and retry.") from None
+        raise RecipeError(
+            f"Recipe {p} is not valid YAML{where}. Fix the syntax and retry."
+        ) from None
     if not isinstance(raw, dict):
         raise RecipeError(f"Recipe {p} must be a YAML mapping with 'name' and 'stages'.")
     raw.setdefault("name", p.stem)
@@ -260,7 +302,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     import yaml
 
     if "=" not in item:
-        raise RecipeError(f"Expected --set key=value (for example distill.epochs=3). Received: {item!r}")
+        raise RecipeError(
+            f"Expected --set key=value (for example distill.epochs=3). Received: {item!r}"
+        )
     key, _, value = item.partition("=")
     key = key.strip()
     if not key:
@@ -289,14 +333,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 )
             target, parts = matches[0], parts[1:]
         if not parts:
-            raise RecipeError(f"--set {key}: name a field of the stage, for example {key}.epochs=3.")
+            raise RecipeError(
+                f"--set {key}: name a field of the stage, for example {key}.epochs=3."
+            )
         for i, part in enumerate(parts[:-1]):
             if isinstance(target, list) and part.isdigit() and int(part) < len(target):
                 target = target[int(part)]
             elif isinstance(target, dict):
                 target = target.setdefault(part, {})
             else:
-                raise RecipeError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section of the recipe.")
+                raise RecipeError(
+                    f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section of the recipe."
+                )
         last = parts[-1]
         if isinstance(target, list) and last.isdigit() and int(last) < len(target):
             target[int(last)] = value

@@ -74,7 +74,9 @@ def progress(items: Iterable[T], *, total: int | None = None, description: str =
             bar.advance(task)
 
 
-def render_table(rows: list[dict[str, Any]], columns: list[str] | None = None, title: str | None = None) -> None:
+def render_table(
+    rows: list[dict[str, Any]], columns: list[str] | None = None, title: str | None = None
+) -> None:
     """Print a table to stdout."""
     from rich.console import Console
     from rich.table import Table

@@ -23,7 +23,10 @@ PACKAGES = (
 
 def runtime_versions() -> dict[str, str | None]:
     """Installed versions from package metadata (does not import the packages)."""
-    out: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
+    out: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

@@ -34,16 +34,18 @@ def human_size(n: int | None) -> str:
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
-    for r in [{**report["teacher"], "path": "teacher: " + str(report["teacher"]["path"]).split("/")[-1]},
-              *report["artifacts"]]:  # fmt: skip
+    for r in [
+        {**report["teacher"], "path": "teacher: " + str(report["teacher"]["path"]).split("/")[-1]},
+        *report["artifacts"],
+    ]:
         row = {}
         for title, key in COLUMNS:
             v = r.get(key)
             if key == "size_bytes":
                 row[title] = human_size(v)
-            elif key == "accuracy" and v is not None:
-                row[title] = f"{100 * v:.2f}%"
-            elif key == "agreement_with_teacher" and v is not None:
+            elif (key == "accuracy" and v is not None) or (
+                key == "agreement_with_teacher" and v is not None
+            ):
                 row[title] = f"{100 * v:.2f}%"
             elif key == "verified":
                 row[title] = _verified(r)
@@ -82,7 +84,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("budget"):
         b = report["budget"]
         verdict = "met" if b.get("passed") else "MISSED"
-        lines.append(f"Accuracy budget: max drop {b['max_accuracy_drop']} points, final drop {b['drop']}: {verdict}")
+        lines.append(
+            f"Accuracy budget: max drop {b['max_accuracy_drop']} points, final drop {b['drop']}: {verdict}"
+        )
     lines += ["", "## Stages", ""]
     for s in report.get("stages", []):
         extra = ", reused from the previous run" if s.get("reused") else ""

@@ -67,7 +67,9 @@ def get_stage(config: Any) -> Stage:
     try:
         return _REGISTRY[config.stage](config)
     except KeyError:
-        raise KeyError(f"No stage registered under {config.stage!r}; known: {sorted(_REGISTRY)}") from None
+        raise KeyError(
+            f"No stage registered under {config.stage!r}; known: {sorted(_REGISTRY)}"
+        ) from None
 
 
 def registered() -> list[str]:

@@ -85,7 +85,9 @@ class DistillStageRunner(Stage):
             y_val=ctx.y("val"),
             seed=ctx.recipe.seed,
         )
-        art = _save_keras(result.model, workdir / "student.keras", parameters=int(result.model.count_params()))
+        art = _save_keras(
+            result.model, workdir / "student.keras", parameters=int(result.model.count_params())
+        )
         s = self.config.student
         return StageOutput(
             model=art,
@@ -171,8 +173,12 @@ class QatStageRunner(Stage):
         path = workdir / f"{_base_name(model)}_qat.keras"
         save_qat_model(result.model, path)
         for u in result.unsupported_layers:
-            ui.info(f"qat: layer {u['layer']} ({u['class']}) is not supported by tfmot; {u['fallback']}")
-        art = ModelArtifact.from_path(path, precision="qat", parameters=int(tfk_model.count_params()))
+            ui.info(
+                f"qat: layer {u['layer']} ({u['class']}) is not supported by tfmot; {u['fallback']}"
+            )
+        art = ModelArtifact.from_path(
+            path, precision="qat", parameters=int(tfk_model.count_params())
+        )
         return StageOutput(
             model=art,
             report={
@@ -189,8 +195,13 @@ def _verify_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray | None]:
     return ctx.x("eval", n), ctx.y("eval", n)
 
 
-def _export_record(path: Path, info: dict[str, Any], verification: dict[str, Any], source: ModelArtifact,
-                   precision: str) -> ModelArtifact:  # fmt: skip
+def _export_record(
+    path: Path,
+    info: dict[str, Any],
+    verification: dict[str, Any],
+    source: ModelArtifact,
+    precision: str,
+) -> ModelArtifact:
     return ModelArtifact.from_path(
         path,
         precision=precision,
@@ -237,11 +248,19 @@ class ExportStageRunner(Stage):
                 info = onnx_export.convert(loaded, path, opset=self.config.opset)
             ui.info(f"export: verifying {path.name} against the Keras model on {len(x)} samples")
             verification = check_export(
-                path, ref, x, y, precision=precision, labels=ctx.labels,
-                float_atol=v.float_atol, min_agreement=v.min_agreement,
-            )  # fmt: skip
+                path,
+                ref,
+                x,
+                y,
+                precision=precision,
+                labels=ctx.labels,
+                float_atol=v.float_atol,
+                min_agreement=v.min_agreement,
+            )
             exports.append(_export_record(path, info, verification, model, precision))
-        return StageOutput(exports=exports, report={"exports": [Path(a.path).name for a in exports]})
+        return StageOutput(
+            exports=exports, report={"exports": [Path(a.path).name for a in exports]}
+        )
 
 
 @register
@@ -267,30 +286,53 @@ class QuantizeStageRunner(Stage):
                 if fmt == "tflite":
                     path = workdir / f"{base}_{mode}.tflite"
                     info = tflite_export.convert(
-                        loaded, path, quantization=mode, calibration=calib,
-                        calibration_samples=c.calibration_samples, io_type=c.io_type if mode == "int8" else "float32",
+                        loaded,
+                        path,
+                        quantization=mode,
+                        calibration=calib,
+                        calibration_samples=c.calibration_samples,
+                        io_type=c.io_type if mode == "int8" else "float32",
                         per_channel=c.per_channel,
-                    )  # fmt: skip
+                    )
                 elif mode == "int8":
                     if float_onnx is None:
                         float_onnx = workdir / ".float_for_quantization.onnx"
                         onnx_export.convert(loaded, float_onnx)
                     path = workdir / f"{base}_{mode}.onnx"
                     info = onnx_export.quantize_int8(
-                        float_onnx, path, calib, per_channel=c.per_channel, reduce_range=c.onnx_reduce_range
+                        float_onnx,
+                        path,
+                        calib,
+                        per_channel=c.per_channel,
+                        reduce_range=c.onnx_reduce_range,
                     )
                 else:
-                    notes.append(f"onnx {mode}: not produced (edgekit makes ONNX int8 only; use TFLite for {mode})")
+                    notes.append(
+                        f"onnx {mode}: not produced (edgekit makes ONNX int8 only; use TFLite for {mode})"
+                    )
                     continue
-                ui.info(f"quantize: verifying {path.name} against the Keras model on {len(x)} samples")
-                precision = {"float16": "float16", "dynamic": "dynamic", "int16x8": "int16x8"}.get(mode, "int8")
+                ui.info(
+                    f"quantize: verifying {path.name} against the Keras model on {len(x)} samples"
+                )
+                precision = {"float16": "float16", "dynamic": "dynamic", "int16x8": "int16x8"}.get(
+                    mode, "int8"
+                )
                 verification = check_export(
-                    path, ref, x, y, precision=precision, labels=ctx.labels,
-                    float_atol=v.float16_atol if mode == "float16" else v.float_atol, min_agreement=v.min_agreement,
-                )  # fmt: skip
+                    path,
+                    ref,
+                    x,
+                    y,
+                    precision=precision,
+                    labels=ctx.labels,
+                    float_atol=v.float16_atol if mode == "float16" else v.float_atol,
+                    min_agreement=v.min_agreement,
+                )
                 exports.append(_export_record(path, info, verification, model, precision))
         if float_onnx is not None:
             float_onnx.unlink(missing_ok=True)
         for n in notes:
             ui.info(f"quantize: {n}")
-        return StageOutput(exports=exports, report={"exports": [Path(a.path).name for a in exports], "notes": notes})
+        return StageOutput(
+            exports=exports,
+            report={"exports": [Path(a.path).name for a in exports], "notes": notes},
+        )

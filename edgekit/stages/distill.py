@@ -45,7 +45,9 @@ def distillation_loss(num_classes: int, alpha: float, temperature: float):
     def loss(y_true, y_pred):
         onehot, teacher = y_true[:, :k], y_true[:, k:]
         kl = tf.reduce_sum(
-            tf.nn.softmax(teacher / t) * (tf.nn.log_softmax(teacher / t) - tf.nn.log_softmax(y_pred / t)), axis=-1
+            tf.nn.softmax(teacher / t)
+            * (tf.nn.log_softmax(teacher / t) - tf.nn.log_softmax(y_pred / t)),
+            axis=-1,
         )
         total = (1.0 - alpha) * t * t * kl
         if alpha > 0:
@@ -127,4 +129,6 @@ def distill(
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.
     best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
-    return DistillResult(model=student, history=history, best_epoch=best_epoch, epochs_run=epochs_run)
+    return DistillResult(
+        model=student, history=history, best_epoch=best_epoch, epochs_run=epochs_run
+    )

@@ -14,7 +14,9 @@ from edgekit.errors import UsageError
 from edgekit.recipes import StudentConfig
 
 
-def build_student(config: StudentConfig, input_shape: tuple[int, int, int], num_classes: int, seed: int = 0) -> Any:
+def build_student(
+    config: StudentConfig, input_shape: tuple[int, int, int], num_classes: int, seed: int = 0
+) -> Any:
     """A fresh (randomly initialised) tf_keras student model with logits output."""
     from edgekit.keras_compat import tf_keras
 
@@ -39,7 +41,12 @@ def build_student(config: StudentConfig, input_shape: tuple[int, int, int], num_
     # edgekit feeds [0, 1] by default; MobileNets are designed around [-1, 1] inputs.
     x = tfk.layers.Rescaling(2.0, offset=-1.0, name="student_rescale")(x)
     apps = tfk.applications
-    common: dict[str, Any] = {"input_tensor": x, "include_top": False, "weights": None, "alpha": config.width}
+    common: dict[str, Any] = {
+        "input_tensor": x,
+        "include_top": False,
+        "weights": None,
+        "alpha": config.width,
+    }
     if config.arch == "mobilenet_v2":
         base = apps.MobileNetV2(**common)
     elif config.arch == "mobilenet_v3_small":

@@ -1,0 +1,446 @@
+"""Turn a data spec (a built-in name with options, or a path) into a Dataset.
+
+Spec grammar: `NAME`, `NAME:SIZE`, `NAME:k=v,k=v`, or a path to an image folder, a .npz or a
+.tfrecord file (a path may carry options the same way: `data.tfrecord:image_key=img`).
+A built-in name wins over a file of the same name in the working directory; write `./shapes`
+for the file. PIL, scikit-learn and TensorFlow are imported inside the loaders that need them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import shapes as _shapes
+from edgekit.data.dataset import Dataset, _as_hw, resize_images
+from edgekit.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
+
+# Built-in data sets: name -> (options with their defaults, loader, one-line description).
+_BUILTIN_OPTIONS: dict[str, dict[str, int]] = {
+    "shapes": {
+        "size": _shapes.DEFAULT_SIZE,
+        "n": _shapes.DEFAULT_N,
+        "seed": 0,
+        "classes": _shapes.DEFAULT_CLASSES,
+    },
+    "digits": {"size": 32, "channels": 3},
+}
+BUILTIN_DATASETS: dict[str, str] = {
+    "shapes": (
+        f"procedural shapes, {_shapes.DEFAULT_CLASSES} classes "
+        f"(up to {len(_shapes.SHAPE_CLASSES)}), "
+        f"{_shapes.DEFAULT_N} RGB images {_shapes.DEFAULT_SIZE}x{_shapes.DEFAULT_SIZE}, "
+        "options size, n, seed, classes"
+    ),
+    "digits": (
+        "UCI handwritten digits from scikit-learn, 1797 images, 10 classes, options size, channels"
+    ),
+}
+_PATH_OPTIONS: dict[str, dict[str, str]] = {
+    "tfrecord": {"image_key": "image", "label_key": "label"},
+    "folder": {},
+    "npz": {},
+}
+
+
+def load_dataset(
+    spec: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None, seed: int = 0
+) -> Dataset:
+    """Load a data set from a spec: "shapes", "shapes:64", "digits:size=48", or a path.
+
+    Args:
+        spec: a built-in name with options, or a path (image folder, .npz, .tfrecord).
+        image_size: resize every image to this (H, W) (or N for N x N); built-in sets are drawn
+            at this size directly. Needed for folders whose images differ in size.
+        seed: the generation seed of procedural sets when the spec does not give one.
+    """
+    hw = None if image_size is None else _as_hw(image_size)
+    text = os.fspath(spec).strip()
+    if not text:
+        raise DataError(f"Empty data spec. Use a built-in name ({_known()}) or a path.")
+    name, _, opts_text = text.partition(":")
+    if name in BUILTIN_DATASETS and not Path(text).exists():
+        return _load_builtin(name, opts_text, text, hw, seed)
+    path, opts = _split_path_options(text)
+    ds = _load_path(path, opts, hw)
+    if hw is not None and ds.image_shape[:2] != hw:
+        ds = ds.resized(hw)
+    return ds
+
+
+def _known() -> str:
+    return ", ".join(BUILTIN_DATASETS)
+
+
+def _parse_options(text: str, allowed: dict[str, Any], what: str) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    if not text:
+        return opts
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq:
+            # "shapes:64" is short for "shapes:size=64".
+            if "size" in allowed and not opts and part.isdigit():
+                opts["size"] = part
+                continue
+            raise DataError(
+                f"Cannot read option {part!r} of {what}. Expected k=v pairs separated by commas "
+                f"(known options: {', '.join(allowed) or 'none'})."
+            )
+        if key not in allowed:
+            raise DataError(
+                f"Unknown option {key!r} for {what}. Known options: {', '.join(allowed) or 'none'}."
+            )
+        opts[key] = value.strip()
+    return opts
+
+
+def _int_option(opts: dict[str, str], key: str, default: int, lo: int, hi: int, what: str) -> int:
+    if key not in opts:
+        return default
+    try:
+        v = int(opts[key])
+    except ValueError:
+        raise DataError(
+            f"Expected an integer for {key} in {what}. Received: {opts[key]!r}."
+        ) from None
+    if not lo <= v <= hi:
+        raise DataError(f"Expected {key} in [{lo}, {hi}] for {what}. Received: {key}={v}.")
+    return v
+
+
+def _load_builtin(
+    name: str, opts_text: str, spec: str, hw: tuple[int, int] | None, seed: int
+) -> Dataset:
+    allowed = _BUILTIN_OPTIONS[name]
+    opts = _parse_options(opts_text, allowed, f"data set {name!r}")
+    what = f"data set {name!r}"
+    # Draw at the size the model needs when the spec does not fix one (sharper than resizing).
+    default_size = hw[0] if hw is not None and hw[0] == hw[1] else allowed["size"]
+    size = _int_option(opts, "size", default_size, 8, 512, what)
+    if name == "shapes":
+        n = _int_option(opts, "n", allowed["n"], 1, 1_000_000, what)
+        s = _int_option(opts, "seed", seed, 0, 2**32 - 1, what)
+        k = _int_option(opts, "classes", allowed["classes"], 2, len(_shapes.SHAPE_CLASSES), what)
+        x, y, labels = _shapes.generate(n=n, size=size, seed=s, classes=k)
+        ds = Dataset._trusted(x, y, labels, "shapes", spec)
+    else:
+        channels = _int_option(opts, "channels", allowed["channels"], 1, 3, what)
+        if channels == 2:
+            raise DataError(f"Expected channels 1 or 3 for {what}. Received: channels=2.")
+        ds = _load_digits(size, channels, spec)
+    if hw is not None and ds.image_shape[:2] != hw:
+        ds = ds.resized(hw)
+    return ds
+
+
+def _load_digits(size: int, channels: int, spec: str) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 17 grey levels (0..16), white strokes on black, 8x8.
+    grey = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[..., None]
+    if size != 8:
+        grey = resize_images(grey, (size, size))
+    x = np.repeat(grey, 3, axis=-1) if channels == 3 else grey
+    y = np.asarray(bunch.target, dtype=np.int64)
+    return Dataset._trusted(x, y, [str(i) for i in range(10)], "digits", spec)
+
+
+def _split_path_options(text: str) -> tuple[Path, dict[str, str]]:
+    p = Path(text)
+    if p.exists():
+        return p, {}
+    head, sep, tail = text.rpartition(":")
+    if sep and "=" in tail and Path(head).exists():
+        kind = _path_kind(Path(head))
+        return Path(head), _parse_options(tail, _PATH_OPTIONS[kind], f"{kind} {head}")
+    looks_like_path = any(c in text for c in "/\\") or Path(text).suffix.lower() in (
+        (".npz", *TFRECORD_SUFFIXES)
+    )
+    if looks_like_path:
+        raise DataError(
+            f"Data path does not exist: {text}. Check the path (relative to {Path.cwd()})."
+        )
+    raise DataError(
+        f"Unknown data set {text!r}: not a built-in name and no such file or folder. "
+        f"Known data sets: {_known()}; or give a path to an image folder, a .npz or a "
+        ".tfrecord file."
+    )
+
+
+def _path_kind(p: Path) -> str:
+    if p.is_dir():
+        return "folder"
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return "npz"
+    if suffix in TFRECORD_SUFFIXES:
+        return "tfrecord"
+    raise DataError(
+        f"Cannot read {p} as data: expected an image folder (one sub-folder per class), "
+        "a .npz file with arrays x[, y, labels] or a .tfrecord file. "
+        f"Received a file with suffix {suffix or '(none)'!r}."
+    )
+
+
+def _load_path(p: Path, opts: dict[str, str], hw: tuple[int, int] | None) -> Dataset:
+    kind = _path_kind(p)
+    if kind == "folder":
+        return load_image_folder(p, image_size=hw)
+    if kind == "npz":
+        return load_npz(p)
+    return load_tfrecord(p, image_size=hw, **opts)
+
+
+# --- .npz --------------------------------------------------------------------------------------
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """A .npz with `x` (N, H, W[, C]) pixels in [0, 255], optional `y` (N,) and `labels` (K,)."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "x" not in keys:
+                raise DataError(
+                    f"{p} has no array 'x' (found: {sorted(keys) or 'nothing'}). Expected x "
+                    "(images), optional y (labels) and labels (class names): "
+                    "np.savez(path, x=images, y=labels)."
+                )
+            x = z["x"]
+            y = z["y"] if "y" in keys else None
+            labels = z["labels"].tolist() if "labels" in keys else None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(
+            f"Cannot read {p} as a .npz file ({type(e).__name__}: {e}). "
+            "Save it with numpy.savez (no pickled objects)."
+        ) from None
+    try:
+        return Dataset(x, y, labels, name=p.stem, source=str(p))
+    except DataError as e:
+        raise DataError(f"{p}: {e}") from None
+
+
+# --- image folder ------------------------------------------------------------------------------
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        q
+        for q in folder.iterdir()
+        if q.is_file() and not q.name.startswith(".") and q.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def load_image_folder(
+    path: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None
+) -> Dataset:
+    """An image folder: one sub-folder per class (sorted names are the labels).
+
+    A folder holding only images (no class sub-folders) loads as unlabeled data, which is
+    enough for calibration and distillation.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    hw = None if image_size is None else _as_hw(image_size)
+    class_dirs = sorted(q for q in root.iterdir() if q.is_dir() and not q.name.startswith("."))
+    class_files = [(d.name, _image_files(d)) for d in class_dirs]
+    class_files = [(c, f) for c, f in class_files if f]
+    loose = _image_files(root)
+    if not class_files and not loose:
+        raise DataError(
+            f"Image folder {root} is empty: no images ({', '.join(IMAGE_SUFFIXES[:4])} ...) in it "
+            "or in its sub-folders. Expected one sub-folder of images per class."
+        )
+    if class_files and len(class_files) < 2:
+        raise DataError(
+            f"Image folder {root} has only one class ({class_files[0][0]!r}). A labeled data set "
+            "needs at least 2 class sub-folders; put images of each class in their own sub-folder."
+        )
+    if class_files:
+        labels = [c for c, _ in class_files]
+        files = [(f, i) for i, (_, fs) in enumerate(class_files) for f in fs]
+    else:
+        labels, files = [], [(f, -1) for f in loose]
+
+    images: list[np.ndarray] = []
+    grey = True
+    raw: list[Any] = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                raw.append(im.copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"Cannot read image {f} ({e}). Remove or re-save that file.") from None
+        grey &= raw[-1].mode in ("1", "L", "I", "I;16", "F")
+    mode = "L" if grey else "RGB"
+    sizes: dict[tuple[int, int], Path] = {}
+    for (f, _), im in zip(files, raw, strict=True):
+        im = im.convert(mode)
+        if hw is not None and (im.height, im.width) != hw:
+            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        sizes.setdefault((im.height, im.width), f)
+        images.append(np.asarray(im, dtype=np.uint8))
+    if len(sizes) > 1:
+        (s1, f1), (s2, f2) = list(sizes.items())[:2]
+        raise DataError(
+            f"Images in {root} have different sizes, e.g. {f1.name} is {s1[1]}x{s1[0]} and "
+            f"{f2.name} is {s2[1]}x{s2[0]}. Pass image_size (e.g. --image-size "
+            f"{s1[1]}) to resize them all."
+        )
+    x = np.stack(images)
+    if mode == "L":
+        x = x[..., None]
+    y = None if not labels else np.array([i for _, i in files], dtype=np.int64)
+    return Dataset._trusted(x, y, labels, root.name or str(root), str(root))
+
+
+# --- TFRecord and tf.data ----------------------------------------------------------------------
+def load_tfrecord(
+    path: str | os.PathLike,
+    *,
+    image_key: str = "image",
+    label_key: str = "label",
+    image_size: int | tuple[int, int] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Dataset:
+    """A TFRecord file of tf.train.Example with encoded image bytes and (optional) int64 labels."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    hw = None if image_size is None else _as_hw(image_size)
+    images: list[np.ndarray] = []
+    ys: list[int] = []
+    sizes: dict[tuple[int, ...], int] = {}
+    try:
+        records = list(tf.data.TFRecordDataset(str(p)).as_numpy_iterator())
+    except tf.errors.OpError as e:
+        raise DataError(
+            f"Cannot read {p} as a TFRecord file ({e.message.splitlines()[0]}). "
+            "Expected tf.train.Example records."
+        ) from None
+    if not records:
+        raise DataError(f"TFRecord file {p} holds no records. Expected tf.train.Example records.")
+    for i, rec in enumerate(records):
+        ex = tf.train.Example.FromString(rec)
+        feats = ex.features.feature
+        if image_key not in feats or not feats[image_key].bytes_list.value:
+            raise DataError(
+                f"Record {i} of {p} has no bytes feature {image_key!r} (features: "
+                f"{sorted(feats)}). Pass the right key: '{p}:image_key=NAME'."
+            )
+        try:
+            with Image.open(io.BytesIO(feats[image_key].bytes_list.value[0])) as im:
+                im = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(
+                f"Record {i} of {p}: cannot decode {image_key!r} as an image ({e})."
+            ) from None
+        if hw is not None and (im.height, im.width) != hw:
+            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        a = a[..., None] if a.ndim == 2 else a
+        sizes.setdefault(a.shape, i)
+        images.append(a)
+        if label_key in feats and feats[label_key].int64_list.value:
+            ys.append(int(feats[label_key].int64_list.value[0]))
+    if len(sizes) > 1:
+        (s1, i1), (s2, i2) = list(sizes.items())[:2]
+        raise DataError(
+            f"Images in {p} have different sizes, e.g. record {i1} is {s1} and record {i2} is "
+            f"{s2}. Pass image_size to resize them all."
+        )
+    if ys and len(ys) != len(images):
+        raise DataError(
+            f"{len(images) - len(ys)} of {len(images)} records in {p} have no {label_key!r}. "
+            "Label every record, or none."
+        )
+    try:
+        return Dataset(np.stack(images), ys or None, labels, name=p.stem, source=str(p))
+    except DataError as e:
+        raise DataError(f"{p}: {e}") from None
+
+
+def from_tf_data(
+    ds: Any, labels: Sequence[str] | None = None, limit: int | None = None, name: str = "tf.data"
+) -> Dataset:
+    """Read a tf.data.Dataset (batched or not) of images, (images, labels) or {"image", "label"}.
+
+    Reads at most `limit` examples. Images must be pixels in [0, 255].
+    """
+    if not hasattr(ds, "as_numpy_iterator"):
+        raise DataError(
+            f"Expected a tf.data.Dataset. Received {type(ds).__name__}. "
+            "Use from_arrays for numpy arrays."
+        )
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    count = 0
+    unpack = _element_unpacker(ds.element_spec)
+    batched = _batched(ds.element_spec)
+    for elem in ds.as_numpy_iterator():
+        x, y = unpack(elem)
+        x = np.asarray(x)
+        if not batched:
+            x = x[None]
+            y = None if y is None else np.asarray(y)[None]
+        xs.append(x)
+        if y is not None:
+            ys.append(np.asarray(y))
+        count += len(x)
+        if limit is not None and count >= limit:
+            break
+    if not xs:
+        raise DataError("The tf.data source yielded no examples. Check the pipeline (take/filter).")
+    if ys and len(ys) != len(xs):
+        raise DataError("Some tf.data elements have labels and some do not. Label all or none.")
+    x_all = np.concatenate(xs)
+    y_all = np.concatenate(ys) if ys else None
+    if limit is not None:
+        x_all = x_all[:limit]
+        y_all = None if y_all is None else y_all[:limit]
+    return Dataset(x_all, y_all, labels, name=name, source=name)
+
+
+def _batched(spec: Any) -> bool:
+    # Batched: (N, H, W, C), or (None, H, W) for grey batches; one image: (H, W[, C]).
+    s = spec[0] if isinstance(spec, tuple) else spec
+    if isinstance(s, dict):
+        s = s["image"]
+    shape = getattr(s, "shape", None)
+    if shape is None or shape.rank is None:
+        raise DataError("The tf.data source has images of unknown rank. Expected (H, W, C) images.")
+    return shape.rank == 4 or (shape.rank == 3 and shape[0] is None)
+
+
+def _element_unpacker(spec: Any) -> Callable[[Any], tuple[Any, Any]]:
+    if isinstance(spec, tuple):
+        if len(spec) == 1:
+            return lambda e: (e[0], None)
+        if len(spec) == 2:
+            return lambda e: (e[0], e[1])
+        raise DataError(
+            f"Expected tf.data elements (image,) or (image, label). Received {len(spec)}-tuples."
+        )
+    if isinstance(spec, dict):
+        if "image" not in spec:
+            raise DataError(
+                f"Expected tf.data dict elements with an 'image' key. Received keys {sorted(spec)}."
+            )
+        return lambda e: (e["image"], e.get("label"))
+    return lambda e: (e, None)

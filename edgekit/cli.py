@@ -28,7 +28,37 @@ json_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class EdgekitGroup(click.Group):
+    """Maps edgekit errors to one line on stderr and the error's exit code (also under CliRunner)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as e:
+            click.echo(f"error: {_one_line(str(e))}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo(
+                "Interrupted; completed stages are kept and a re-run resumes from them.", err=True
+            )
+            ctx.exit(130)
+        except Exception as e:  # an edgekit bug, not bad input: say so without a wall of text
+            if os.environ.get("EDGEKIT_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(e).__name__}: {_one_line(str(e))} "
+                "(this is a bug in edgekit; re-run with EDGEKIT_DEBUG=1 for the traceback and report it)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(
+    cls=EdgekitGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", prog_name="edgekit")
 def cli() -> None:
     """Take a trained Keras model to the edge: compress, export, benchmark, evaluate and gate it."""
@@ -119,33 +149,8 @@ def recipes_show(name, overrides, as_json):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the click group and turn errors into one line and an exit code."""
-    try:
-        rv = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2 if e.exit_code == 2 else e.exit_code)
-    except EdgekitError as e:
-        click.echo(f"error: {_one_line(str(e))}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo(
-            "Interrupted; completed stages are kept and a re-run resumes from them.", err=True
-        )
-        sys.exit(130)
-    except Exception as e:  # an edgekit bug, not bad input: say so without a wall of text
-        if os.environ.get("EDGEKIT_DEBUG"):
-            raise
-        click.echo(
-            f"internal error: {type(e).__name__}: {_one_line(str(e))} "
-            "(this is a bug in edgekit; re-run with EDGEKIT_DEBUG=1 for the traceback and report it)",
-            err=True,
-        )
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    """Console entry point."""
+    cli.main(args=argv, prog_name="edgekit")
 
 
 def _one_line(s: str) -> str:

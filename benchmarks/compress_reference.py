@@ -1,0 +1,158 @@
+"""The compress targets on the reference task, measured in one run.
+
+    .venv/bin/python benchmarks/compress_reference.py [--out runs/bench-distill] [--skip-scratch]
+
+1. `edgekit compress --recipe distill` with no other argument (bundled teacher, `shapes` data),
+   wall time on this machine.
+2. What a user gets by hand: the teacher through TFLiteConverter, float and int8 post-training
+   quantization (calibrated on the same calib split).
+3. All TFLite models timed interleaved (A B A B ..., LiteRT, 1 thread, batch 1), p50 ratios with CIs.
+4. Top-1 accuracy of every model on the same held-out eval split, the same preprocessing.
+5. The same student trained from scratch on labels only (alpha = 1, same epochs and optimizer),
+   for the share of the teacher-scratch gap that distillation recovers.
+
+Targets (README): distill < 10 min on 2 cores; int8 student >= 25x smaller and >= 8x faster (p50)
+than the teacher's float TFLite with <= 1.0 point top-1 drop, and better than the teacher's own int8
+PTQ on size and latency; student int8 PTQ costs <= 0.5 point against the float student;
+distillation recovers >= 60% of the teacher-scratch gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    from edgekit.runtimes import open_runner
+
+    with open_runner(path, threads=os.cpu_count() or 1) as r:
+        pred = np.concatenate([r.run(x[i : i + 128])[0] for i in range(0, len(x), 128)]).argmax(1)
+    return float((pred == y).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/bench-distill")
+    ap.add_argument("--skip-scratch", action="store_true", help="Do not train the scratch student.")
+    ap.add_argument("--runs", type=int, default=200, help="Timed runs per model (interleaved).")
+    args = ap.parse_args()
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+
+    from edgekit import api
+    from edgekit.bench.latency import measure_interleaved
+    from edgekit.data import Preprocessing, load_dataset
+    from edgekit.export import tflite as tflite_export
+    from edgekit.keras_compat import load_model
+    from edgekit.pipeline import bundled_teacher
+    from edgekit.recipes import load_recipe
+    from edgekit.runtimes import open_runner
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    report = api.compress(out=out)
+    compress_s = time.perf_counter() - t0
+    print(f"\n1. edgekit compress --recipe distill: {compress_s / 60:.1f} min wall on {os.cpu_count()} cores "
+          f"(target < 10 min; stages reused from an earlier run: {[s['stage'] for s in report['stages'] if s['reused']]})")  # fmt: skip
+
+    recipe = load_recipe("distill")
+    teacher_path, spec = bundled_teacher()
+    ds = load_dataset(spec, seed=recipe.data.seed)
+    splits = ds.split(recipe.data.split.fractions(), seed=recipe.data.seed)
+    prep = Preprocessing(mean=recipe.data.preprocessing.mean, std=recipe.data.preprocessing.std)
+    x_eval, y_eval = prep.apply(splits["eval"].x), splits["eval"].y
+    calib = prep.apply(splits["calib"].x[:300])
+
+    hand = out / "by_hand"
+    hand.mkdir(parents=True, exist_ok=True)
+    teacher = load_model(teacher_path)
+    t_float, t_int8 = hand / "teacher_float32.tflite", hand / "teacher_int8.tflite"
+    if not t_float.exists():
+        tflite_export.convert(teacher, t_float)
+    if not t_int8.exists():
+        tflite_export.convert(
+            teacher, t_int8, quantization="int8", calibration=calib, calibration_samples=300
+        )
+    arts = {a["path"]: a for a in report["artifacts"]}
+    s_float = out / next(p for p, a in arts.items() if p.endswith("float32.tflite"))
+    s_int8 = out / next(p for p, a in arts.items() if p.endswith("int8.tflite"))
+
+    models = {
+        "teacher float32 (TFLiteConverter)": t_float,
+        "teacher int8 PTQ (TFLiteConverter)": t_int8,
+        "student float32 (edgekit)": s_float,
+        "student int8 (edgekit)": s_int8,
+    }
+    runners = [open_runner(p, threads=1) for p in models.values()]
+    cmp = measure_interleaved(runners, x_eval[:1], runs=args.runs, warmup=20)
+    for r in runners:
+        r.close()
+    acc = {name: accuracy(p, x_eval, y_eval) for name, p in models.items()}
+    base = cmp.stats[0].p50
+    print(
+        f"\n2-4. LiteRT, 1 thread, batch 1, {args.runs} interleaved runs each; eval split of {len(y_eval)} samples"
+    )
+    print(
+        f"{'model':38} {'size':>10} {'x smaller':>9} {'p50 ms':>8} {'x faster (95% CI)':>22} {'top-1':>7} {'drop':>6}"
+    )
+    t_size = t_float.stat().st_size
+    for (name, p), st, ratio in zip(models.items(), cmp.stats, cmp.ratios, strict=True):
+        lo, hi = ratio.get("ci_low"), ratio.get("ci_high")
+        speed = (
+            f"{base / st.p50:6.1f} ({1 / hi:5.1f}-{1 / lo:5.1f})"
+            if lo and hi
+            else f"{base / st.p50:6.1f}"
+        )
+        drop = 100 * (acc["teacher float32 (TFLiteConverter)"] - acc[name])
+        print(f"{name:38} {p.stat().st_size / 1024:8.0f}KB {t_size / p.stat().st_size:9.1f} {st.p50:8.3f} "
+              f"{speed:>22} {100 * acc[name]:6.2f}% {drop:6.2f}")  # fmt: skip
+    ptq_cost = 100 * (acc["student float32 (edgekit)"] - acc["student int8 (edgekit)"])
+    print(f"student int8 PTQ cost vs float student: {ptq_cost:.2f} points (target <= 0.5)")
+
+    if not args.skip_scratch:
+        from edgekit.stages.distill import distill
+
+        cfg = recipe.stages[0].model_copy(update={"alpha": 1.0})
+        x_tr, y_tr = prep.apply(splits["train"].x), splits["train"].y
+        x_va, y_va = prep.apply(splits["val"].x), splits["val"].y
+        k = ds.num_classes
+        dummy_tr, dummy_va = (
+            np.zeros((len(x_tr), k), np.float32),
+            np.zeros((len(x_va), k), np.float32),
+        )
+        t1 = time.perf_counter()
+        res = distill(
+            cfg,
+            x_tr,
+            dummy_tr,
+            y_tr,
+            x_val=x_va,
+            teacher_val=dummy_va,
+            y_val=y_va,
+            seed=recipe.seed,
+        )
+        pred = res.model.predict(x_eval, verbose=0, batch_size=256).argmax(1)
+        scratch = float((pred == y_eval).mean())
+        t_acc = acc["teacher float32 (TFLiteConverter)"]
+        d_acc = acc["student float32 (edgekit)"]
+        gap = t_acc - scratch
+        print(f"\n5. teacher {100 * t_acc:.2f}%, student from scratch (labels only, same budget, "
+              f"{time.perf_counter() - t1:.0f} s) {100 * scratch:.2f}%, distilled student {100 * d_acc:.2f}%")  # fmt: skip
+        if gap > 0:
+            print(
+                f"distillation recovers {100 * (d_acc - scratch) / gap:.0f}% of the teacher-scratch gap (target >= 60%)"
+            )
+        else:
+            print("the scratch student matches the teacher: no gap to recover on this task")
+
+
+if __name__ == "__main__":
+    main()

@@ -64,3 +64,84 @@ def show_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict[s
     from edgekit.recipes import load_recipe
 
     return load_recipe(name_or_path, overrides).model_dump(mode="json")
+
+
+def bench(
+    models: list[str | os.PathLike] | str | os.PathLike,
+    *,
+    target: str = "cpu",
+    threads: int | None = 1,
+    batch: int = 1,
+    warmup: int = 10,
+    warmup_seconds: float = 0.1,
+    runs: int | None = 100,
+    min_seconds: float | None = None,
+    xnnpack: bool = True,
+    samples: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Latency of one or more models: load and first-inference time, p50/p90/p95/p99, mean, std,
+    cv, throughput, memory, runtime, threads, delegate/provider and machine.
+
+    models: .tflite, .onnx, .keras/.h5 files or SavedModel folders; several are measured
+        interleaved (A B A B ...) and compared by p50 ratio to the first, with a 95% interval.
+    target: "cpu" or "gpu" (TargetUnavailableError when there is none).
+    warmup / warmup_seconds: warm-up runs until both this count and this time are reached.
+    runs: timed runs; min_seconds: time for at least this long instead of a count.
+    xnnpack: LiteRT's XNNPACK delegate (False: builtin reference kernels).
+    samples: include every timed run (ms) in the report.
+    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras).
+    """
+    from edgekit.bench.benchmark import bench as _bench
+
+    return _bench(
+        models,
+        target=target,
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        runs=runs,
+        min_seconds=min_seconds,
+        xnnpack=xnnpack,
+        samples=samples,
+        **options,
+    )
+
+
+def evaluate(
+    model: str | os.PathLike,
+    data: Any,
+    *,
+    reference: str | os.PathLike | None = None,
+    top_k: int = 5,
+    batch_size: int = 64,
+    mean: float | tuple[float, ...] = 0.0,
+    std: float | tuple[float, ...] = 255.0,
+    target: str = "cpu",
+    threads: int | None = None,
+    limit: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Top-1 and top-k accuracy, per-class accuracy and confusion matrix of a model on a data
+    set; with a reference model, top-1 agreement and mean KL divergence of the outputs.
+
+    data: a spec for edgekit.data.load_dataset ("digits", an image folder, a .npz ...) or a
+        Dataset. Images are preprocessed as (pixels - mean) / std for every format.
+    threads: CPU threads (None: every core). limit: evaluate the first N images only.
+    """
+    from edgekit.bench.evaluation import evaluate as _evaluate
+
+    return _evaluate(
+        model,
+        data,
+        reference=reference,
+        top_k=top_k,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        target=target,
+        threads=threads,
+        limit=limit,
+        **options,
+    )

@@ -147,6 +147,127 @@ def recipes_show(name, overrides, as_json):
     click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Items per invoke.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (at least).")
+@click.option(
+    "--warmup-seconds", type=float, default=0.1, show_default=True, help="Warm-up time (at least)."
+)
+@click.option("--runs", type=int, help="Timed runs [default: 100].")
+@click.option("--min-seconds", type=float, help="Time runs for this long instead of --runs.")
+@click.option("--no-xnnpack", is_flag=True, help="LiteRT: builtin reference kernels, no XNNPACK.")
+@click.option(
+    "--graph-optimization",
+    help="ONNX Runtime graph optimization: all (default), extended, basic, disabled.",
+)
+@click.option("--xla", is_flag=True, help="Keras/SavedModel: compile with XLA.")
+@click.option("--samples", is_flag=True, help="With --json: include every timed run (ms).")
+@json_option
+def bench(
+    models,
+    target,
+    threads,
+    batch,
+    warmup,
+    warmup_seconds,
+    runs,
+    min_seconds,
+    no_xnnpack,
+    graph_optimization,
+    xla,
+    samples,
+    as_json,
+):
+    """Latency and memory of one or more models (several: measured interleaved and compared)."""
+    from edgekit import api
+    from edgekit.errors import UsageError
+
+    if runs is not None and min_seconds is not None:
+        raise UsageError("Pass either --runs or --min-seconds, not both.")
+    options = {}
+    if graph_optimization:
+        options["graph_optimization"] = graph_optimization
+    if xla:
+        options["xla"] = True
+    report = api.bench(
+        list(models),
+        target=target,
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        runs=100 if runs is None and min_seconds is None else runs,
+        min_seconds=min_seconds,
+        xnnpack=not no_xnnpack,
+        samples=samples,
+        **options,
+    )
+    if as_json:
+        emit_json(report)
+        return
+    from edgekit.bench.render import bench_tables
+
+    bench_tables(report)
+
+
+def _floats(text: str, option: str) -> float | tuple[float, ...]:
+    from edgekit.errors import UsageError
+
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"{option} takes a number or one number per channel (e.g. 0.5,0.5,0.5). "
+            f"Received: {text!r}"
+        ) from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+@cli.command("eval")
+@click.argument("model", type=click.Path())
+@click.option(
+    "--data", "-d", required=True, help="digits, shapes:SIZE, an image folder, a .npz, a .tfrecord."
+)
+@click.option("--reference", type=click.Path(), help="Compare with this model (agreement, KL).")
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--mean", default="0", show_default=True, help="Preprocessing: (pixels - mean) / std.")
+@click.option("--std", default="255", show_default=True, help="One value or one per channel.")
+@click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
+@click.option("--threads", type=int, help="CPU threads [default: all cores].")
+@click.option("--output", help="Output (name or index) holding the class scores.")
+@click.option("--limit", type=int, help="Evaluate the first N images only.")
+@json_option
+def eval_cmd(
+    model, data, reference, top_k, batch_size, mean, std, target, threads, output, limit, as_json
+):
+    """Top-1/top-k accuracy, per-class accuracy and confusion matrix; agreement with a reference."""
+    from edgekit import api
+
+    result = api.evaluate(
+        model,
+        data,
+        reference=reference,
+        top_k=top_k,
+        batch_size=batch_size,
+        mean=_floats(mean, "--mean"),
+        std=_floats(std, "--std"),
+        target=target,
+        threads=threads,
+        output=output,
+        limit=limit,
+    )
+    if as_json:
+        emit_json(result)
+        return
+    from edgekit.bench.render import eval_tables
+
+    eval_tables(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     cli.main(args=argv, prog_name="edgekit")

@@ -120,7 +120,9 @@ def _warm(
 def _timed(
     runners: Sequence[Invocable], runs: int | None, min_seconds: float | None
 ) -> list[list[float]]:
-    """Timed rounds: runner 0, 1, ..., 0, 1, ... (interleaved), each invoke timed alone."""
+    """Timed rounds, each invoke timed alone. Every runner runs once per round; the order rotates
+    by one each round (A B, B A, ... or A B C, B C A, ...) so that no runner always follows the
+    same one (the first of a pair tends to find colder caches)."""
     n = len(runners)
     samples: list[list[float]] = [[] for _ in range(n)]
     clock = time.perf_counter_ns
@@ -133,7 +135,8 @@ def _timed(
                 break
         elif rounds > 0 and clock() - start >= limit_ns:
             break
-        for i in range(n):
+        for j in range(n):
+            i = (j + rounds) % n
             r = runners[i]
             t0 = clock()
             r.invoke()
@@ -169,13 +172,21 @@ class Comparison:
     stats: list[LatencyStats]
     ratios: list[dict[str, float]]  # per runner: ratio, ci_low, ci_high (p50 / p50 of the first)
     confidence: float = 0.95
-    method: str = "paired bootstrap over interleaved rounds (2000 resamples) of the p50 ratio"
+    resamples: int = 2000
+
+    @property
+    def method(self) -> str:
+        return (
+            f"paired bootstrap over interleaved rounds ({self.resamples} resamples), "
+            "percentile interval of the p50 ratio"
+        )
 
     def to_dict(self, *, samples: bool = False) -> dict[str, Any]:
         return {
             "stats": [s.to_dict(samples=samples) for s in self.stats],
             "ratios": self.ratios,
             "confidence": self.confidence,
+            "resamples": self.resamples,
             "method": self.method,
         }
 
@@ -218,8 +229,15 @@ def measure_interleaved(
         st.warmup_seconds = warm_s
         st.first_ms = first[i] if first[i] is not None else s[0]
         stats.append(st)
-    ratios = ratio_ci(samples, confidence=confidence, resamples=resamples, seed=seed)
-    return Comparison(stats=stats, ratios=ratios, confidence=confidence)
+    used = bootstrap_resamples(len(samples[0]), resamples)
+    ratios = ratio_ci(samples, confidence=confidence, resamples=used, seed=seed)
+    return Comparison(stats=stats, ratios=ratios, confidence=confidence, resamples=used)
+
+
+def bootstrap_resamples(rounds: int, wanted: int = 2000) -> int:
+    """Resamples used for `rounds` rounds: fewer for long --min-seconds runs of tiny models, to
+    bound the work (resamples x rounds) at about 5 million medians' worth of elements."""
+    return min(wanted, max(200, int(5e6 // max(rounds, 1))))
 
 
 def ratio_ci(
@@ -237,8 +255,6 @@ def ratio_ci(
     a = np.asarray(samples, dtype=np.float64)  # (runners, rounds)
     n = a.shape[1]
     rng = np.random.default_rng(seed)
-    # Bound the work (runners x resamples x rounds) for long --min-seconds runs of tiny models.
-    resamples = max(200, min(resamples, int(5e6 // max(n, 1))))
     med = np.empty((a.shape[0], resamples))
     step = max(1, int(2e6 // max(n, 1)))
     for s0 in range(0, resamples, step):

@@ -5,7 +5,10 @@ Imports `ai_edge_litert` (or `tflite_runtime` as a fallback) inside functions; n
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,30 @@ def import_interpreter() -> tuple[Any, str, str]:
             "Running .tflite models needs LiteRT: pip install ai-edge-litert "
             "(or tflite-runtime). Neither is installed."
         ) from None
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[dict[str, str]]:
+    """Collect what native code writes to file descriptor 2 meanwhile (LiteRT prints an INFO
+    line for every XNNPACK delegate it creates); lines other than INFO are written back."""
+    got = {"text": ""}
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield got
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield got
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            got["text"] = tmp.read().decode(errors="replace")
+    keep = [ln for ln in got["text"].splitlines() if ln.strip() and not ln.startswith("INFO:")]
+    if keep:
+        os.write(2, ("\n".join(keep) + "\n").encode())
 
 
 def _np_dtype_name(dtype: Any) -> str:
@@ -84,16 +111,21 @@ class LiteRTRunner(Runner):
         resolver = mod.OpResolverType
         # AUTO applies the default delegate (XNNPACK); the reference kernels need it switched off.
         rtype = resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        try:
-            self._it = mod.Interpreter(
-                model_path=str(path), num_threads=threads, experimental_op_resolver_type=rtype
-            )
-            self._it.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
+        err = None
+        with native_stderr() as native:
+            try:
+                self._it = mod.Interpreter(
+                    model_path=str(path), num_threads=threads, experimental_op_resolver_type=rtype
+                )
+                self._it.allocate_tensors()
+            except (ValueError, RuntimeError) as e:
+                err = e
+        if err is not None:
+            detail = " ".join(f"{err} {native['text']}".split())[:300]
             raise ModelLoadError(
-                f"LiteRT cannot load {Path(path).name}: {e}. The file is truncated, damaged or "
-                "uses ops this LiteRT build lacks; re-export it."
-            ) from None
+                f"LiteRT cannot load {Path(path).name}: {detail}. The file is truncated, damaged "
+                "or uses ops this LiteRT build lacks; re-export it."
+            )
         self._in = self._it.get_input_details()
         self._out = self._it.get_output_details()
         in_names, out_names = self._signature_names()

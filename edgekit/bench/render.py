@@ -1,0 +1,139 @@
+"""Tables for people from the `bench` and `eval` reports (the JSON reports are the source)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekit.bench.machine import machine_line
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def bench_tables(report: dict[str, Any]) -> None:
+    """A metrics x models table, the comparison table (several models) and the machine line."""
+    import click
+
+    from edgekit.ui import render_table
+
+    models = report["models"]
+    names = _unique([m["name"] for m in models])
+    batch = report["settings"]["batch"]
+
+    def row(label: str, values: list[Any]) -> dict[str, Any]:
+        return {"metric": label, **dict(zip(names, values, strict=True))}
+
+    lat = [m["latency_ms"] for m in models]
+    rows = [
+        row("runtime", [f"{m['runtime']} {m['runtime_version']}" for m in models]),
+        row("target / threads", [f"{m['target']} / {m['threads']}" for m in models]),
+        row(
+            "delegate / provider",
+            [m.get("delegate") or m.get("provider") or m.get("accelerator") for m in models],
+        ),
+        row("fallback", [m.get("fallback") or "none" for m in models]),
+        row("load / init (ms)", [_ms(m["load_ms"]) for m in models]),
+        row("first inference (ms)", [_ms(m["first_inference_ms"]) for m in models]),
+    ]
+    for key, label in (
+        ("mean", "mean (ms)"),
+        ("std", "std (ms)"),
+        ("min", "min (ms)"),
+        ("p50", "p50 (ms)"),
+        ("p90", "p90 (ms)"),
+        ("p95", "p95 (ms)"),
+        ("p99", "p99 (ms)"),
+        ("max", "max (ms)"),
+    ):
+        rows.append(row(label, [_ms(s[key]) for s in lat]))
+    rows.append(row("cv", [f"{s['cv']:.1%}" for s in lat]))
+    rows.append(row("runs counted", [s["count"] for s in lat]))
+    if batch > 1:
+        rows.append(row(f"throughput (items/s, batch {batch})", [s["throughput"] for s in lat]))
+    rows.append(row("peak RSS (MiB)", [m["peak_rss_mb"] for m in models]))
+    rows.append(row("RSS increase over baseline (MiB)", [m["rss_increase_mb"] for m in models]))
+    render_table(rows, ["metric", *names], title="edgekit bench")
+    cmp = report.get("comparison")
+    if cmp:
+        pct = round(cmp["confidence"] * 100)
+        crow = [
+            {
+                "model": n,
+                "p50 (ms)": r["p50_ms"],
+                "p50 ratio to first": f"{r['ratio']:.3f}",
+                f"{pct}% CI": f"{r['ci_low']:.3f} - {r['ci_high']:.3f}",
+                "differs": "yes" if r["significant"] else "no",
+            }
+            for n, r in zip(names, cmp["rows"], strict=True)
+        ]
+        render_table(crow, title="Interleaved comparison (A B A B ...)")
+        click.echo(f"CI: {cmp['method']}.")
+    s = report["settings"]
+    plan = f"{s['min_seconds']} s of runs" if s["min_seconds"] else f"{s['runs']} runs"
+    click.echo(
+        f"Machine: {machine_line(report['machine'])}. Warm-up {s['warmup']} runs / "
+        f"{s['warmup_seconds']} s, then {plan}; {s['clock']}."
+    )
+
+
+def eval_tables(result: dict[str, Any], *, max_classes: int = 20) -> None:
+    """Summary, per-class accuracy and (for up to max_classes classes) the confusion matrix."""
+    import click
+
+    from edgekit.ui import render_table
+
+    ref = result.get("reference")
+    k = result["k"]
+    summary = [
+        {"metric": "model", "value": f"{result['name']} ({result['runtime']}, {result['target']})"},
+        {"metric": "data", "value": f"{result['data']['name']} ({result['count']} images)"},
+        {"metric": "top-1 accuracy", "value": _pct(result["top1"])},
+        {"metric": f"top-{k} accuracy", "value": _pct(result["topk"])},
+    ]
+    if ref:
+        summary += [
+            {"metric": "reference", "value": result["reference_model"]},
+            {"metric": "reference top-1", "value": _pct(ref["reference_top1"])},
+            {"metric": "top-1 drop vs reference", "value": _pct(ref["top1_drop"], signed=True)},
+            {"metric": "top-1 agreement", "value": _pct(ref["top1_agreement"])},
+            {"metric": "mean KL(reference || model)", "value": f"{ref['mean_kl']:.4g} nats"},
+        ]
+    render_table(summary, title="edgekit eval")
+    if result.get("per_class"):
+        rows = [
+            {
+                "class": c["label"],
+                "images": c["count"],
+                "correct": c["correct"],
+                "accuracy": _pct(c["accuracy"]),
+            }
+            for c in result["per_class"]
+        ]
+        render_table(rows, title="Per-class accuracy")
+        if result["num_classes"] <= max_classes:
+            labels = result["labels"]
+            cm_rows = [
+                {"true \\ predicted": labels[i], **dict(zip(labels, r, strict=True))}
+                for i, r in enumerate(result["confusion_matrix"])
+            ]
+            render_table(cm_rows, title="Confusion matrix")
+        else:
+            click.echo("Confusion matrix: in --json (too many classes for a table).")
+    p = result["preprocessing"]
+    click.echo(f"Preprocessing: (pixels - {p['mean']}) / {p['std']}; batch {result['batch_size']}.")
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 100:+.2f}%" if signed else f"{v * 100:.2f}%"
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if names.count(n) == 1 else f"{n} #{seen[n]}")
+    return out

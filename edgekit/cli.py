@@ -234,7 +234,9 @@ def _floats(text: str, option: str) -> float | tuple[float, ...]:
 @click.option("--reference", type=click.Path(), help="Compare with this model (agreement, KL).")
 @click.option("--top-k", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--mean", default="0", show_default=True, help="Preprocessing: (pixels - mean) / std.")
+@click.option(
+    "--mean", default="0", show_default=True, help="Preprocessing: (pixels - mean) / std."
+)
 @click.option("--std", default="255", show_default=True, help="One value or one per channel.")
 @click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
 @click.option("--threads", type=int, help="CPU threads [default: all cores].")

@@ -12,7 +12,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from edgekit.errors import UsageError
 from edgekit.runtimes.base import Runner, TensorInfo, check_target, check_threads
+
+# Options each runtime takes. An option of another runtime is ignored (so that one bench call can
+# pass graph_optimization for its .onnx models and xla for its Keras ones); an unknown one is an
+# error.
+RUNTIME_OPTIONS = {
+    "tflite": (),
+    "onnx": ("graph_optimization", "providers"),
+    "keras": ("xla", "unsafe", "custom_objects", "batch_size"),
+}
 
 __all__ = ["Runner", "TensorInfo", "available_targets", "open_runner"]
 
@@ -39,7 +49,15 @@ def open_runner(
 
     target = check_target(target)
     threads = check_threads(threads)
+    known = {k for keys in RUNTIME_OPTIONS.values() for k in keys}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(
+            f"Unknown runner option(s) {', '.join(unknown)}. Expected: {', '.join(sorted(known))}."
+        )
     fmt = detect_format(path)
+    family = "keras" if fmt in KERAS_FORMATS else fmt
+    options = {k: v for k, v in options.items() if k in RUNTIME_OPTIONS[family]}
     if fmt == "tflite":
         from edgekit.runtimes import litert
 

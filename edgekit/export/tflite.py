@@ -301,7 +301,8 @@ def serving_function(loaded: Any, *, batch_size: int | None = None, input_name: 
 
 def _caller(cf: Any):
     """SavedModel signature functions take keyword arguments only; Keras functions positional."""
-    args, kwargs = getattr(cf, "structured_input_signature", ((), {}))
+    # A frozen (wrapped) function has no structured signature and takes positional tensors.
+    args, kwargs = getattr(cf, "structured_input_signature", None) or ((), {})
     if not args and kwargs and len(kwargs) == 1:
         key = next(iter(kwargs))
         return lambda x: cf(**{key: x})

@@ -1,0 +1,282 @@
+"""Check an exported model against the reference (Keras) model on the same real samples.
+
+Float exports must reproduce the reference's outputs within an absolute tolerance; quantized
+exports must agree with the reference's top-1 class on enough samples. Both are compared on
+**probabilities**: outputs whose rows are not already probabilities (logits) go through a softmax,
+the same for the reference and the export, so that one tolerance means the same thing for every
+model whatever its last activation. Never imports TensorFlow (runners do the running).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ExportMismatch, UsageError
+
+FLOAT_PRECISIONS = ("float32", "float16")
+QUANTIZED_PRECISIONS = ("dynamic", "int8", "uint8", "int16x8", "qat")
+
+# Defaults, also the recipe's `verify:` defaults. Max abs error on probabilities: float32 kernels
+# differ from TensorFlow's by rounding only (typically < 1e-5); float16 weights move
+# probabilities by up to ~1e-2 on small models.
+DEFAULT_FLOAT_ATOL = {"float32": 1e-3, "float16": 2e-2}
+DEFAULT_MIN_AGREEMENT = 0.9
+
+
+def check_export(
+    artifact_path: str | os.PathLike,
+    reference_outputs: np.ndarray | list[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    precision: str,
+    labels: list[str] | None = None,
+    threads: int = 1,
+    float_atol: float | None = None,
+    min_agreement: float | None = None,
+    batch_size: int = 64,
+    runner_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run `artifact_path` on `x` and compare with `reference_outputs` (the Keras model on `x`).
+
+    Args:
+        artifact_path: the exported `.tflite` / `.onnx` model (any format open_runner takes).
+        reference_outputs: the reference model's outputs on `x`: one array, or one per output.
+        x: the preprocessed float32 samples the reference outputs came from (N, H, W, C).
+        y: integer labels for `x`, optional: then accuracy is reported for both models.
+        precision: "float32" or "float16" (judged by max abs error), or "dynamic", "int8",
+            "uint8", "int16x8", "qat" (judged by top-1 agreement with the reference).
+        labels: class names; checked against the output width and used to name confusions.
+        threads: runtime threads.
+        float_atol: max abs error allowed on probabilities for float exports (default 1e-3 for
+            float32, 2e-2 for float16).
+        min_agreement: smallest top-1 agreement allowed for quantized exports (default 0.9).
+        batch_size: samples per runner call.
+        runner_options: extra keyword arguments for `edgekit.runtimes.open_runner`.
+
+    Returns:
+        {"passed": True, "criterion", "compared": "probabilities", "max_abs_error",
+        "max_abs_error_per_output", "max_abs_error_raw", "top1_agreement", "accuracy",
+        "reference_accuracy", "tolerance", "n_samples", "precision", "artifact", "runtime", ...}
+
+    Raises:
+        ExportMismatch: outputs differ beyond the tolerance, or agreement is below the minimum;
+            the message names the artifact, the output and the numbers.
+        UsageError: inconsistent arguments (shapes, lengths, unknown precision).
+    """
+    name = Path(artifact_path).name
+    if precision == "none":
+        precision = "float32"
+    if precision not in FLOAT_PRECISIONS + QUANTIZED_PRECISIONS:
+        raise UsageError(
+            f"Expected precision in {', '.join(FLOAT_PRECISIONS + QUANTIZED_PRECISIONS)}. "
+            f"Received: precision={precision!r}"
+        )
+    is_float = precision in FLOAT_PRECISIONS
+    atol = (
+        float(DEFAULT_FLOAT_ATOL[precision] if float_atol is None else float_atol)
+        if is_float
+        else None
+    )
+    floor = float(DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement)
+    if atol is not None and not atol > 0:
+        raise UsageError(f"Expected float_atol > 0. Received: float_atol={float_atol}")
+    if not 0 < floor <= 1:
+        raise UsageError(
+            f"Expected min_agreement in (0, 1]. Received: min_agreement={min_agreement}"
+        )
+    if batch_size < 1:
+        raise UsageError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
+
+    x = np.asarray(x, dtype=np.float32)
+    refs = _as_list(reference_outputs)
+    n = len(x)
+    if n == 0:
+        raise UsageError("No samples to verify the export on (x is empty). Pass real samples.")
+    for i, r in enumerate(refs):
+        if len(r) != n:
+            raise UsageError(
+                f"Reference output {i} has {len(r)} rows but x has {n} samples. Pass the "
+                "reference model's outputs on exactly these samples."
+            )
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        if len(y) != n:
+            raise UsageError(f"y has {len(y)} labels but x has {n} samples. Pass matching arrays.")
+
+    from edgekit.runtimes import open_runner
+
+    runner = open_runner(artifact_path, threads=threads, **(runner_options or {}))
+    try:
+        out_names = [t.name for t in runner.outputs]
+        parts = [runner.run(x[s : s + batch_size]) for s in range(0, n, batch_size)]
+        desc = {"runtime": f"{runner.runtime} {runner.runtime_version}".strip(), "threads": threads}
+    finally:
+        runner.close()
+    got = [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(len(out_names))]
+
+    if len(got) != len(refs):
+        raise ExportMismatch(
+            f"{name}: has {len(got)} outputs but the reference model has {len(refs)}; "
+            "the export is not the same model.",
+            artifact=str(artifact_path),
+        )
+    per_output: dict[str, float] = {}
+    raw_err: dict[str, float] = {}
+    agreement: dict[str, float] = {}
+    preds: list[tuple[np.ndarray, np.ndarray]] = []
+    for oname, r, g in zip(out_names, refs, got, strict=True):
+        r = np.asarray(r, dtype=np.float32).reshape(n, -1)
+        g = g.reshape(len(g), -1)
+        if g.shape != r.shape:
+            raise ExportMismatch(
+                f"{name}: output '{oname}' has shape {g.shape[1:]} per sample but the reference "
+                f"has {r.shape[1:]}; the export is not the same model.",
+                artifact=str(artifact_path),
+                output=oname,
+            )
+        if not np.isfinite(g).all():
+            bad = int((~np.isfinite(g)).any(axis=1).sum())
+            raise ExportMismatch(
+                f"{name}: output '{oname}' is NaN or inf on {bad} of {n} samples.",
+                artifact=str(artifact_path),
+                output=oname,
+            )
+        pr, pg = _probabilities(r, g)
+        per_output[oname] = float(np.max(np.abs(pr - pg)))
+        raw_err[oname] = float(np.max(np.abs(r - g)))
+        preds.append((top1(pr), top1(pg)))
+        agreement[oname] = float(np.mean(preds[-1][0] == preds[-1][1]))
+
+    # Labels and accuracy concern the first output (the classifier head).
+    first = out_names[0]
+    pred_ref, pred_got = preds[0]
+    width = max(2, int(np.asarray(refs[0]).reshape(n, -1).shape[1]))
+    if labels is not None and len(labels) != width:
+        raise UsageError(
+            f"{len(labels)} labels given but output '{first}' has {width} classes. "
+            "Pass the data set's labels for this model."
+        )
+    accuracy = ref_accuracy = None
+    if y is not None:
+        accuracy = float(np.mean(pred_got == y))
+        ref_accuracy = float(np.mean(pred_ref == y))
+
+    result: dict[str, Any] = {
+        "artifact": str(artifact_path),
+        "precision": precision,
+        "compared": "probabilities",
+        "criterion": "max_abs_error" if is_float else "top1_agreement",
+        "max_abs_error": max(per_output.values()),
+        "max_abs_error_per_output": per_output,
+        "max_abs_error_raw": max(raw_err.values()),
+        "top1_agreement": min(agreement.values()),
+        "top1_agreement_per_output": agreement,
+        "accuracy": accuracy,
+        "reference_accuracy": ref_accuracy,
+        "tolerance": atol if is_float else floor,
+        "n_samples": n,
+        "confusions": _confusions(pred_ref, pred_got, labels),
+        **desc,
+    }
+
+    if is_float:
+        worst = max(per_output, key=per_output.get)  # type: ignore[arg-type]
+        err = per_output[worst]
+        if err > atol:
+            raise ExportMismatch(
+                f"{name}: output '{worst}' differs from the reference model: max abs error "
+                f"{err:.3g} on probabilities > tolerance {atol:.3g} ({precision}, {n} samples; "
+                f"top-1 agreement {agreement[worst]:.3f}). Raise verify.float_atol only if this "
+                "difference is acceptable.",
+                artifact=str(artifact_path),
+                output=worst,
+                max_abs_error=err,
+                tolerance=atol,
+            )
+    else:
+        worst = min(agreement, key=agreement.get)  # type: ignore[arg-type]
+        agree = agreement[worst]
+        if agree < floor:
+            acc = (
+                f"; accuracy {accuracy:.3f} vs reference {ref_accuracy:.3f}"
+                if accuracy is not None
+                else ""
+            )
+            raise ExportMismatch(
+                f"{name}: output '{worst}' top-1 agreement with the reference model "
+                f"{agree:.3f} < minimum {floor:.3f} ({precision}, {n} samples{acc}). Try more or "
+                "more representative calibration samples, per-channel quantization, or QAT.",
+                artifact=str(artifact_path),
+                output=worst,
+                top1_agreement=agree,
+                min_agreement=floor,
+            )
+    result["passed"] = True
+    return result
+
+
+def top1(p: np.ndarray) -> np.ndarray:
+    """Predicted class per row; a single column is a sigmoid score thresholded at 0.5."""
+    return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
+
+
+def is_probabilities(a: np.ndarray, atol: float = 1e-3) -> bool:
+    """True when every row is non-negative and sums to 1 (a softmax output), else logits."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    if a.shape[1] < 2:
+        return bool(((a >= 0) & (a <= 1)).all())  # a sigmoid score
+    return bool((a >= -atol).all() and np.allclose(a.sum(axis=1), 1.0, atol=atol))
+
+
+def softmax(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _probabilities(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as probabilities, decided by the reference (a quantized export's rows may not sum
+    to exactly 1)."""
+    if is_probabilities(ref):
+        return ref, got
+    if ref.shape[1] == 1:  # a single logit: sigmoid
+        return _sigmoid(ref), _sigmoid(got)
+    return softmax(ref), softmax(got)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(a, dtype=np.float64)))).astype(np.float32)
+
+
+def _as_list(outputs: Any) -> list[np.ndarray]:
+    if isinstance(outputs, dict):
+        return [np.asarray(outputs[k]) for k in sorted(outputs)]
+    if isinstance(outputs, list | tuple):
+        return [np.asarray(o) for o in outputs]
+    return [np.asarray(outputs)]
+
+
+def _confusions(ref: np.ndarray, got: np.ndarray, labels: list[str] | None, top: int = 3) -> list:
+    """The most frequent (reference class -> export class) disagreements."""
+    diff = ref != got
+    if not diff.any():
+        return []
+    pairs, counts = np.unique(np.stack([ref[diff], got[diff]], axis=1), axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+
+    def lab(i: int) -> str | int:
+        return labels[i] if labels is not None and 0 <= i < len(labels) else int(i)
+
+    return [
+        {
+            "reference": lab(int(pairs[k][0])),
+            "export": lab(int(pairs[k][1])),
+            "count": int(counts[k]),
+        }
+        for k in order
+    ]

@@ -1,0 +1,338 @@
+"""Shared fine-tuning helpers for the training stages (prune, qat, distill).
+
+All models here are tf_keras (Keras 2) models, obtained through `edgekit.keras_compat.tf_keras()`.
+TensorFlow is imported inside the functions.
+
+API
+---
+``copy_model(model) -> tf_keras model``
+    An independent copy (new layers, same weights) of a Sequential or Functional model, so that
+    training never touches the caller's model. Raises `UnsupportedModelError` for subclassed
+    models and unbuilt ones.
+``set_seed(seed)``
+    Seed Python, NumPy and TensorFlow (tf_keras.utils.set_random_seed).
+``check_training_data(model, x, y, *, what="x_train", labels_required=True) -> (x, y)``
+    Validate arrays against the model (sample count, input shape, finite values, label range) and
+    return them as float32 / int64 (soft targets stay float32). Raises `edgekit.errors.DataError`.
+``steps_per_epoch(n, batch_size) -> int``
+    Batches per epoch (the last one may be partial).
+``make_dataset(x, y=None, *, batch_size, shuffle=False, seed=0) -> tf.data.Dataset``
+    Batched (and optionally reshuffled each epoch, seeded) pipeline from NumPy arrays. ``y`` may be
+    an array, a tuple of arrays (several targets) or None.
+``make_optimizer(name="adam", learning_rate=1e-3, *, schedule="constant", total_steps=None,
+weight_decay=0.0) -> tf_keras optimizer``
+    ``name`` in adam / adamw / sgd (momentum 0.9); ``schedule`` constant or cosine (decays to 0
+    over ``total_steps``, which it then needs).
+``outputs_are_probabilities(model, x_sample) -> bool``
+    True when the model's outputs are non-negative rows that sum to 1 (a softmax head).
+``classification_loss(model, y, x_sample) -> tf_keras loss``
+    Sparse / categorical cross-entropy matching the labels' form, ``from_logits`` set by probing the
+    model's outputs.
+``epoch_progress(description, epochs) -> tf_keras callback``
+    One `edgekit.ui.info` line per epoch with the logged metrics and the epoch's duration.
+``fit(model, x, y, *, x_val=None, y_val=None, epochs, batch_size, optimizer="adam",
+learning_rate=1e-3, schedule="constant", weight_decay=0.0, loss=None, metrics=("accuracy",),
+callbacks=(), seed=0, description="fine-tune") -> dict[str, list[float]]``
+    Compile ``model`` (with ``loss`` or `classification_loss`) and train it with seeded shuffling
+    and per-epoch progress lines; returns the Keras history as plain floats. ``model`` is trained in
+    place: callers pass a copy they own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgekit import ui
+from edgekit.errors import DataError, UnsupportedModelError, UsageError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+def _tfk() -> Any:
+    from edgekit.keras_compat import tf_keras
+
+    return tf_keras()
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow so that fine-tuning is repeatable."""
+    _tfk().utils.set_random_seed(int(seed))
+
+
+def require_tf_keras_model(model: Any) -> None:
+    """Raise UsageError unless `model` is a built tf_keras Sequential or Functional model."""
+    tfk = _tfk()
+    if not isinstance(model, tfk.Model):
+        raise UsageError(
+            f"Expected a tf_keras model. Received an object of type {type(model).__module__}.{type(model).__name__}. "
+            "Bridge Keras 3 models first with edgekit.keras_compat.to_tf_keras()."
+        )
+    if not (isinstance(model, tfk.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise UnsupportedModelError(
+            f"Model {model.name!r} is a subclassed tf_keras model ({type(model).__name__}); tfmot needs a Sequential "
+            "or Functional model. Rebuild it with the Functional API."
+        )
+    if not model.built or not model.inputs:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} is not built (no input shape). Build it with an Input layer or model.build(shape)."
+        )
+
+
+def copy_model(model: Any) -> Any:
+    """An independent copy of a Sequential or Functional tf_keras model: new layers, same weights."""
+    require_tf_keras_model(model)
+    tfk = _tfk()
+    clone = tfk.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Number of batches in one epoch over `n` samples."""
+    return max(1, math.ceil(n / batch_size))
+
+
+def check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    """Raise UsageError unless `value` is > 0 (and an int when `integer`)."""
+    if integer and (isinstance(value, bool) or not isinstance(value, int | np.integer)):
+        raise UsageError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
+    if not value > 0:
+        raise UsageError(f"Expected {name} > 0. Received: {name}={value!r}")
+
+
+def check_training_data(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    what: str = "x_train",
+    labels_required: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate `x` (and `y`) against `model`; return float32 inputs and int64 or float32 targets.
+
+    `y` may be integer class ids of shape (N,) or (N, 1), or (soft) targets of shape (N, classes).
+    """
+    label_name = "y" + what[1:] if what.startswith("x") else f"labels of {what}"
+    if x is None:
+        raise DataError(
+            f"{what} is missing. Pass the training images as an array of shape (N, H, W, C)."
+        )
+    x = np.asarray(x)
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"Expected {what} to be a numeric array. Received dtype {x.dtype}.")
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{what} is empty. Pass at least one sample (shape (N, H, W, C)).")
+    expected = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if expected is not None and (
+        len(expected) != x.ndim - 1
+        or any(e is not None and e != s for e, s in zip(expected, x.shape[1:], strict=False))
+    ):
+        shown = tuple("?" if e is None else e for e in expected)
+        raise DataError(
+            f"Expected {what} with samples of shape {shown} (the model's input). Received: {what}.shape={x.shape}. "
+            "Resize the data to the model's input size."
+        )
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise DataError(
+            f"{what} contains NaN or infinite values. Clean the data before fine-tuning."
+        )
+    if y is None:
+        if labels_required:
+            raise DataError(
+                f"{label_name} is missing. Fine-tuning needs labels: pass integer class ids of shape (N,)."
+            )
+        return x, None
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise DataError(
+            f"Expected one label per sample: {what} has {len(x)} samples but {label_name} has {len(y)}. "
+            "Pass arrays of the same length."
+        )
+    num_classes = _num_classes(model)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 1:
+        whole = np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0))
+        if not np.issubdtype(y.dtype, np.integer) and not whole:
+            raise DataError(
+                f"Expected {label_name} to hold integer class ids. Received dtype {y.dtype}."
+            )
+        y = y.astype(np.int64)
+        if y.min() < 0 or (num_classes and y.max() >= num_classes):
+            raise DataError(
+                f"Expected {label_name} in [0, {num_classes}) (the model has {num_classes} outputs). "
+                f"Received labels from {y.min()} to {y.max()}."
+            )
+        return x, y
+    if y.ndim == 2:
+        if num_classes and y.shape[1] != num_classes:
+            raise DataError(
+                f"Expected {label_name} of shape (N, {num_classes}) to match the model's outputs. "
+                f"Received: {label_name}.shape={y.shape}."
+            )
+        y = y.astype(np.float32)
+        if not np.isfinite(y).all():
+            raise DataError(f"{label_name} contains NaN or infinite values.")
+        return x, y
+    raise DataError(
+        f"Expected {label_name} of shape (N,) (class ids) or (N, classes). Received: {label_name}.shape={y.shape}."
+    )
+
+
+def _num_classes(model: Any) -> int | None:
+    shape = model.output_shape
+    if isinstance(shape, list):
+        return None
+    return int(shape[-1]) if shape[-1] is not None else None
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray | tuple[np.ndarray, ...] | None = None,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Any:
+    """A batched tf.data pipeline over NumPy arrays; shuffled each epoch with `seed` when asked."""
+    import tensorflow as tf
+
+    elements: Any = x if y is None else (x, y)
+    ds = tf.data.Dataset.from_tensor_slices(elements)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    weight_decay: float = 0.0,
+) -> Any:
+    """A tf_keras optimizer by name, with a constant or cosine learning-rate schedule."""
+    if name not in OPTIMIZERS:
+        raise UsageError(f"Expected optimizer in {list(OPTIMIZERS)}. Received: optimizer={name!r}")
+    if schedule not in SCHEDULES:
+        raise UsageError(f"Expected schedule in {list(SCHEDULES)}. Received: schedule={schedule!r}")
+    check_positive("learning_rate", learning_rate)
+    if weight_decay < 0:
+        raise UsageError(f"Expected weight_decay >= 0. Received: weight_decay={weight_decay}")
+    tfk = _tfk()
+    lr: Any = float(learning_rate)
+    if schedule == "cosine":
+        if not total_steps or total_steps < 1:
+            raise UsageError(
+                "The cosine schedule needs the number of training steps: pass total_steps >= 1."
+            )
+        lr = tfk.optimizers.schedules.CosineDecay(
+            float(learning_rate), decay_steps=int(total_steps)
+        )
+    wd = float(weight_decay) or None
+    if name == "adam":
+        return tfk.optimizers.Adam(learning_rate=lr, weight_decay=wd)
+    if name == "adamw":
+        return tfk.optimizers.AdamW(learning_rate=lr, weight_decay=float(weight_decay) or 0.004)
+    return tfk.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=wd)
+
+
+def outputs_are_probabilities(model: Any, x_sample: np.ndarray) -> bool:
+    """True when the model ends in a softmax: outputs non-negative with rows summing to 1."""
+    out = np.asarray(model(x_sample[:8], training=False))
+    return bool(out.ndim == 2 and out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
+
+
+def classification_loss(model: Any, y: np.ndarray, x_sample: np.ndarray) -> Any:
+    """Cross-entropy for integer ids (sparse) or (soft) targets, logits or probabilities as the model gives."""
+    tfk = _tfk()
+    from_logits = not outputs_are_probabilities(model, x_sample)
+    if y.ndim == 1:
+        return tfk.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return tfk.losses.CategoricalCrossentropy(from_logits=from_logits)
+
+
+def epoch_progress(description: str, epochs: int) -> Any:
+    """A tf_keras callback printing one `ui.info` line per epoch (metrics and seconds)."""
+    tfk = _tfk()
+
+    class _EpochProgress(tfk.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            parts = [f"{k}={float(v):.4g}" for k, v in (logs or {}).items() if np.ndim(v) == 0]
+            seconds = time.perf_counter() - self._t0
+            ui.info(
+                f"{description}: epoch {epoch + 1}/{epochs} "
+                + " ".join(parts)
+                + f" ({seconds:.1f} s)"
+            )
+
+    return _EpochProgress()
+
+
+def fit(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray | tuple[np.ndarray, ...],
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | tuple[np.ndarray, ...] | None = None,
+    epochs: int,
+    batch_size: int,
+    optimizer: str | Any = "adam",
+    learning_rate: float = 1e-3,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    loss: Any = None,
+    metrics: Sequence[Any] = ("accuracy",),
+    callbacks: Sequence[Any] = (),
+    seed: int = 0,
+    description: str = "fine-tune",
+) -> dict[str, list[float]]:
+    """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
+
+    `optimizer` is a name (see `make_optimizer`) or a ready tf_keras optimizer. `loss` defaults to
+    `classification_loss`. Validation data is used when both `x_val` and `y_val` are given.
+    """
+    check_positive("epochs", epochs, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+    set_seed(seed)
+    steps = steps_per_epoch(len(x), batch_size)
+    if isinstance(optimizer, str):
+        optimizer = make_optimizer(
+            optimizer,
+            learning_rate,
+            schedule=schedule,
+            total_steps=steps * epochs,
+            weight_decay=weight_decay,
+        )
+    if loss is None:
+        if not isinstance(y, np.ndarray):
+            raise UsageError("Pass `loss` when the targets are not a single label array.")
+        loss = classification_loss(model, y, x)
+    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
+    train = make_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed)
+    val = None
+    if x_val is not None and y_val is not None and len(x_val):
+        val = make_dataset(x_val, y_val, batch_size=batch_size)
+    ui.info(
+        f"{description}: {epochs} epoch(s) of {steps} step(s), batch size {batch_size}, {len(x)} samples"
+    )
+    history = model.fit(
+        train,
+        validation_data=val,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[*callbacks, epoch_progress(description, epochs)],
+    )
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}

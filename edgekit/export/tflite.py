@@ -91,9 +91,7 @@ def convert(
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
-        saved_dir = _serving_saved_model(
-            loaded, Path(tmp) / "sm", signature_name, batch_size, notes
-        )
+        saved_dir = _serving_saved_model(loaded, Path(tmp) / "sm", signature_name, batch_size)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             str(saved_dir), signature_keys=[signature_name]
         )
@@ -185,8 +183,10 @@ def _check_calibration(
             "N x H x W x C). Received none. Pass calibration=... (the recipe's calib split)."
         )
     x = np.asarray(calibration)
-    expected = tuple(int(d) for d in loaded.input_shape)
-    if x.ndim != 1 + len(expected) or tuple(x.shape[1:]) != expected:
+    expected = tuple(loaded.input_shape)
+    if x.ndim != 1 + len(expected) or any(
+        w is not None and w != g for w, g in zip(expected, x.shape[1:], strict=False)
+    ):
         raise UsageError(
             f"Expected calibration samples of shape (N, {', '.join(map(str, expected))}). "
             f"Received: {tuple(x.shape)}. Resize/preprocess them like the model's inputs."
@@ -324,7 +324,7 @@ def _tensor_name(name: str) -> str:
 
 
 def _serving_saved_model(
-    loaded: Any, path: Path, signature_name: str, batch_size: int | None, notes: list[str]
+    loaded: Any, path: Path, signature_name: str, batch_size: int | None
 ) -> Path:
     import tensorflow as tf
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekit import keras_compat
-from edgekit.errors import ExportMismatch, UsageError
+from edgekit.errors import ExportMismatch, UnsupportedModelError, UsageError
 from edgekit.export import onnx as onnx_export
 from edgekit.export import tflite
 from edgekit.export.validate import check_export, is_probabilities, softmax
@@ -168,6 +168,27 @@ def test_probability_outputs_are_compared_as_they_are(tmp_path):
     path = tflite.convert(loaded, tmp_path / "p.tflite")["path"]
     r = check_export(path, ref, x, precision="float32")
     assert r["max_abs_error"] == pytest.approx(r["max_abs_error_raw"])
+
+
+def test_select_tf_ops_model_cannot_be_verified_here(tmp_path):
+    keras = keras_compat.keras()
+    keras.utils.set_random_seed(4)
+    m = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.Lambda(lambda t: keras.ops.erf(t)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    loaded = keras_compat.wrap(m)
+    x, _ = separable(8, 5)
+    path = tflite.convert(loaded, tmp_path / "flex.tflite", allow_select_tf_ops=True)["path"]
+    with pytest.raises(UnsupportedModelError, match=r"Select TF ops \(FlexErf\)"):
+        check_export(path, loaded.predict(x), x, precision="float32")
+    r = check_export(path, loaded.predict(x), x, precision="float32", unverifiable="skip")
+    assert r["passed"] is None and "FlexErf" in r["skipped"]
 
 
 def test_structural_mismatches(setup):

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from edgekit.errors import ExportMismatch, UsageError
+from edgekit.errors import ExportMismatch, UnsupportedModelError, UsageError
 
 FLOAT_PRECISIONS = ("float32", "float16")
 QUANTIZED_PRECISIONS = ("dynamic", "int8", "uint8", "int16x8", "qat")
@@ -40,6 +40,7 @@ def check_export(
     min_agreement: float | None = None,
     batch_size: int = 64,
     runner_options: dict[str, Any] | None = None,
+    unverifiable: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Any]:
     """Run `artifact_path` on `x` and compare with `reference_outputs` (the Keras model on `x`).
 
@@ -57,6 +58,9 @@ def check_export(
         min_agreement: smallest top-1 agreement allowed for quantized exports (default 0.9).
         batch_size: samples per runner call.
         runner_options: extra keyword arguments for `edgekit.runtimes.open_runner`.
+        unverifiable: what to do with a `.tflite` that uses Select TF (Flex) ops, which the
+            LiteRT Python runtime cannot run: "raise" (UnsupportedModelError) or "skip" (return
+            {"passed": None, "skipped": reason, ...} without running it).
 
     Returns:
         {"passed": True, "criterion", "compared": "probabilities", "max_abs_error",
@@ -107,6 +111,26 @@ def check_export(
         y = np.asarray(y).reshape(-1)
         if len(y) != n:
             raise UsageError(f"y has {len(y)} labels but x has {n} samples. Pass matching arrays.")
+
+    if unverifiable not in ("raise", "skip"):
+        raise UsageError(f"Expected unverifiable in raise, skip. Received: {unverifiable!r}")
+    flex = _flex_ops(artifact_path)
+    if flex:
+        reason = (
+            f"{name} uses Select TF ops ({', '.join(flex)}), which need the Flex delegate; the "
+            "LiteRT runtime here has none, so its outputs cannot be checked"
+        )
+        if unverifiable == "skip":
+            return {
+                "artifact": str(artifact_path),
+                "precision": precision,
+                "passed": None,
+                "skipped": reason,
+                "n_samples": 0,
+            }
+        raise UnsupportedModelError(
+            f"{reason}. Export without allow_select_tf_ops, or verify it on a runtime with Flex."
+        )
 
     from edgekit.runtimes import open_runner
 
@@ -218,6 +242,21 @@ def check_export(
             )
     result["passed"] = True
     return result
+
+
+def _flex_ops(path: str | os.PathLike) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        return []
+    with open(p, "rb") as f:
+        if f.read(8)[4:8] != b"TFL3":
+            return []
+    from edgekit.export.tflite import inspect_tflite
+
+    try:
+        return inspect_tflite(p)["select_tf_ops"]
+    except Exception:  # a damaged file: let the runner report it
+        return []
 
 
 def top1(p: np.ndarray) -> np.ndarray:

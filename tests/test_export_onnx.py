@@ -99,6 +99,15 @@ def test_tf_keras_model_and_options(tmp_path, data):
     assert np.abs(_run(info["path"], x) - loaded.predict(x)).max() < 1e-5
 
 
+def test_savedmodel_flavour(k3, tmp_path, data):
+    sm = tmp_path / "sm"
+    k3.model.export(str(sm), verbose=False)
+    loaded = keras_compat.load_model(sm)
+    info = onnx_export.convert(loaded, tmp_path / "sm.onnx")
+    x = data[1][0]
+    assert np.abs(_run(info["path"], x) - k3.predict(x)).max() < 1e-5
+
+
 def test_bad_opset(k3, tmp_path):
     with pytest.raises(UsageError, match="opset"):
         onnx_export.convert(k3, tmp_path / "m.onnx", opset=9)

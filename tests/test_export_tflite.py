@@ -93,6 +93,15 @@ def test_plain_savedmodel(tfk, x, tmp_path):
     assert np.abs(_run(info["path"], x) - tfk.predict(x)).max() < 1e-5
 
 
+def test_keras3_exported_savedmodel(k3, x, tmp_path):
+    sm = tmp_path / "k3_sm"
+    k3.model.export(str(sm), verbose=False)  # Keras 3's own SavedModel export
+    loaded = keras_compat.load_model(sm)
+    assert loaded.flavor == "savedmodel"
+    info = tflite.convert(loaded, tmp_path / "k3_sm.tflite", quantization="dynamic")
+    assert np.abs(_run(info["path"], x) - k3.predict(x)).max() < 0.05
+
+
 def test_dynamic_has_int8_weights_and_float_activations(k3, x, tmp_path):
     info = tflite.convert(k3, tmp_path / "d.tflite", quantization="dynamic")
     assert info["precision"] == "dynamic"

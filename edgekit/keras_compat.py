@@ -10,10 +10,13 @@ functions that need them, so `import edgekit.keras_compat` stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import re
+import sys
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -53,12 +56,72 @@ _UNSAFE_HINT = "Pass --unsafe (CLI) or unsafe=True (Python) only for files you t
 # Lazy imports, with TF's log noise turned down
 
 
+# Native start-up lines TF, XLA and CUDA stubs print on every CPU-only import, whatever
+# TF_CPP_MIN_LOG_LEVEL says (absl logs before InitializeLog() go straight to stderr).
+_BENIGN_NATIVE_LOG = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cudart_stub|Could not find cuda drivers"
+    r"|cuInit|rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
+    r"|This TensorFlow binary is optimized to use available CPU instructions"
+    r"|To enable the following instructions"
+)
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered() -> Iterator[None]:
+    """Hold back the known, harmless native start-up lines while TF / Keras import.
+
+    Everything else written to stderr meanwhile (real errors) is passed on afterwards. With
+    TF_CPP_MIN_LOG_LEVEL=0 nothing is filtered.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            text = buf.read().decode(errors="replace")
+            kept = [
+                ln for ln in text.splitlines() if ln.strip() and not _BENIGN_NATIVE_LOG.search(ln)
+            ]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
+def _filtered_unless_imported(module: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if module in sys.modules else _native_stderr_filtered()
+
+
 def _tf() -> Any:
     """Import TensorFlow with its C++ and Python logs limited to errors (unless the user chose)."""
+    if "tensorflow" in sys.modules and _tf_ready:
+        return sys.modules["tensorflow"]
     # Only effective before TF's first import; a user's own TF_CPP_MIN_LOG_LEVEL wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with _native_stderr_filtered():
+        import tensorflow as tf
 
+        tf.config.list_physical_devices()  # CUDA probing logs now, inside the filter
+    _quiet_python_logs(tf)
+    return tf
+
+
+def _quiet_python_logs(tf: Any) -> None:
+    global _tf_ready
+    _tf_ready = True
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
     tf.get_logger().setLevel("ERROR")
     try:
         from absl import logging as absl_logging
@@ -66,13 +129,16 @@ def _tf() -> Any:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # absl comes with TF; be tolerant anyway
         pass
-    return tf
+
+
+_tf_ready = False
 
 
 def keras() -> Any:
     """The Keras 3 module (`import keras`), for edgekit modules that need layers or applications."""
     _tf()
-    import keras as _keras
+    with _filtered_unless_imported("keras"):
+        import keras as _keras
 
     return _keras
 
@@ -80,7 +146,8 @@ def keras() -> Any:
 def tf_keras() -> Any:
     """The tf_keras (Keras 2) module, which tfmot needs."""
     _tf()
-    import tf_keras as _tf_keras
+    with _filtered_unless_imported("tf_keras"):
+        import tf_keras as _tf_keras
 
     _register_bridge_activations(_tf_keras)
     return _tf_keras
@@ -947,6 +1014,11 @@ class _Bridge:
                 if any(id(t) not in tensors for t in node.input_tensors):
                     continue  # not connected to this model's inputs (Keras skips these too)
                 args, kwargs = node.arguments.fill_in(tensors)
+                # Keras 3 records training=False on every node it builds symbolically (even
+                # when the user passed nothing) and overrides it whenever the model is called
+                # with training=...; kept in tf_keras it would freeze Dropout and BatchNorm in
+                # inference mode for good, also while tfmot fine-tunes.
+                kwargs = {k: v for k, v in kwargs.items() if k != "training"}
                 outs = _flatten(self._apply(node.operation, args, kwargs))
                 for k, v in zip(node.outputs, outs, strict=True):
                     tensors[id(k)] = v

@@ -82,7 +82,10 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """High-water mark of this process's resident set size so far, in MiB."""
+    """High-water mark of this process's resident set size so far, in MiB.
+
+    The kernel updates the rusage mark lazily, so it can trail the current RSS by a few pages; the
+    larger of the two is returned."""
     try:
         import resource
     except ImportError:  # Windows
@@ -91,4 +94,5 @@ def peak_rss_mb() -> float:
         return float(getattr(psutil.Process().memory_info(), "peak_wset", 0)) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return max(peak_mb, current_rss_mb())

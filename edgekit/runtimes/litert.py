@@ -190,8 +190,14 @@ class LiteRTRunner(Runner):
             n_ops = -1
         if not self.xnnpack:
             delegate, fallback = "none (builtin reference kernels)", None
-        elif parts > 0:
-            delegate, fallback = f"XNNPACK ({parts} partition{'s' if parts > 1 else ''})", None
+        elif parts == 1:
+            delegate, fallback = "XNNPACK (1 partition)", None
+        elif parts > 1:
+            delegate = f"XNNPACK ({parts} partitions)"
+            fallback = (
+                f"XNNPACK took the graph in {parts} partitions; the ops between them run on "
+                "builtin CPU kernels"
+            )
         elif parts == 0:
             delegate = "none"
             fallback = "XNNPACK was requested but took no ops; the model ran on builtin CPU kernels"

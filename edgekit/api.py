@@ -120,6 +120,7 @@ def evaluate(
     std: float | tuple[float, ...] = 255.0,
     target: str = "cpu",
     threads: int | None = None,
+    output: int | str | None = None,
     limit: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -129,6 +130,7 @@ def evaluate(
     data: a spec for edgekit.data.load_dataset ("digits", an image folder, a .npz ...) or a
         Dataset. Images are preprocessed as (pixels - mean) / std for every format.
     threads: CPU threads (None: every core). limit: evaluate the first N images only.
+    output: the output (name or index) holding class scores, for models with several outputs.
     """
     from edgekit.bench.evaluation import evaluate as _evaluate
 
@@ -142,6 +144,7 @@ def evaluate(
         std=std,
         target=target,
         threads=threads,
+        output=output,
         limit=limit,
         **options,
     )

@@ -481,15 +481,16 @@ def load_model(
             f"{p} is a {fmt.upper()} model; this step needs the Keras model it came from "
             "(.keras, .h5 or a SavedModel folder)."
         )
-    if fmt == "h5":
-        _check_h5(p)
+    h5_keras_version = _check_h5(p) if fmt == "h5" else ""
     config = _read_config(p, fmt)
     if config is not None:
         _refuse_unsafe(p, config, unsafe=unsafe, custom_objects=custom_objects or {})
     custom_objects = dict(custom_objects or {})
     is_tf_keras_savedmodel = fmt == "savedmodel" and (p / "keras_metadata.pb").is_file()
-    flavor = "keras3" if fmt == "keras3" else "savedmodel"
-    if fmt in ("tf_keras", "h5") or is_tf_keras_savedmodel:
+    flavor = "savedmodel"
+    if fmt == "keras3" or h5_keras_version.startswith("3"):  # Keras 3 also writes legacy .h5
+        flavor = "keras3"
+    elif fmt in ("tf_keras", "h5") or is_tf_keras_savedmodel:
         flavor = "tf_keras"
     try:
         with warnings.catch_warnings():
@@ -535,29 +536,38 @@ def save_model(model: Any, path: str | os.PathLike) -> Path:
         raise UsageError(
             f"Keras 3 models are saved as .keras, not {suffix}; use {dest.with_suffix('.keras')}."
         )
-    with atomic_path(dest) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if loaded.flavor == "savedmodel":
-            tf = _tf()
-            tf.saved_model.save(m, str(tmp), signatures=dict(m.signatures))
-        elif not suffix and loaded.flavor == "keras3":
-            m.export(str(tmp), verbose=False)
-        elif not suffix:
-            m.save(str(tmp), save_format="tf")
-        else:
-            m.save(str(tmp))
+    try:
+        with atomic_path(dest) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if loaded.flavor == "savedmodel":
+                tf = _tf()
+                tf.saved_model.save(m, str(tmp), signatures=dict(m.signatures))
+            elif not suffix and loaded.flavor == "keras3":
+                m.export(str(tmp), verbose=False)
+            elif not suffix:
+                m.save(str(tmp), save_format="tf")
+            else:
+                m.save(str(tmp))
+    except OSError as e:
+        raise UsageError(f"Cannot write the model to {dest} ({e.strerror or e}).") from e
+    except Exception as e:  # nothing half-written is left (atomic_path); say why in one line
+        raise StageError(
+            f"Could not save {loaded.name} to {dest}: {type(e).__name__}: {_first_line(e)}"
+        ) from e
     return dest
 
 
 # -- load helpers ------------------------------------------------------------------------------
 
 
-def _check_h5(p: Path) -> None:
+def _check_h5(p: Path) -> str:
+    """Check an .h5 file opens and holds a model; returns the Keras version that wrote it."""
     import h5py
 
     try:
         with h5py.File(p, "r") as f:
             has_config = "model_config" in f.attrs
+            version = f.attrs.get("keras_version", "")
     except OSError as e:
         reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
         raise ModelLoadError(
@@ -568,6 +578,7 @@ def _check_h5(p: Path) -> None:
             f"{p} holds only weights (no model architecture). Save the whole model with "
             "model.save('model.keras'), or load these weights into the model in its own code."
         )
+    return version.decode() if isinstance(version, bytes) else str(version)
 
 
 def _read_config(p: Path, fmt: str) -> dict | None:
@@ -755,6 +766,7 @@ def to_tf_keras(
     sample_x: np.ndarray | None,
     *,
     atol: float = 1e-4,
+    rtol: float = 1e-6,
     flatten: bool = False,
 ) -> BridgeResult:
     """Rebuild a Keras 3 model as an equivalent tf_keras model, copy its weights and verify.
@@ -762,12 +774,13 @@ def to_tf_keras(
     sample_x: preprocessed float32 NHWC inputs both models are run on (None: 4 random images in
     [0, 1)). flatten=True inlines nested sub-models into one flat functional model (tfmot's
     quantization wants that). tf_keras inputs pass through unchanged. Raises StageError when the
-    outputs differ by more than `atol`, UnsupportedModelError for layers tf_keras lacks.
+    outputs differ by more than `atol + rtol * max|output|` (rtol keeps large logits from
+    failing on float rounding), UnsupportedModelError for layers tf_keras lacks.
     """
     src = wrap(loaded)
     if src.flavor == "tf_keras":
         n_w = len(src.model.weights)
-        n_l = sum(1 for _ in _tfk_leaf_layers(src.model))
+        n_l = sum(1 for layer in _tfk_leaf_layers(src.model) if layer.weights)
         return BridgeResult(src.model, 0.0, n_l, n_w, "tf_keras", output_diffs=[0.0])
     if src.flavor == "savedmodel":
         raise UnsupportedModelError(
@@ -778,21 +791,28 @@ def to_tf_keras(
         shape = tuple(d or 32 for d in src.input_shape)
         sample_x = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
     x = src._check_x(sample_x)
+    if len(x) == 0:
+        raise DataError("sample_x holds no images; the bridge needs at least one to verify.")
     bridge = _Bridge(flatten=flatten)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = bridge.build(src.model)
     n_weights = bridge.copy_weights()
-    ref = _flatten(src.predict(x))
-    got = _flatten(LoadedModel(model, "tf_keras").predict(x))
-    diffs = [float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(ref, got, strict=True)]
+    ref = [np.asarray(a, np.float64) for a in _flatten(src.predict(x))]
+    got = [np.asarray(b, np.float64) for b in _flatten(LoadedModel(model, "tf_keras").predict(x))]
+    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(ref, got, strict=True)]
+    # NaN anywhere (or a NaN only on one side) is a mismatch too
+    diffs = [d if np.isfinite(d) else float("inf") for d in diffs]
+    scale = max(float(np.max(np.abs(a))) if np.isfinite(a).all() else 0.0 for a in ref)
+    limit = atol + rtol * scale
     worst = max(diffs)
-    if not np.isfinite(worst) or worst > atol:
-        i = int(np.nanargmax(diffs)) if np.isfinite(worst) else diffs.index(worst)
+    if worst > limit:
+        i = diffs.index(worst)
         raise StageError(
             f"The tf_keras rebuild of {src.name} does not match the Keras 3 model: max abs diff "
-            f"{worst:.3g} on output '{src.output_names[i]}' (tolerance {atol:g}, {len(x)} samples). "
-            "Please report this model's layer types; meanwhile use a tf_keras (.h5) model."
+            f"{worst:.3g} on output '{src.output_names[i]}' (allowed {limit:.3g} = atol {atol:g} "
+            f"+ rtol {rtol:g} x max |output| {scale:.3g}; {len(x)} samples). Please report this "
+            "model's layer types; meanwhile use a tf_keras (.h5) model."
         )
     return BridgeResult(
         model, worst, len(bridge.pairs), n_weights, "keras3", flatten, diffs, len(x)

@@ -143,6 +143,18 @@ def test_load_each_format(files, loaded, x, name, flavor):
     assert np.ptp(got[:, 0]) > 1e-4
 
 
+def test_keras3_legacy_h5_loads_with_keras3(tmp_path, x):
+    import warnings
+
+    m = models.keras3_classifier()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.save(tmp_path / "k3.h5")  # Keras 3 still writes the legacy format on request
+    back = kc.load_model(tmp_path / "k3.h5")
+    assert back.flavor == "keras3"
+    np.testing.assert_allclose(back.predict(x), kc.wrap(m).predict(x), atol=1e-6)
+
+
 def test_input_names(loaded):
     assert loaded["k3.keras"].input_name == "image"
     assert loaded["tfk.h5"].input_name == "image"
@@ -246,28 +258,39 @@ def _rewrite_keras_zip(src: Path, dest: Path, edit) -> None:
             zout.writestr(item, data)
 
 
-def test_unknown_layer_class_names_it(files, tmp_path):
+def _rename_relu2(cfg: dict) -> dict:
+    for layer in cfg["config"]["layers"]:
+        if layer["config"]["name"] == "relu2":
+            layer.update(module=None, class_name="SwishPlus", registered_name="acme>SwishPlus")
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["k3.keras", "tfk.h5"])
+def test_unknown_layer_class_names_it(files, tmp_path, name):
     """A file whose layer class comes from someone else's code (simulated by renaming a class)."""
+    import shutil
 
-    def edit(cfg):
-        for layer in cfg["config"]["layers"]:
-            if layer["config"]["name"] == "relu2":
-                layer.update(module=None, class_name="SwishPlus", registered_name="acme>SwishPlus")
-        return cfg
+    import h5py
 
-    p = tmp_path / "custom.keras"
-    _rewrite_keras_zip(files["k3.keras"][0], p, edit)
+    src, expected, _ = files[name]
+    p = tmp_path / src.name
+    if name.endswith(".keras"):
+        _rewrite_keras_zip(src, p, _rename_relu2)
+        activation = kc.keras().layers.Activation
+    else:
+        shutil.copy(src, p)
+        with h5py.File(p, "r+") as f:
+            f.attrs["model_config"] = json.dumps(_rename_relu2(json.loads(f.attrs["model_config"])))
+        activation = kc.tf_keras().layers.Activation
     with pytest.raises(ModelLoadError) as info:
         kc.load_model(p)
     msg = str(info.value)
     assert "'SwishPlus'" in msg and "layer 'relu2'" in msg and "custom_objects" in msg
     assert "\n" not in msg
 
-    keras = kc.keras()
-    m = kc.load_model(p, custom_objects={"acme>SwishPlus": keras.layers.Activation})
-    np.testing.assert_allclose(
-        m.predict(models.sample_images(4)), files["k3.keras"][1][:4], atol=1e-5
-    )
+    key = "acme>SwishPlus" if name.endswith(".keras") else "SwishPlus"
+    m = kc.load_model(p, custom_objects={key: activation})
+    np.testing.assert_allclose(m.predict(models.sample_images(4)), expected[:4], atol=1e-5)
 
 
 def test_wrap_refuses_two_inputs_and_non_models():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgekit.bench.machine import machine_line
@@ -93,7 +94,7 @@ def eval_tables(result: dict[str, Any], *, max_classes: int = 20) -> None:
     ]
     if ref:
         summary += [
-            {"metric": "reference", "value": result["reference_model"]},
+            {"metric": "reference", "value": Path(result["reference_model"]).name},
             {"metric": "reference top-1", "value": _pct(ref["reference_top1"])},
             {"metric": "top-1 drop vs reference", "value": _pct(ref["top1_drop"], signed=True)},
             {"metric": "top-1 agreement", "value": _pct(ref["top1_agreement"])},
@@ -127,7 +128,7 @@ def eval_tables(result: dict[str, Any], *, max_classes: int = 20) -> None:
 def _pct(v: float | None, signed: bool = False) -> str:
     if v is None:
         return "-"
-    return f"{v * 100:+.2f}%" if signed else f"{v * 100:.2f}%"
+    return f"{v * 100:+.2f} points" if signed else f"{v * 100:.2f}%"
 
 
 def _unique(names: list[str]) -> list[str]:

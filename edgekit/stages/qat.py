@@ -1,0 +1,429 @@
+"""Quantization-aware training with tfmot's default 8-bit scheme.
+
+`qat()` takes a tf_keras model (left untouched) and returns a quantize-aware copy, fine-tuned, that
+`tf.lite.TFLiteConverter` with `Optimize.DEFAULT` turns into an int8 model.
+
+tfmot quantizes neither nested models nor layers outside its registry. Here:
+- nested Functional/Sequential sub-models (an Applications backbone used as a layer) are flattened
+  first: the graph is rebuilt with copies of their layers, so every layer is visible to tfmot;
+- `quantize_model` is tried on the whole model; a layer it rejects is annotated with
+  `FloatOutputQuantizeConfig` (computes in float, int8 output) so that its neighbours stay int8,
+  and a layer that cannot be wrapped at all is left in float. Each is reported in
+  `QatResult.unsupported_layers` with the fallback taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import ui
+from edgekit.errors import StageError, UnsupportedModelError, UsageError
+from edgekit.stages import training
+
+FALLBACK_OUTPUT = (
+    "computed in float; output fake-quantized to int8 so neighbouring layers stay int8"
+)
+FALLBACK_FLOAT = "left in float (no fake-quant)"
+# Layers outside tfmot's registry that its layout transforms quantize (BN folded into the conv before it,
+# separable convs split into depthwise + pointwise).
+_TRANSFORMED = {"BatchNormalization", "SeparableConv1D", "SeparableConv2D"}
+_UNSUPPORTED_RE = re.compile(r"Layer (.+?):<class")
+
+
+@dataclass
+class QatResult:
+    """What `qat()` produced. `model` is the quantize-aware tf_keras model (convert with Optimize.DEFAULT)."""
+
+    model: Any
+    annotated_layers: list[str]
+    unsupported_layers: list[dict[str, str]] = field(default_factory=list)
+    flattened_models: list[str] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (everything but the model)."""
+        return {
+            "annotated_layers": list(self.annotated_layers),
+            "unsupported_layers": [dict(u) for u in self.unsupported_layers],
+            "flattened_models": list(self.flattened_models),
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+
+
+def qat(
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    epochs: int = 1,
+    batch_size: int = 64,
+    learning_rate: float = 2e-4,
+    optimizer: str = "adam",
+    lr_schedule: str = "constant",
+    seed: int = 0,
+) -> QatResult:
+    """Make a quantize-aware copy of `model` and fine-tune it.
+
+    Args:
+        model: a built tf_keras Sequential or Functional model (left untouched).
+        x_train, y_train: preprocessed float inputs and integer class ids (or (N, classes) targets).
+        x_val, y_val: optional validation data, reported per epoch.
+        epochs, batch_size, learning_rate, optimizer, lr_schedule: the fine-tuning (a small learning
+            rate: the model is already trained, QAT only adapts it to int8 rounding).
+        seed: seeds shuffling and initialisation.
+    """
+    training.check_positive("epochs", epochs, integer=True)
+    training.check_positive("batch_size", batch_size, integer=True)
+    training.require_tf_keras_model(model)
+    x, y = training.check_training_data(model, x_train, y_train, what="x_train")
+    val_x = val_y = None
+    if x_val is not None and y_val is not None:
+        val_x, val_y = training.check_training_data(model, x_val, y_val, what="x_val")
+
+    flat, flattened = flatten_nested(model)
+    if flattened:
+        ui.info(
+            f"qat: flattened nested model(s) {', '.join(flattened)} so tfmot can reach their layers"
+        )
+    loss = training.classification_loss(flat, y, x)
+    qmodel, modes = quantize_layers(flat)
+    history = training.fit(
+        qmodel,
+        x,
+        y,
+        x_val=val_x,
+        y_val=val_y,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        schedule=lr_schedule,
+        loss=loss,
+        seed=seed,
+        description="qat",
+    )
+    annotated, unsupported = _describe(qmodel, flat, modes)
+    return QatResult(
+        model=qmodel,
+        annotated_layers=annotated,
+        unsupported_layers=unsupported,
+        flattened_models=flattened,
+        history=history,
+    )
+
+
+def flatten_nested(model: Any) -> tuple[Any, list[str]]:
+    """A copy of `model` with nested Functional/Sequential sub-models inlined, and their names.
+
+    Without nested models this is `training.copy_model(model)`. Otherwise the graph is replayed
+    with fresh copies of every layer (weights copied; shared layers stay shared); a layer whose
+    name clashes with another gets its sub-model's name as a prefix. `training=` arguments given to a
+    sub-model call are not kept: each layer runs in the mode Keras gives it (a frozen
+    BatchNormalization, trainable=False, stays in inference mode in tf_keras).
+    """
+    from edgekit.keras_compat import tf_keras
+
+    tfk = tf_keras()
+    training.require_tf_keras_model(model)
+    if not any(isinstance(layer, tfk.Model) for layer in model.layers):
+        return training.copy_model(model), []
+
+    flattened: list[str] = []
+    copies: dict[int, tuple[Any, Any]] = {}  # id(original layer) -> (original, copy)
+    # Top-level layers keep their names; a nested layer whose name is taken gets its sub-model's prefix.
+    top_level = {id(layer) for layer in model.layers if not isinstance(layer, tfk.Model)}
+    used_names: set[str] = {
+        layer.name for layer in model.layers if not isinstance(layer, tfk.Model)
+    }
+
+    def fresh(layer: Any, prefix: str) -> Any:
+        if id(layer) in copies:
+            return copies[id(layer)][1]
+        config = layer.get_config()
+        name = layer.name
+        if id(layer) not in top_level and name in used_names:
+            base = f"{prefix}_{layer.name}" if prefix else layer.name
+            name, i = base, 1
+            while name in used_names:
+                name, i = f"{base}_{i}", i + 1
+        config["name"] = name
+        used_names.add(name)
+        new = type(layer).from_config(config)
+        copies[id(layer)] = (layer, new)
+        return new
+
+    def replay(graph: Any, inputs: list[Any], prefix: str) -> list[Any]:
+        if not getattr(graph, "_is_graph_network", False):
+            raise UnsupportedModelError(
+                f"Sub-model {graph.name!r} ({type(graph).__name__}) is subclassed; tfmot cannot quantize it and "
+                "edgekit cannot flatten it. Rebuild it with the Functional API."
+            )
+        tensors: dict[int, Any] = {id(t): v for t, v in zip(graph.inputs, inputs, strict=True)}
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                layer = node.layer
+                args, kwargs = _map_structure(
+                    lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
+                )
+                if isinstance(layer, tfk.Model):
+                    if layer.name not in flattened:
+                        flattened.append(layer.name)
+                    sub_inputs = _flatten(args[0] if args else next(iter(kwargs.values())))
+                    outputs = replay(layer, sub_inputs, layer.name)
+                    out_list = outputs
+                else:
+                    new = fresh(layer, prefix)
+                    outputs = new(*args, **kwargs)
+                    out_list = _flatten(outputs)
+                for ref, value in zip(_flatten(node.outputs), out_list, strict=True):
+                    tensors[id(ref)] = value
+        return [tensors[id(t)] for t in graph.outputs]
+
+    new_inputs = []
+    for t in model.inputs:
+        name = t._keras_history.layer.name
+        new_inputs.append(tfk.Input(shape=t.shape[1:], dtype=t.dtype, name=name))
+    outputs = replay(model, new_inputs, "")
+    flat = tfk.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    for old, new in copies.values():
+        if old.weights:
+            new.set_weights(old.get_weights())
+    return flat, flattened
+
+
+def _flatten(structure: Any) -> list[Any]:
+    import tensorflow as tf
+
+    return list(tf.nest.flatten(structure))
+
+
+def _map_structure(fn: Any, structure: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.nest.map_structure(fn, structure)
+
+
+def float_output_config_class() -> type:
+    """The QuantizeConfig for layers tfmot does not support: float compute, int8-quantized output.
+
+    Registered as "edgekit>FloatOutputQuantizeConfig" for tf_keras deserialization; load saved QAT
+    models inside `qat_scope()`.
+    """
+    global _FLOAT_OUTPUT_CONFIG
+    if _FLOAT_OUTPUT_CONFIG is not None:
+        return _FLOAT_OUTPUT_CONFIG
+    import tensorflow_model_optimization as tfmot
+
+    from edgekit.keras_compat import tf_keras
+
+    q = tfmot.quantization.keras
+
+    class FloatOutputQuantizeConfig(q.QuantizeConfig):
+        """Quantize nothing inside the layer; fake-quantize its output (asymmetric, per tensor, 8 bits)."""
+
+        def get_weights_and_quantizers(self, layer: Any) -> list:
+            return []
+
+        def get_activations_and_quantizers(self, layer: Any) -> list:
+            return []
+
+        def set_quantize_weights(self, layer: Any, quantize_weights: list) -> None:
+            pass
+
+        def set_quantize_activations(self, layer: Any, quantize_activations: list) -> None:
+            pass
+
+        def get_output_quantizers(self, layer: Any) -> list:
+            return [
+                q.quantizers.MovingAverageQuantizer(
+                    num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+                )
+            ]
+
+        def get_config(self) -> dict:
+            return {}
+
+    _FLOAT_OUTPUT_CONFIG = tf_keras().utils.register_keras_serializable(package="edgekit")(
+        FloatOutputQuantizeConfig
+    )
+    return _FLOAT_OUTPUT_CONFIG
+
+
+_FLOAT_OUTPUT_CONFIG: type | None = None
+
+
+@contextlib.contextmanager
+def qat_scope() -> Iterator[None]:
+    """Scope for loading a saved QAT model: tfmot's quantize objects plus edgekit's fallback config."""
+    import tensorflow_model_optimization as tfmot
+
+    cls = float_output_config_class()
+    with tfmot.quantization.keras.quantize_scope({"FloatOutputQuantizeConfig": cls}):
+        yield
+
+
+def qat_custom_objects() -> dict[str, Any]:
+    """Every class a saved QAT model refers to (tfmot's quantize objects and edgekit's fallback config).
+
+    Pass it as `custom_objects` to `keras_compat.load_model` (or use `load_qat_model`).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    cls = float_output_config_class()
+    objects: dict[str, Any] = {}
+    for d in tfmot.quantization.keras.quantize_scope().custom_objects:
+        objects.update(d)
+    objects.update({"FloatOutputQuantizeConfig": cls, "edgekit>FloatOutputQuantizeConfig": cls})
+    return objects
+
+
+def save_qat_model(model: Any, path: str | os.PathLike) -> Path:
+    """Save a QAT model atomically as `.h5` or a SavedModel folder (via keras_compat.save_model).
+
+    `.keras` is refused: tfmot's QuantizeLayer does not load back from it (its variables are
+    created twice on load; tensorflow/model-optimization PR #1123, unmerged in tfmot 0.8.1).
+    """
+    from edgekit.keras_compat import save_model
+
+    if Path(path).suffix.lower() == ".keras":
+        raise UsageError(
+            f"Cannot save a QAT model as {Path(path).name}: tfmot's quantize layers do not load back from "
+            f".keras files. Use {Path(path).with_suffix('.h5').name} (or a folder name for a SavedModel)."
+        )
+    with qat_scope():
+        return save_model(model, path)
+
+
+def load_qat_model(path: str | os.PathLike) -> Any:
+    """Load a QAT model saved by `save_qat_model` as a `keras_compat.LoadedModel`."""
+    from edgekit.keras_compat import load_model
+
+    with qat_scope():
+        return load_model(path, custom_objects=qat_custom_objects())
+
+
+def quantize_layers(flat: Any) -> tuple[Any, dict[str, str]]:
+    """Quantize-aware copy of a flat model; returns it and each layer's mode.
+
+    Modes: "default" (tfmot's 8-bit config), "output" (FloatOutputQuantizeConfig), "float" (not
+    wrapped). Tries `quantize_model` on the whole model first; each layer tfmot rejects is demoted
+    default -> output -> float and the quantization retried.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    from edgekit.keras_compat import tf_keras
+
+    tfk = tf_keras()
+    q = tfmot.quantization.keras
+    registry = q.default_8bit.Default8BitQuantizeRegistry()
+    config_cls = float_output_config_class()
+    layers = [layer for layer in flat.layers if not isinstance(layer, tfk.layers.InputLayer)]
+    modes: dict[str, str] = {}
+    for layer in layers:
+        if registry.supports(layer) or type(layer).__name__ in _TRANSFORMED:
+            modes[layer.name] = "default"
+        else:
+            modes[layer.name] = "output" if _single_tensor_io(layer) else "float"
+    if all(m == "float" for m in modes.values()):
+        raise UnsupportedModelError(
+            f"Model {flat.name!r} has no layer tfmot can quantize "
+            f"(classes: {sorted({type(la).__name__ for la in layers})})."
+        )
+
+    def annotate(layer: Any) -> Any:
+        mode = modes.get(layer.name, "float")
+        if mode == "default":
+            return q.quantize_annotate_layer(layer)
+        if mode == "output":
+            return q.quantize_annotate_layer(layer, quantize_config=config_cls())
+        return layer
+
+    for _ in range(len(layers) + 1):
+        try:
+            with qat_scope():
+                if all(m == "default" for m in modes.values()):
+                    return q.quantize_model(flat), modes
+                annotated = tfk.models.clone_model(flat, clone_function=annotate)
+                return q.quantize_apply(annotated), modes
+        except RuntimeError as e:
+            match = _UNSUPPORTED_RE.search(str(e))
+            if not match or match.group(1) not in modes or modes[match.group(1)] == "float":
+                raise StageError(
+                    f"tfmot could not quantize model {flat.name!r}: {_one_line(e)}"
+                ) from e
+            name = match.group(1)
+            layer = flat.get_layer(name)
+            modes[name] = (
+                "output" if modes[name] == "default" and _single_tensor_io(layer) else "float"
+            )
+        except (ValueError, TypeError) as e:
+            # Wrapping a layer in FloatOutputQuantizeConfig failed in a way tfmot does not attribute:
+            # fall back to leaving all such layers in float, once.
+            if "output" not in modes.values():
+                raise StageError(
+                    f"tfmot could not quantize model {flat.name!r}: {_one_line(e)}"
+                ) from e
+            modes = {k: ("float" if m == "output" else m) for k, m in modes.items()}
+    raise StageError(f"tfmot could not quantize model {flat.name!r}: no layer assignment worked.")
+
+
+def _single_tensor_io(layer: Any) -> bool:
+    """True when every call of `layer` takes one float tensor and returns one (wrappable by tfmot)."""
+    import tensorflow as tf
+
+    nodes = layer._inbound_nodes
+    if not nodes:
+        return False
+    for node in nodes:
+        if len(node.keras_inputs) != 1 or len(_flatten(node.outputs)) != 1:
+            return False
+        if node.call_kwargs or len(node.call_args) != 1:
+            return False
+        if not all(t.dtype.is_floating for t in _flatten(node.outputs)) or not tf.is_tensor(
+            node.call_args[0]
+        ):
+            return False
+    return True
+
+
+def _describe(
+    qmodel: Any, flat: Any, modes: dict[str, str]
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Annotated layer names (from the QAT model itself) and the unsupported ones with their fallback."""
+    import tensorflow_model_optimization as tfmot
+
+    config_cls = float_output_config_class()
+    wrapper_cls = tfmot.quantization.keras.QuantizeWrapper
+    annotated = []
+    output_only = set()
+    for layer in qmodel.layers:
+        if isinstance(layer, wrapper_cls):
+            if isinstance(layer.quantize_config, config_cls):
+                output_only.add(layer.layer.name)
+            else:
+                annotated.append(layer.layer.name)
+    unsupported = []
+    for name, mode in modes.items():
+        if mode == "default":
+            continue
+        fallback = FALLBACK_OUTPUT if name in output_only else FALLBACK_FLOAT
+        unsupported.append(
+            {"layer": name, "class": type(flat.get_layer(name)).__name__, "fallback": fallback}
+        )
+    return annotated, unsupported
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:400]

@@ -137,9 +137,20 @@ _tf_ready = False
 def keras() -> Any:
     """The Keras 3 module (`import keras`), for edgekit modules that need layers or applications."""
     _tf()
-    with _filtered_unless_imported("keras"):
-        import keras as _keras
-
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    wrong = UsageError(
+        "edgekit needs Keras 3 on the TensorFlow backend, but KERAS_BACKEND="
+        f"{os.environ['KERAS_BACKEND']}. Unset KERAS_BACKEND or set it to tensorflow."
+    )
+    try:
+        with _filtered_unless_imported("keras"):
+            import keras as _keras
+    except ImportError:
+        if os.environ["KERAS_BACKEND"] != "tensorflow":
+            raise wrong from None
+        raise
+    if _keras.backend.backend() != "tensorflow":
+        raise wrong
     return _keras
 
 

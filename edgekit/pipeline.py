@@ -215,10 +215,11 @@ def _teacher_outputs(ctx: RunContext, predict, split_names: list[str]) -> None:
         batches = [x[i : i + 256] for i in range(0, len(x), 256)]
         outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({name})")]
         logits = as_logits(np.concatenate(outs, axis=0))
-        if logits.ndim != 2 or logits.shape[1] != ctx.splits[name].num_classes:
+        classes = len(ctx.labels) if ctx.labeled else None
+        if logits.ndim != 2 or (classes is not None and logits.shape[1] != classes):
             raise UsageError(
                 f"The model outputs shape {logits.shape[1:]} but the data has "
-                f"{ctx.splits[name].num_classes} classes. Use a classifier whose last layer matches the labels."
+                f"{classes} classes. Use a classifier whose last layer matches the labels."
             )
         from edgekit.artifacts import atomic_path
 

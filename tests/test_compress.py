@@ -275,10 +275,10 @@ def test_unlabeled_data_needs_alpha_zero(tmp_path, teacher_keras3, digits_npz):
     assert r.exit_code == 2 and "needs labels" in r.stderr and "distill.alpha=0" in r.stderr
 
 
-def test_missing_model_and_unwritable_out(tmp_path, digits_npz):
+def test_missing_model_and_unwritable_out(tmp_path, teacher_keras3, digits_npz):
     r = run_cli(["compress", str(tmp_path / "nope.keras"), "--data", str(digits_npz)])
     assert r.exit_code == 2 and "does not exist" in r.stderr
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = run_cli(["compress", "--data", str(digits_npz), "--out", str(blocker)])
+    r = run_cli(["compress", str(teacher_keras3), "--data", str(digits_npz), "--out", str(blocker)])
     assert r.exit_code == 2 and "not a folder" in r.stderr

@@ -256,6 +256,8 @@ class ExportStageRunner(Stage):
                 labels=ctx.labels,
                 float_atol=v.float_atol,
                 min_agreement=v.min_agreement,
+                # This LiteRT build has no Flex delegate: Select TF exports are marked unverified.
+                unverifiable="skip" if self.config.allow_select_tf_ops else "raise",
             )
             exports.append(_export_record(path, info, verification, model, precision))
         return StageOutput(
@@ -294,21 +296,26 @@ class QuantizeStageRunner(Stage):
                         io_type=c.io_type if mode == "int8" else "float32",
                         per_channel=c.per_channel,
                     )
-                elif mode == "int8":
+                elif mode in ("int8", "dynamic"):
                     if float_onnx is None:
                         float_onnx = workdir / ".float_for_quantization.onnx"
                         onnx_export.convert(loaded, float_onnx)
                     path = workdir / f"{base}_{mode}.onnx"
-                    info = onnx_export.quantize_int8(
-                        float_onnx,
-                        path,
-                        calib,
-                        per_channel=c.per_channel,
-                        reduce_range=c.onnx_reduce_range,
-                    )
+                    if mode == "int8":
+                        info = onnx_export.quantize_int8(
+                            float_onnx,
+                            path,
+                            calib,
+                            per_channel=c.per_channel,
+                            reduce_range=c.onnx_reduce_range,
+                        )
+                    else:  # ORT quantizes MatMul/Gemm only: its dynamic Conv kernel lacks int8 weights
+                        info = onnx_export.quantize_dynamic(
+                            float_onnx, path, reduce_range=c.onnx_reduce_range
+                        )
                 else:
                     notes.append(
-                        f"onnx {mode}: not produced (edgekit makes ONNX int8 only; use TFLite for {mode})"
+                        f"onnx {mode}: not produced (ONNX gets int8 and dynamic; use TFLite for {mode})"
                     )
                     continue
                 ui.info(

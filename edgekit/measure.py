@@ -24,7 +24,11 @@ def measure_artifact(
     from edgekit.bench.latency import measure
     from edgekit.runtimes import open_runner
 
-    runner_opts = {"unsafe": unsafe} if art.family == "keras" else {}
+    runner_opts: dict[str, Any] = {"unsafe": unsafe} if art.family == "keras" else {}
+    if art.family == "keras" and art.precision == "qat":
+        from edgekit.stages.qat import qat_custom_objects
+
+        runner_opts["custom_objects"] = qat_custom_objects()
     runner = open_runner(art.path, threads=1, **runner_opts)
     try:
         if outputs is None:

@@ -29,6 +29,10 @@ def _load(ctx: RunContext, model: ModelArtifact) -> Any:
             f"Stage needs a Keras model or SavedModel; received a .{model.format} file ({model.path}). "
             "Start from the Keras model that produced it."
         )
+    if model.precision == "qat":
+        from edgekit.stages.qat import load_qat_model
+
+        return load_qat_model(model.path)
     return load_model(model.path, unsafe=ctx.unsafe)
 
 
@@ -170,7 +174,9 @@ class QatStageRunner(Stage):
             learning_rate=c.learning_rate,
             seed=ctx.recipe.seed,
         )
-        path = workdir / f"{_base_name(model)}_qat.keras"
+        path = (
+            workdir / f"{_base_name(model)}_qat.h5"
+        )  # tfmot's quantize layers do not reload from .keras
         save_qat_model(result.model, path)
         for u in result.unsupported_layers:
             ui.info(

@@ -89,7 +89,11 @@ def cli() -> None:
 )
 @json_option
 def compress(model, recipe, data, out, overrides, unsafe, no_latency, as_json):
-    """Prune, distill, quantize and export a model with a recipe; verify every export."""
+    """Compress a model with a recipe; verify every export.
+
+    Prunes, distills into a MobileNet student, quantizes and exports to TFLite and ONNX, as the
+    recipe says; writes a run folder with every artifact, report.json and report.md.
+    """
     from edgekit import api
 
     report = api.compress(
@@ -115,7 +119,7 @@ def compress(model, recipe, data, out, overrides, unsafe, no_latency, as_json):
 @json_option
 @click.pass_context
 def recipes(ctx, as_json):
-    """List the bundled recipes (`recipes show NAME` prints one)."""
+    """List the bundled recipes; `recipes show NAME` prints one."""
     if ctx.invoked_subcommand:
         return
     from edgekit import api
@@ -181,7 +185,10 @@ def bench(
     samples,
     as_json,
 ):
-    """Latency and memory of one or more models (several: measured interleaved and compared)."""
+    """Measure latency and memory of one or more models.
+
+    Several models are measured interleaved (A B A B ...) and compared by their p50 ratio.
+    """
     from edgekit import api
     from edgekit.errors import UsageError
 
@@ -246,7 +253,11 @@ def _floats(text: str, option: str) -> float | tuple[float, ...]:
 def eval_cmd(
     model, data, reference, top_k, batch_size, mean, std, target, threads, output, limit, as_json
 ):
-    """Top-1/top-k accuracy, per-class accuracy and confusion matrix; agreement with a reference."""
+    """Measure accuracy on a data set, optionally against a reference.
+
+    Top-1/top-k and per-class accuracy, the confusion matrix, and against --reference the top-1
+    agreement and mean KL divergence.
+    """
     from edgekit import api
 
     result = api.evaluate(

@@ -9,6 +9,7 @@ from edgekit import keras_compat
 from edgekit.errors import DataError, UsageError
 from edgekit.stages import training
 from edgekit.stages.qat import (
+    FALLBACK_FLOAT,
     FALLBACK_OUTPUT,
     flatten_nested,
     load_qat_model,
@@ -16,13 +17,19 @@ from edgekit.stages.qat import (
     save_qat_model,
 )
 
+# The converter's note about float inputs of a QAT model (they are quantized inside): expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
+
 KERNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 def color_data(n: int, size: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Images in [0, 1] whose mean colour gives the class (a fixed palette): separable after GAP."""
+    """Images in [0, 1] whose mean colour (one of a 3x3x3 grid) gives the class: separable after GAP."""
     rng = np.random.default_rng(seed)
-    palette = np.random.default_rng(123).uniform(0.15, 0.85, (classes, 3)).astype(np.float32)
+    grid = np.array(
+        [[r, g, b] for r in (0.2, 0.5, 0.8) for g in (0.2, 0.5, 0.8) for b in (0.2, 0.5, 0.8)]
+    )
+    palette = grid[np.random.default_rng(123).permutation(len(grid))[:classes]].astype(np.float32)
     y = rng.integers(0, classes, n)
     x = palette[y][:, None, None, :] + rng.normal(0.0, 0.05, (n, size, size, 3))
     return np.clip(x, 0.0, 1.0).astype(np.float32), y
@@ -145,6 +152,40 @@ def test_unsupported_layer_keeps_neighbours_int8(cnn_data):
     assert np.mean(litert_predict(data, x).argmax(1) == float_top1) >= 0.95
 
 
+def test_each_unsupported_layer_gets_a_fallback(cnn_data):
+    """Layers outside tfmot's registry, one of each kind, in one model; kernels still become int8."""
+    tfk = keras_compat.tf_keras()
+    tfk.utils.set_random_seed(0)
+    L = tfk.layers
+    inp = tfk.Input((16, 16, 3))
+    h = L.Resizing(12, 12, name="resize")(inp)
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(h)
+    h = L.MaxPooling2D(name="pool")(h)
+    h = L.BatchNormalization(name="lonely_bn")(h)  # not after a conv: nothing to fold into
+    a = L.Conv2D(8, 1, name="gate_a")(h)
+    b = L.Conv2D(8, 1, activation="sigmoid", name="gate_b")(h)
+    h = L.Multiply(name="mul")([a, b])  # two inputs: cannot be wrapped
+    h = L.PReLU(name="prelu")(h)
+    h = L.Lambda(lambda t: t * 0.5, name="half")(h)  # Python code: tfmot must clone it anyway
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    model = tfk.Model(inp, L.Dense(3, name="logits")(h), name="mixed")
+    x, y = cnn_data
+    result = qat(model, x[:96], y[:96], epochs=1, batch_size=32)
+    fallbacks = {u["layer"]: (u["class"], u["fallback"]) for u in result.unsupported_layers}
+    assert fallbacks == {
+        "resize": ("Resizing", FALLBACK_OUTPUT),
+        "lonely_bn": ("BatchNormalization", FALLBACK_OUTPUT),
+        "mul": ("Multiply", FALLBACK_FLOAT),
+        "prelu": ("PReLU", FALLBACK_OUTPUT),
+        "half": ("Lambda", FALLBACK_OUTPUT),
+    }
+    assert {"conv", "gate_a", "gate_b", "logits"} <= set(result.annotated_layers)
+    assert kernel_dtypes(tflite_bytes(result.model)) == {
+        "CONV_2D": {"int8"},
+        "FULLY_CONNECTED": {"int8"},
+    }
+
+
 def test_bad_input(cnn, cnn_data):
     x, y = cnn_data
     with pytest.raises(DataError, match="y_train is missing"):
@@ -207,7 +248,16 @@ def test_flatten_nested_keeps_outputs_names_and_sharing():
 def test_qat_nested_mobilenet_v2_int8_in_litert():
     x, y = color_data(256, 32, 10)
     model = nested_mobilenet()
-    training.fit(model, x, y, epochs=8, batch_size=32, learning_rate=3e-3, description="pretrain")
+    training.fit(
+        model,
+        x,
+        y,
+        epochs=16,
+        batch_size=32,
+        learning_rate=3e-3,
+        schedule="cosine",
+        description="pretrain",
+    )
     float_out = model.predict(x, verbose=0)
     float_top1 = float_out.argmax(1)
     assert np.mean(float_top1 == y) >= 0.8

@@ -352,7 +352,7 @@ def quantize_layers(flat: Any) -> tuple[Any, dict[str, str]]:
 
     for _ in range(len(layers) + 1):
         try:
-            with qat_scope():
+            with qat_scope(), _lambda_clones_allowed(tfk):
                 if all(m == "default" for m in modes.values()):
                     return q.quantize_model(flat), modes
                 annotated = tfk.models.clone_model(flat, clone_function=annotate)
@@ -377,6 +377,18 @@ def quantize_layers(flat: Any) -> tuple[Any, dict[str, str]]:
                 ) from e
             modes = {k: ("float" if m == "output" else m) for k, m in modes.items()}
     raise StageError(f"tfmot could not quantize model {flat.name!r}: no layer assignment worked.")
+
+
+def _lambda_clones_allowed(tfk: Any) -> contextlib.AbstractContextManager:
+    """Let tfmot rebuild Lambda layers whose Python code is already in this process.
+
+    tfmot's layout transform rebuilds the model with `Model.from_config`, which tf_keras runs in safe
+    mode, refusing Lambda code. The model is in memory (whoever loaded it from a file already
+    allowed its code), so cloning it runs nothing new.
+    """
+    lib = getattr(getattr(getattr(tfk, "src", None), "saving", None), "serialization_lib", None)
+    scope = getattr(lib, "SafeModeScope", None)
+    return scope(False) if scope is not None else contextlib.nullcontext()
 
 
 def _single_tensor_io(layer: Any) -> bool:

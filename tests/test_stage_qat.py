@@ -9,6 +9,7 @@ from edgekit import keras_compat
 from edgekit.errors import DataError, UsageError
 from edgekit.stages import training
 from edgekit.stages.qat import (
+    FALLBACK_FAKE_QUANT_AFTER,
     FALLBACK_FLOAT,
     FALLBACK_OUTPUT,
     flatten_nested,
@@ -154,6 +155,8 @@ def test_unsupported_layer_keeps_neighbours_int8(cnn_data):
 
 def test_each_unsupported_layer_gets_a_fallback(cnn_data):
     """Layers outside tfmot's registry, one of each kind, in one model; kernels still become int8."""
+    import tensorflow as tf
+
     tfk = keras_compat.tf_keras()
     tfk.utils.set_random_seed(0)
     L = tfk.layers
@@ -164,9 +167,13 @@ def test_each_unsupported_layer_gets_a_fallback(cnn_data):
     h = L.BatchNormalization(name="lonely_bn")(h)  # not after a conv: nothing to fold into
     a = L.Conv2D(8, 1, name="gate_a")(h)
     b = L.Conv2D(8, 1, activation="sigmoid", name="gate_b")(h)
-    h = L.Multiply(name="mul")([a, b])  # two inputs: cannot be wrapped
+    h = L.Multiply(name="mul")([a, b])
     h = L.PReLU(name="prelu")(h)
     h = L.Lambda(lambda t: t * 0.5, name="half")(h)  # Python code: tfmot must clone it anyway
+    h = h * 2.0  # a TF op with a constant operand (TFOpLambda): tfmot's wrapper cannot call it
+    h = L.Conv2D(8, 1, name="after_op")(h)
+    left, right = tf.split(h, 2, axis=-1)  # two outputs: left alone
+    h = L.Concatenate(name="concat")([left, right])
     h = L.GlobalAveragePooling2D(name="gap")(h)
     model = tfk.Model(inp, L.Dense(3, name="logits")(h), name="mixed")
     x, y = cnn_data
@@ -175,11 +182,13 @@ def test_each_unsupported_layer_gets_a_fallback(cnn_data):
     assert fallbacks == {
         "resize": ("Resizing", FALLBACK_OUTPUT),
         "lonely_bn": ("BatchNormalization", FALLBACK_OUTPUT),
-        "mul": ("Multiply", FALLBACK_FLOAT),
+        "mul": ("Multiply", FALLBACK_OUTPUT),
         "prelu": ("PReLU", FALLBACK_OUTPUT),
         "half": ("Lambda", FALLBACK_OUTPUT),
+        "tf.math.multiply": ("TFOpLambda", FALLBACK_FAKE_QUANT_AFTER),
+        "tf.split": ("TFOpLambda", FALLBACK_FLOAT),
     }
-    assert {"conv", "gate_a", "gate_b", "logits"} <= set(result.annotated_layers)
+    assert {"conv", "gate_a", "gate_b", "after_op", "logits"} <= set(result.annotated_layers)
     assert kernel_dtypes(tflite_bytes(result.model)) == {
         "CONV_2D": {"int8"},
         "FULLY_CONNECTED": {"int8"},

@@ -181,9 +181,9 @@ def prune(
         ui.info(f"prune: skipping layer {s['layer']!r} ({s['class']}): {s['reason']}")
     pruned = wrapped["model"]
     ui.info(
-        f"prune: {len(wrapped['records'])} layer(s) to {plan['target_sparsity']:.0%} sparsity ({plan['schedule']}), "
-        f"mask updates at steps {plan['begin_step']}+k*{plan['frequency']} up to {plan['end_step']} "
-        f"of {total_steps}"
+        f"prune: {len(wrapped['records'])} layer(s) to {plan['target_sparsity']:.0%} sparsity "
+        f"({plan['schedule']}); masks updated every {plan['frequency']} step(s) from step "
+        f"{plan['begin_step']} to {plan['end_step']} of {total_steps}"
     )
     history = training.fit(
         pruned,

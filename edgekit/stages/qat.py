@@ -6,9 +6,11 @@
 tfmot quantizes neither nested models nor layers outside its registry. Here:
 - nested Functional/Sequential sub-models (an Applications backbone used as a layer) are flattened
   first: the graph is rebuilt with copies of their layers, so every layer is visible to tfmot;
-- `quantize_model` is tried on the whole model; a layer it rejects is annotated with
-  `FloatOutputQuantizeConfig` (computes in float, int8 output) so that its neighbours stay int8,
-  and a layer that cannot be wrapped at all is left in float. Each is reported in
+- `quantize_model` is used when tfmot supports every layer. A layer it does not support is
+  annotated with `FloatOutputQuantizeConfig` (float compute, int8 output) so that its neighbours
+  stay int8; a layer tfmot's wrapper cannot call (a TF op with constant operands, such as the
+  `x + 3` of hard-swish) is left as it is with an int8 fake-quant layer inserted after it; a layer
+  with several or non-float outputs is left in float. Each is reported in
   `QatResult.unsupported_layers` with the fallback taken.
 """
 
@@ -30,6 +32,9 @@ from edgekit.stages import training
 
 FALLBACK_OUTPUT = (
     "computed in float; output fake-quantized to int8 so neighbouring layers stay int8"
+)
+FALLBACK_FAKE_QUANT_AFTER = (
+    "computed in float; an int8 fake-quant inserted after it keeps the next layers int8"
 )
 FALLBACK_FLOAT = "left in float (no fake-quant)"
 # Layers outside tfmot's registry that its layout transforms quantize (BN folded into the conv before it,
@@ -137,27 +142,41 @@ def flatten_nested(model: Any) -> tuple[Any, list[str]]:
     training.require_tf_keras_model(model)
     if not any(isinstance(layer, tfk.Model) for layer in model.layers):
         return training.copy_model(model), []
+    return _rebuild(model)
 
+
+def _rebuild(model: Any, fake_quant_after: frozenset[str] = frozenset()) -> tuple[Any, list[str]]:
+    """Replay `model`'s graph with fresh layer copies: sub-models inlined, and an identity layer
+    named `<layer>_fq` inserted after each layer named in `fake_quant_after`.
+
+    Returns the new model and the names of the inlined sub-models.
+    """
+    from edgekit.keras_compat import tf_keras
+
+    tfk = tf_keras()
     flattened: list[str] = []
     copies: dict[int, tuple[Any, Any]] = {}  # id(original layer) -> (original, copy)
+    fq_layers: dict[int, Any] = {}
     # Top-level layers keep their names; a nested layer whose name is taken gets its sub-model's prefix.
     top_level = {id(layer) for layer in model.layers if not isinstance(layer, tfk.Model)}
     used_names: set[str] = {
         layer.name for layer in model.layers if not isinstance(layer, tfk.Model)
     }
 
+    def unique(base: str) -> str:
+        name, i = base, 1
+        while name in used_names:
+            name, i = f"{base}_{i}", i + 1
+        used_names.add(name)
+        return name
+
     def fresh(layer: Any, prefix: str) -> Any:
         if id(layer) in copies:
             return copies[id(layer)][1]
         config = layer.get_config()
-        name = layer.name
-        if id(layer) not in top_level and name in used_names:
-            base = f"{prefix}_{layer.name}" if prefix else layer.name
-            name, i = base, 1
-            while name in used_names:
-                name, i = f"{base}_{i}", i + 1
-        config["name"] = name
-        used_names.add(name)
+        if id(layer) not in top_level and layer.name in used_names:
+            config["name"] = unique(f"{prefix}_{layer.name}" if prefix else layer.name)
+        used_names.add(config["name"])
         new = type(layer).from_config(config)
         copies[id(layer)] = (layer, new)
         return new
@@ -165,8 +184,8 @@ def flatten_nested(model: Any) -> tuple[Any, list[str]]:
     def replay(graph: Any, inputs: list[Any], prefix: str) -> list[Any]:
         if not getattr(graph, "_is_graph_network", False):
             raise UnsupportedModelError(
-                f"Sub-model {graph.name!r} ({type(graph).__name__}) is subclassed; tfmot cannot quantize it and "
-                "edgekit cannot flatten it. Rebuild it with the Functional API."
+                f"Sub-model {graph.name!r} ({type(graph).__name__}) is subclassed; tfmot cannot quantize "
+                "it and edgekit cannot flatten it. Rebuild it with the Functional API."
             )
         tensors: dict[int, Any] = {id(t): v for t, v in zip(graph.inputs, inputs, strict=True)}
         for depth in sorted(graph._nodes_by_depth, reverse=True):
@@ -181,11 +200,15 @@ def flatten_nested(model: Any) -> tuple[Any, list[str]]:
                     if layer.name not in flattened:
                         flattened.append(layer.name)
                     sub_inputs = _flatten(args[0] if args else next(iter(kwargs.values())))
-                    outputs = replay(layer, sub_inputs, layer.name)
-                    out_list = outputs
+                    out_list = replay(layer, sub_inputs, layer.name)
                 else:
-                    new = fresh(layer, prefix)
-                    outputs = new(*args, **kwargs)
+                    outputs = fresh(layer, prefix)(*args, **kwargs)
+                    if layer.name in fake_quant_after:
+                        if id(layer) not in fq_layers:
+                            fq_layers[id(layer)] = tfk.layers.Activation(
+                                "linear", name=unique(f"{layer.name}_fq")
+                            )
+                        outputs = fq_layers[id(layer)](outputs)
                     out_list = _flatten(outputs)
                 for ref, value in zip(_flatten(node.outputs), out_list, strict=True):
                     tensors[id(ref)] = value
@@ -196,11 +219,11 @@ def flatten_nested(model: Any) -> tuple[Any, list[str]]:
         name = t._keras_history.layer.name
         new_inputs.append(tfk.Input(shape=t.shape[1:], dtype=t.dtype, name=name))
     outputs = replay(model, new_inputs, "")
-    flat = tfk.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    rebuilt = tfk.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
     for old, new in copies.values():
         if old.weights:
             new.set_weights(old.get_weights())
-    return flat, flattened
+    return rebuilt, flattened
 
 
 def _flatten(structure: Any) -> list[Any]:
@@ -315,11 +338,13 @@ def load_qat_model(path: str | os.PathLike) -> Any:
 
 
 def quantize_layers(flat: Any) -> tuple[Any, dict[str, str]]:
-    """Quantize-aware copy of a flat model; returns it and each layer's mode.
+    """Quantize-aware copy of a flat model; returns it and each original layer's mode.
 
-    Modes: "default" (tfmot's 8-bit config), "output" (FloatOutputQuantizeConfig), "float" (not
-    wrapped). Tries `quantize_model` on the whole model first; each layer tfmot rejects is demoted
-    default -> output -> float and the quantization retried.
+    Modes: "default" (tfmot's 8-bit config); "output" (FloatOutputQuantizeConfig: float compute,
+    int8 output); "float+fq" (not wrappable, e.g. a TF op with constant operands: left as it is, with
+    an int8 fake-quant layer inserted after it); "float" (left as it is). `quantize_model` is used
+    when every layer is "default"; each layer tfmot rejects is demoted default -> output -> float and
+    the quantization retried.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -335,47 +360,48 @@ def quantize_layers(flat: Any) -> tuple[Any, dict[str, str]]:
         if registry.supports(layer) or type(layer).__name__ in _TRANSFORMED:
             modes[layer.name] = "default"
         else:
-            modes[layer.name] = "output" if _single_tensor_io(layer) else "float"
-    if all(m == "float" for m in modes.values()):
+            modes[layer.name] = _fallback_mode(layer)
+    if not any(m == "default" for m in modes.values()):
         raise UnsupportedModelError(
             f"Model {flat.name!r} has no layer tfmot can quantize "
             f"(classes: {sorted({type(la).__name__ for la in layers})})."
         )
 
-    def annotate(layer: Any) -> Any:
-        mode = modes.get(layer.name, "float")
-        if mode == "default":
-            return q.quantize_annotate_layer(layer)
-        if mode == "output":
-            return q.quantize_annotate_layer(layer, quantize_config=config_cls())
-        return layer
-
     for _ in range(len(layers) + 1):
+        fq = frozenset(n for n, m in modes.items() if m == "float+fq")
+        graph = _rebuild(flat, fake_quant_after=fq)[0] if fq else flat
+        inserted = {f"{n}_fq" for n in fq}
+
+        def annotate(layer: Any, inserted: set[str] = inserted, modes: dict = modes) -> Any:
+            mode = "output" if layer.name in inserted else modes.get(layer.name, "float")
+            if mode == "default":
+                return q.quantize_annotate_layer(layer)
+            if mode == "output":
+                return q.quantize_annotate_layer(layer, quantize_config=config_cls())
+            return layer
+
         try:
             with qat_scope(), _lambda_clones_allowed(tfk):
                 if all(m == "default" for m in modes.values()):
-                    return q.quantize_model(flat), modes
-                annotated = tfk.models.clone_model(flat, clone_function=annotate)
+                    return q.quantize_model(graph), modes
+                annotated = tfk.models.clone_model(graph, clone_function=annotate)
                 return q.quantize_apply(annotated), modes
         except RuntimeError as e:
             match = _UNSUPPORTED_RE.search(str(e))
-            if not match or match.group(1) not in modes or modes[match.group(1)] == "float":
+            name = match.group(1) if match else None
+            if name not in modes or modes[name] != "default":
                 raise StageError(
                     f"tfmot could not quantize model {flat.name!r}: {_one_line(e)}"
                 ) from e
-            name = match.group(1)
-            layer = flat.get_layer(name)
-            modes[name] = (
-                "output" if modes[name] == "default" and _single_tensor_io(layer) else "float"
-            )
+            modes[name] = _fallback_mode(flat.get_layer(name))
         except (ValueError, TypeError) as e:
-            # Wrapping a layer in FloatOutputQuantizeConfig failed in a way tfmot does not attribute:
-            # fall back to leaving all such layers in float, once.
+            # Wrapping a layer in FloatOutputQuantizeConfig failed in a way tfmot does not
+            # attribute: leave all such layers unwrapped (fake-quant after them), once.
             if "output" not in modes.values():
                 raise StageError(
                     f"tfmot could not quantize model {flat.name!r}: {_one_line(e)}"
                 ) from e
-            modes = {k: ("float" if m == "output" else m) for k, m in modes.items()}
+            modes = {k: ("float+fq" if m == "output" else m) for k, m in modes.items()}
     raise StageError(f"tfmot could not quantize model {flat.name!r}: no layer assignment worked.")
 
 
@@ -391,23 +417,32 @@ def _lambda_clones_allowed(tfk: Any) -> contextlib.AbstractContextManager:
     return scope(False) if scope is not None else contextlib.nullcontext()
 
 
-def _single_tensor_io(layer: Any) -> bool:
-    """True when every call of `layer` takes one float tensor and returns one (wrappable by tfmot)."""
+def _fallback_mode(layer: Any) -> str:
+    """How to keep a layer tfmot does not support in float while its neighbours stay int8."""
+    nodes = layer._inbound_nodes
+    if not nodes or not all(_one_float_output(n) for n in nodes):
+        return "float"
+    if all(_one_input_argument(n) for n in nodes):
+        return "output"
+    return "float+fq"
+
+
+def _one_input_argument(node: Any) -> bool:
+    """The layer was called as layer(x) or layer([x, y, ...]): tfmot's wrapper can call it so."""
     import tensorflow as tf
 
-    nodes = layer._inbound_nodes
-    if not nodes:
+    if node.call_kwargs or len(node.call_args) != 1:
         return False
-    for node in nodes:
-        if len(node.keras_inputs) != 1 or len(_flatten(node.outputs)) != 1:
-            return False
-        if node.call_kwargs or len(node.call_args) != 1:
-            return False
-        if not all(t.dtype.is_floating for t in _flatten(node.outputs)) or not tf.is_tensor(
-            node.call_args[0]
-        ):
-            return False
-    return True
+    arg = node.call_args[0]
+    parts = arg if isinstance(arg, list | tuple) else [arg]
+    return (
+        bool(parts) and all(tf.is_tensor(t) for t in parts) and len(node.keras_inputs) == len(parts)
+    )
+
+
+def _one_float_output(node: Any) -> bool:
+    outputs = _flatten(node.outputs)
+    return len(outputs) == 1 and outputs[0].dtype.is_floating
 
 
 def _describe(
@@ -430,7 +465,12 @@ def _describe(
     for name, mode in modes.items():
         if mode == "default":
             continue
-        fallback = FALLBACK_OUTPUT if name in output_only else FALLBACK_FLOAT
+        if name in output_only:
+            fallback = FALLBACK_OUTPUT
+        elif f"{name}_fq" in output_only:
+            fallback = FALLBACK_FAKE_QUANT_AFTER
+        else:
+            fallback = FALLBACK_FLOAT
         unsupported.append(
             {"layer": name, "class": type(flat.get_layer(name)).__name__, "fallback": fallback}
         )

@@ -225,3 +225,30 @@ def test_plan_steps_keeps_updates_inside_training():
             assert plan["end_step"] // plan["frequency"] >= 6
     assert _plan_steps(100, 10, 50, None) == {"begin_step": 10, "end_step": 50, "frequency": 5}
     assert _plan_steps(100, 0, None, 30)["end_step"] == 60
+
+
+def test_training_helpers(trained, data):
+    x, y = data
+    opt = training.make_optimizer("sgd", 0.1, schedule="cosine", total_steps=10)
+    lr = opt.get_config()["learning_rate"]
+    assert lr["class_name"] == "CosineDecay" and lr["config"]["decay_steps"] == 10
+    assert type(training.make_optimizer("adamw", 1e-3, weight_decay=0.01)).__name__ == "AdamW"
+    with pytest.raises(UsageError, match="optimizer in"):
+        training.make_optimizer("rmsprop")
+    with pytest.raises(UsageError, match="total_steps"):
+        training.make_optimizer(schedule="cosine")
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        training.check_training_data(trained, bad, y)
+    with pytest.raises(DataError, match="integer class ids"):
+        training.check_training_data(trained, x, y + 0.5)
+    xs, ys = training.check_training_data(trained, x, y.astype(np.float32).reshape(-1, 1))
+    assert xs.dtype == np.float32 and ys.dtype == np.int64 and ys.shape == (len(x),)
+    assert not training.outputs_are_probabilities(trained, x)  # logits head
+    batches = list(training.make_dataset(x[:10], y[:10], batch_size=4, shuffle=True, seed=1))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    copy = training.copy_model(trained)
+    assert copy is not trained and all(
+        np.array_equal(a, b) for a, b in zip(copy.get_weights(), trained.get_weights(), strict=True)
+    )

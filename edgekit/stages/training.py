@@ -22,7 +22,8 @@ API
 ``make_optimizer(name="adam", learning_rate=1e-3, *, schedule="constant", total_steps=None,
 weight_decay=0.0) -> tf_keras optimizer``
     ``name`` in adam / adamw / sgd (momentum 0.9); ``schedule`` constant or cosine (decays to 0
-    over ``total_steps``, which it then needs).
+    over ``total_steps``, which it then needs). ``weight_decay`` is passed as given (adamw's is
+    decoupled; with 0 it is plain Adam).
 ``outputs_are_probabilities(model, x_sample) -> bool``
     True when the model's outputs are non-negative rows that sum to 1 (a softmax head).
 ``classification_loss(model, y, x_sample) -> tf_keras loss``
@@ -241,7 +242,7 @@ def make_optimizer(
     if name == "adam":
         return tfk.optimizers.Adam(learning_rate=lr, weight_decay=wd)
     if name == "adamw":
-        return tfk.optimizers.AdamW(learning_rate=lr, weight_decay=float(weight_decay) or 0.004)
+        return tfk.optimizers.AdamW(learning_rate=lr, weight_decay=float(weight_decay))
     return tfk.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=wd)
 
 

@@ -36,18 +36,18 @@ DEFAULT_CLASSES = 10
 # The knobs that set the difficulty (recorded in the teacher's card). Lengths are in units of
 # half the image width; colours in 0..255.
 DIFFICULTY: dict[str, tuple[float, float]] = {
-    "scale": (0.36, 0.72),  # shape radius
+    "scale": (0.40, 0.76),  # shape radius
     "stretch": (-0.18, 0.18),  # log aspect ratio
-    "min_contrast": (45.0, 45.0),  # RGB distance between shape and background colour, at least
+    "min_contrast": (70.0, 70.0),  # RGB distance between shape and background colour, at least
     "shade": (0.0, 70.0),  # brightness ramp across the shape
     "bg_ramp": (0.0, 90.0),  # colour ramp across the background
-    "distractors": (1.0, 5.0),  # count per image: 1..5
+    "distractors": (1.0, 4.0),  # count per image: 1..4
     "line_width": (0.04, 0.10),  # half-width of distractor strokes
     "blob_radius": (0.07, 0.20),
     "front": (0.35, 0.35),  # probability that a distractor lies in front of the shape
-    "noise": (4.0, 22.0),  # Gaussian pixel noise sigma
+    "noise": (3.0, 16.0),  # Gaussian pixel noise sigma
 }
-_MAX_DISTRACTORS = 5
+_MAX_DISTRACTORS = 4
 _CHUNK = 256
 
 

@@ -392,3 +392,11 @@ def test_bad_image_size():
 def test_dataset_constructor_validates():
     with pytest.raises(DataError):
         Dataset(np.zeros((2, 4, 4, 3), dtype=np.uint8), np.array([0, 7]), ["a", "b"])
+
+
+def test_zero_to_one_floats_get_a_warning(capfd, monkeypatch):
+    monkeypatch.delenv("EDGEKIT_QUIET", raising=False)
+    from_arrays(np.full((2, 4, 4, 3), 0.5, dtype=np.float32))
+    assert "[0, 255]" in capfd.readouterr().err
+    from_arrays(np.full((2, 4, 4, 3), 128.0, dtype=np.float32))
+    assert capfd.readouterr().err == ""

@@ -334,6 +334,13 @@ def _check_x(x: Any) -> np.ndarray:
         )
     if np.issubdtype(x.dtype, np.integer):
         return x.astype(np.uint8)
+    if hi <= 1.0:
+        from edgekit.ui import info
+
+        info(
+            "warning: the images' values are all in [0, 1]; edgekit expects pixels in [0, 255] "
+            "and divides by 255 itself (Preprocessing). Multiply by 255 if they are scaled."
+        )
     return xf
 
 

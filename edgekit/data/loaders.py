@@ -18,6 +18,7 @@ import numpy as np
 from edgekit.data import shapes as _shapes
 from edgekit.data.dataset import Dataset, _as_hw, resize_images
 from edgekit.errors import DataError
+from edgekit.ui import progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
@@ -274,32 +275,36 @@ def load_image_folder(
     else:
         labels, files = [], [(f, -1) for f in loose]
 
-    images: list[np.ndarray] = []
+    # First pass reads headers only: unreadable files and mixed sizes fail before any decoding.
     grey = True
-    raw: list[Any] = []
+    sizes: dict[tuple[int, int], Path] = {}
     for f, _ in files:
         try:
             with Image.open(f) as im:
-                im.load()
-                raw.append(im.copy())
+                grey &= im.mode in ("1", "L", "I", "I;16", "F")
+                sizes.setdefault((im.height, im.width), f)
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"Cannot read image {f} ({e}). Remove or re-save that file.") from None
-        grey &= raw[-1].mode in ("1", "L", "I", "I;16", "F")
-    mode = "L" if grey else "RGB"
-    sizes: dict[tuple[int, int], Path] = {}
-    for (f, _), im in zip(files, raw, strict=True):
-        im = im.convert(mode)
-        if hw is not None and (im.height, im.width) != hw:
-            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-        sizes.setdefault((im.height, im.width), f)
-        images.append(np.asarray(im, dtype=np.uint8))
-    if len(sizes) > 1:
+    if hw is None and len(sizes) > 1:
         (s1, f1), (s2, f2) = list(sizes.items())[:2]
         raise DataError(
             f"Images in {root} have different sizes, e.g. {f1.name} is {s1[1]}x{s1[0]} and "
             f"{f2.name} is {s2[1]}x{s2[0]}. Pass image_size (e.g. --image-size "
             f"{s1[1]}) to resize them all."
         )
+    mode = "L" if grey else "RGB"
+    images: list[np.ndarray] = []
+    for f, _ in progress(files, description=f"reading {root.name}") if len(files) > 2000 else files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(
+                f"Cannot decode image {f} ({e}). Remove or re-save that file."
+            ) from None
+        if hw is not None and (im.height, im.width) != hw:
+            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        images.append(np.asarray(im, dtype=np.uint8))
     x = np.stack(images)
     if mode == "L":
         x = x[..., None]

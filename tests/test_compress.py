@@ -7,7 +7,6 @@ runs on it with epochs and sample counts cut down via --set.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +61,8 @@ def teacher_keras3(tmp_path_factory, digits_npz) -> Path:
 
 
 def run_cli(args: list[str]):
-    os.environ["EDGEKIT_QUIET"] = "1"
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
+    # env= is set for the call only: other tests in this worker still see progress lines
+    return CliRunner(env={"EDGEKIT_QUIET": "1"}).invoke(cli, args, catch_exceptions=False)
 
 
 def compress(teacher, data, out, recipe, *extra):

@@ -158,6 +158,7 @@ def test_each_unsupported_layer_gets_a_fallback(cnn_data):
     import tensorflow as tf
 
     tfk = keras_compat.tf_keras()
+    tfk.backend.clear_session()  # auto-generated op-layer names below must not depend on earlier tests
     tfk.utils.set_random_seed(0)
     L = tfk.layers
     inp = tfk.Input((16, 16, 3))

@@ -344,6 +344,15 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     teacher_row = measure_artifact(
         teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval
     )
+    reference_row, reference_note = None, None
+    reference = _teacher_tflite(ctx, teacher)
+    if isinstance(reference, ModelArtifact):
+        reference_row = measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
+        reference_row["path"] = _rel(reference_row["path"], ctx.out)
+        reference_row["parameters"] = teacher_row.get("parameters")
+    elif reference:
+        reference_note = reference
+    baseline = reference_row or teacher_row
     rows = []
     for stage_name, art in [*models, *exports]:
         row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
@@ -351,7 +360,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
         rows.append(row)
     for row in rows:
         row["path"] = _rel(row["path"], ctx.out)
-        _add_ratios(row, teacher_row)
+        _add_ratios(row, baseline)
+    if reference_row:
+        _add_ratios(teacher_row, baseline)
     teacher_row["path"] = str(teacher.path)
     final = _final_artifact(rows)
     return {
@@ -368,6 +379,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
             "preprocessing": ctx.preprocessing.to_dict(),
         },
         "teacher": teacher_row,
+        "teacher_tflite": reference_row,
+        "ratios_against": "teacher float32 TFLite (LiteRT)" if reference_row else "teacher",
+        "notes": [reference_note] if reference_note else [],
         "artifacts": rows,
         "final_artifact": final["path"] if final else None,
         "stages": stage_records,
@@ -377,6 +391,30 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
             "note": "p50 over timed runs after warm-up, batch 1, CPU",
         },
     }
+
+
+def _teacher_tflite(ctx: RunContext, teacher: ModelArtifact) -> ModelArtifact | str | None:
+    """The teacher as float TFLite, the like-for-like baseline for size and latency ratios.
+
+    Returns the artifact, a note saying why there is none, or None when not asked for (or the
+    teacher is already a .tflite). The file is cached per teacher hash.
+    """
+    if not ctx.recipe.compare_teacher_tflite or teacher.format == "tflite":
+        return None
+    if teacher.format == "onnx":
+        return "The teacher is ONNX: ratios are against the teacher as given (ONNX Runtime)."
+    from edgekit.errors import EdgekitError
+    from edgekit.export import tflite as tflite_export
+    from edgekit.keras_compat import load_model
+
+    path = ctx.out / "reference" / f"teacher_float32-{teacher.sha256[:12]}.tflite"
+    if not path.is_file():
+        ui.info("Converting the teacher to float TFLite (the baseline for size and latency ratios)")
+        try:
+            tflite_export.convert(load_model(teacher.path, unsafe=ctx.unsafe), path)
+        except EdgekitError as e:
+            return f"The teacher could not be converted to TFLite ({e}); ratios are against the teacher as given."
+    return ModelArtifact.from_path(path)
 
 
 def _rel(path: str, base: Path) -> str:

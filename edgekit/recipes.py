@@ -229,6 +229,10 @@ class Recipe(_Strict):
     latency_runs: int = Field(
         50, ge=1, description="Timed runs for each artifact's p50 (1 thread)."
     )
+    compare_teacher_tflite: bool = Field(
+        True,
+        description="Also convert the teacher to float TFLite, so size and speed ratios compare like with like.",
+    )
 
     @model_validator(mode="after")
     def _stage_order(self) -> Recipe:

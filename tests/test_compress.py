@@ -125,6 +125,15 @@ def test_distill_writes_four_verified_exports(distill_run):
         ):
             assert a[field] is not None, (a["path"], field)
         assert 0 <= a["accuracy"] <= 1
+    ref = report["teacher_tflite"]
+    assert (
+        ref["format"] == "tflite" and ref["precision"] == "float32" and (out / ref["path"]).exists()
+    )
+    assert ref["agreement_with_teacher"] > 0.97 and report["ratios_against"].startswith(
+        "teacher float32 TFLite"
+    )
+    int8 = by_kind[("tflite", "int8")]
+    assert int8["size_ratio_to_teacher"] == round(ref["size_bytes"] / int8["size_bytes"], 3)
     t = report["teacher"]
     assert t["format"] == "keras" and t["agreement_with_teacher"] == 1.0 and t["latency_ms_p50"] > 0
     # the int8 TFLite is the deliverable and is much smaller than the float one

@@ -34,10 +34,11 @@ def human_size(n: int | None) -> str:
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
-    for r in [
-        {**report["teacher"], "path": "teacher: " + str(report["teacher"]["path"]).split("/")[-1]},
-        *report["artifacts"],
-    ]:
+    teacher_name = "teacher: " + str(report["teacher"]["path"]).split("/")[-1]
+    teachers = [{**report["teacher"], "path": teacher_name}]
+    if report.get("teacher_tflite"):
+        teachers.append({**report["teacher_tflite"], "path": "teacher as float TFLite (baseline)"})
+    for r in [*teachers, *report["artifacts"]]:
         row = {}
         for title, key in COLUMNS:
             v = r.get(key)
@@ -80,7 +81,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|" + "|".join("---" for _ in titles) + "|",
     ]
     lines += ["| " + " | ".join(r[t] for t in titles) + " |" for r in rows]
-    lines += ["", f"Final artifact: `{report.get('final_artifact')}`"]
+    lines += [
+        "",
+        f"Ratios ('x smaller', 'x faster') are against the {report.get('ratios_against', 'teacher')}.",
+        f"Final artifact: `{report.get('final_artifact')}`",
+    ]
+    lines += [f"Note: {n}" for n in report.get("notes", [])]
     if report.get("budget"):
         b = report["budget"]
         verdict = "met" if b.get("passed") else "MISSED"

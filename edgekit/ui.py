@@ -49,7 +49,7 @@ def progress(items: Iterable[T], *, total: int | None = None, description: str =
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     if not sys.stderr.isatty():
-        step = max(1, (total or 0) // 10) if total else 0
+        step = max(1, -(-total // 10)) if total else 0  # about ten lines per loop
         n = 0
         for n, item in enumerate(items, 1):
             yield item
@@ -87,7 +87,9 @@ def render_table(
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*[format_cell(r.get(c)) for c in columns])
-    Console(highlight=False, soft_wrap=True).print(table)
+    # Piped output (CI logs, files) has no width: do not squeeze a wide table into 80 columns.
+    width = None if sys.stdout.isatty() else 200
+    Console(highlight=False, soft_wrap=True, width=width).print(table)
 
 
 def format_cell(v: Any) -> str:

@@ -42,7 +42,9 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         row = {}
         for title, key in COLUMNS:
             v = r.get(key)
-            if key == "size_bytes":
+            if key == "path":
+                row[title] = str(v).rsplit("/", 1)[-1]  # report.json has the full path
+            elif key == "size_bytes":
                 row[title] = human_size(v)
             elif (key == "accuracy" and v is not None) or (
                 key == "agreement_with_teacher" and v is not None
@@ -60,7 +62,7 @@ def _verified(r: dict[str, Any]) -> str:
     v = r.get("verification")
     if not v:
         return "-"
-    if v.get("max_abs_error") is not None and v.get("kind") == "float":
+    if v.get("criterion") == "max_abs_error" and v.get("max_abs_error") is not None:
         return f"max err {v['max_abs_error']:.1e}"
     if v.get("top1_agreement") is not None:
         return f"agree {100 * v['top1_agreement']:.1f}%"

@@ -213,7 +213,8 @@ def _export_record(
         precision=precision,
         parameters=source.metadata.get("parameters"),
         source=Path(source.path).name,
-        verification=verification,
+        # the check ran in the stage's partial folder: name the file, not that path
+        verification={**verification, "artifact": path.name},
         conversion={k: v for k, v in info.items() if k not in ("path",)},
     )
 

@@ -63,7 +63,7 @@ def convert(
     serve = serving_function(loaded, input_name=input_name)
     spec = serve.input_signature[0]
     try:
-        with _quiet_tf2onnx():
+        with _quiet_logger():
             model, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
     except Exception as e:
         raise UnsupportedModelError(f"ONNX conversion (tf2onnx) failed: {_one_line(e)}") from e
@@ -169,7 +169,7 @@ def quantize_int8(
                 notes.append(f"quant_pre_process skipped ({_one_line(e)[:120]})")
         reader = _CalibrationReader(input_info["name"], calib)
         try:
-            with atomic_path(out_path) as dst:
+            with atomic_path(out_path) as dst, _quiet_logger(""):
                 oq.quantize_static(
                     str(model_in),
                     str(dst),
@@ -398,14 +398,22 @@ def _rename_io(model: Any, inputs: list[str], outputs: list[str]) -> None:
             dims[0].dim_param = "batch"
 
 
-class _quiet_tf2onnx:
-    """tf2onnx logs each step (INFO) and each op it cannot convert (ERROR) through its logger;
-    `convert` reports unconverted ops itself, in one line. EDGEKIT_DEBUG=1 keeps the logs."""
+class _quiet_logger:
+    """Silence a chatty logger for a block; EDGEKIT_DEBUG=1 keeps the logs.
+
+    tf2onnx logs each step (INFO) and each op it cannot convert (ERROR); `convert` reports
+    unconverted ops itself, in one line. onnxruntime.quantization warns on the root logger about
+    every rank-1 tensor it cannot quantize per channel (batch-norm parameters left unfused), which
+    are left in float as intended.
+    """
+
+    def __init__(self, name: str = "tf2onnx") -> None:
+        self._name = name
 
     def __enter__(self) -> None:
         import logging
 
-        self._logger = logging.getLogger("tf2onnx")
+        self._logger = logging.getLogger(self._name)
         self._level = self._logger.level
         if not os.environ.get("EDGEKIT_DEBUG"):
             self._logger.setLevel(logging.CRITICAL)

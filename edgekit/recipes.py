@@ -89,6 +89,14 @@ class StudentConfig(_Strict):
         description="Square input side in pixels; None keeps the teacher's. Resized inside the model.",
     )
     dropout: float = Field(0.0, ge=0, lt=1)
+    bn_momentum: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="Batch-norm moving-average momentum. Keras Applications use 0.999, tuned for "
+        "ImageNet-length training: over a short distillation the moving statistics would stay near "
+        "their initial values and inference-mode accuracy would lag far behind training.",
+    )
 
     @field_validator("input_size")
     @classmethod

@@ -53,6 +53,9 @@ def build_student(
         base = apps.MobileNetV3Small(**common, minimalistic=False, include_preprocessing=False)
     else:
         base = apps.MobileNetV3Large(**common, minimalistic=False, include_preprocessing=False)
+    for layer in base.layers:
+        if isinstance(layer, tfk.layers.BatchNormalization):
+            layer.momentum = config.bn_momentum
     y = tfk.layers.GlobalAveragePooling2D(name="student_pool")(base.output)
     if config.dropout:
         y = tfk.layers.Dropout(config.dropout, name="student_dropout")(y)

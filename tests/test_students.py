@@ -1,0 +1,44 @@
+"""Student builder: flat tf_keras MobileNets with logits, resized inside, short-training BN momentum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.errors import UsageError
+from edgekit.recipes import StudentConfig
+from edgekit.stages.students import build_student
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
+def test_each_arch_builds_flat_with_logits(arch):
+    m = build_student(
+        StudentConfig(arch=arch, width=0.35 if arch == "mobilenet_v2" else 0.75), (32, 32, 3), 7
+    )
+    assert m.output_shape == (None, 7)
+    assert not any(hasattr(layer, "layers") for layer in m.layers), (
+        "nested sub-model: tfmot cannot reach it"
+    )
+    out = m(
+        np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32), training=False
+    ).numpy()
+    assert out.shape == (2, 7) and not np.allclose(
+        out.sum(axis=1), 1.0
+    )  # logits, not probabilities
+
+
+def test_resize_inside_and_bn_momentum():
+    m = build_student(StudentConfig(input_size=48, bn_momentum=0.9), (32, 32, 3), 10)
+    assert m.input_shape == (None, 32, 32, 3)
+    assert m.get_layer("student_resize").get_config()["height"] == 48
+    momenta = {
+        layer.momentum for layer in m.layers if layer.__class__.__name__ == "BatchNormalization"
+    }
+    assert momenta == {0.9}
+
+
+def test_too_small_or_grey_inputs_are_refused():
+    with pytest.raises(UsageError, match="at least 32x32"):
+        build_student(StudentConfig(), (16, 16, 3), 10)
+    with pytest.raises(UsageError, match="RGB"):
+        build_student(StudentConfig(), (32, 32, 1), 10)

@@ -9,7 +9,12 @@ PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test lint format clean
+# Debian packages some tests use: an OpenSSH server (ssh benchmark targets, on loopback) and libusb
+# (tflite-support's metadata reader, the independent check of Android metadata). Installed when
+# running as root with apt; otherwise those tests skip and say why.
+SYSTEM_PKGS := openssh-server openssh-client libusb-1.0-0
+
+.PHONY: install demo test lint format clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +37,17 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+system-deps:
+	@command -v dpkg >/dev/null || exit 0; \
+	missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || echo "note: could not install$$missing; the tests that need them are skipped"; \
+	else echo "note: system packages missing:$$missing; the tests that need them are skipped"; fi
+
+test: lint system-deps
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 clean:

@@ -41,6 +41,64 @@ def compress(
     )
 
 
+def export(
+    model: str | os.PathLike,
+    *,
+    format: str = "tflite",
+    quantize: str = "none",
+    data: Any = None,
+    out: str | os.PathLike | None = None,
+    android: bool = False,
+    io_type: str = "float32",
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
+    labels: str | os.PathLike | list[str] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    version: str = "1",
+    author: str = "unknown",
+    license: str = "unspecified",
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """Convert one model to TFLite or ONNX and verify it, as the compress recipes do (no training).
+
+    model: a Keras 3 .keras, tf-keras .keras/.h5 or SavedModel; with android=True also an
+        existing .tflite (metadata is added, nothing is converted).
+    quantize: "none", "dynamic", "float16", "int8" or "int16x8" (ONNX: none, dynamic, int8).
+        int8 / int16x8 calibrate on the data's calib split, so they need `data`.
+    data: a spec for edgekit.data.load_dataset or a Dataset: calibration, verification and the
+        accuracy figure use its split (the recipes' default split). None: verification on random
+        pixels, no accuracy.
+    out: the output file, or a folder (default: ./<model>_<quantization>.<format>).
+    android: write TFLite model metadata (name, description, version, author, licence, image
+        size and colour space, normalization, output descriptions, labels packed inside) and
+        labels.txt and MODEL.md beside the model.
+    io_type: int8 / uint8 input and output tensors for --quantize int8 TFLite.
+    mean / std: the model's preprocessing, (pixels - mean) / std (default 0 and 255: [0, 1]).
+    labels: class labels (a file with one per line, or a list); default: the data's labels.
+    """
+    from edgekit.export.single import export as _export
+
+    return _export(
+        model,
+        format=format,
+        quantize=quantize,
+        data=data,
+        out=out,
+        android=android,
+        io_type=io_type,
+        mean=mean,
+        std=std,
+        labels=labels,
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+        unsafe=unsafe,
+    )
+
+
 def list_recipes() -> list[dict[str, Any]]:
     """Bundled recipes: name, stages, one-line description, file."""
     from edgekit.recipes import bundled_recipes, load_recipe

@@ -115,6 +115,93 @@ def compress(model, recipe, data, out, overrides, unsafe, no_latency, as_json):
     click.echo(f"Final artifact: {report['final_artifact']}")
 
 
+@cli.command("export")
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", default="tflite", show_default=True, help="tflite or onnx.")
+@click.option(
+    "--quantize",
+    default="none",
+    show_default=True,
+    help="none, dynamic, float16, int8 or int16x8 (ONNX: none, dynamic, int8).",
+)
+@click.option(
+    "--data", "-d", help="Calibration / verification / accuracy data (digits, shapes, a folder...)."
+)
+@click.option("--out", "-o", type=click.Path(), help="Output file or folder.")
+@click.option(
+    "--android", is_flag=True, help="Add TFLite model metadata; write labels.txt and MODEL.md."
+)
+@click.option(
+    "--io-type", default="float32", show_default=True, help="int8 / uint8 I/O (--quantize int8)."
+)
+@click.option("--mean", help="Preprocessing (pixels - mean) / std [default: 0].")
+@click.option("--std", help="One value or one per channel [default: 255].")
+@click.option(
+    "--labels", type=click.Path(), help="Labels file, one per line [default: the data's]."
+)
+@click.option("--name", help="Metadata: model name [default: the output file's stem].")
+@click.option("--description", help="Metadata: description [default: generated].")
+@click.option("--model-version", default="1", show_default=True, help="Metadata: version.")
+@click.option("--author", default="unknown", show_default=True, help="Metadata: author.")
+@click.option(
+    "--license", "license_", default="unspecified", show_default=True, help="Metadata: licence."
+)
+@click.option(
+    "--unsafe", is_flag=True, help="Allow Lambda layers / custom objects (trusted files only)."
+)
+@json_option
+def export_cmd(
+    model,
+    fmt,
+    quantize,
+    data,
+    out,
+    android,
+    io_type,
+    mean,
+    std,
+    labels,
+    name,
+    description,
+    model_version,
+    author,
+    license_,
+    unsafe,
+    as_json,
+):
+    """Convert one model to TFLite or ONNX and verify it (no training).
+
+    The same conversion and checks as the compress recipes. --android adds the metadata Android's
+    LiteRT support library and ML Model Binding read, plus labels.txt and MODEL.md beside it.
+    """
+    from edgekit import api
+
+    report = api.export(
+        model,
+        format=fmt,
+        quantize=quantize,
+        data=data,
+        out=out,
+        android=android,
+        io_type=io_type,
+        mean=None if mean is None else _floats(mean, "--mean"),
+        std=None if std is None else _floats(std, "--std"),
+        labels=labels,
+        name=name,
+        description=description,
+        version=model_version,
+        author=author,
+        license=license_,
+        unsafe=unsafe,
+    )
+    if as_json:
+        emit_json(report)
+        return
+    from edgekit.export.render import export_table
+
+    export_table(report)
+
+
 @cli.group(invoke_without_command=True)
 @json_option
 @click.pass_context

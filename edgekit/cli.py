@@ -240,7 +240,12 @@ def recipes_show(name, overrides, as_json):
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
+@click.option(
+    "--target",
+    default="cpu",
+    show_default=True,
+    help="cpu, gpu, ssh://user@host[:port] (a Linux board) or adb[:SERIAL] (an Android device).",
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Items per invoke.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (at least).")
@@ -256,6 +261,21 @@ def recipes_show(name, overrides, as_json):
 )
 @click.option("--xla", is_flag=True, help="Keras/SavedModel: compile with XLA.")
 @click.option("--samples", is_flag=True, help="With --json: include every timed run (ms).")
+@click.option(
+    "--remote-python", help="ssh: the Python on the board (numpy + LiteRT) [default: python3]."
+)
+@click.option("--ssh-key", type=click.Path(), help="ssh: private key file.")
+@click.option("--known-hosts", type=click.Path(), help="ssh: known_hosts file to use.")
+@click.option("--connect-timeout", type=int, help="ssh: seconds to wait for a connection [10].")
+@click.option(
+    "--benchmark-binary",
+    help="adb: benchmark_model to push (local file) or run (device path) [default: found there].",
+)
+@click.option("--delegate", help="adb: xnnpack (default), gpu, nnapi or none.")
+@click.option("--taskset", help="adb: CPU affinity mask in hex for big cores, e.g. f0.")
+@click.option(
+    "--adb", "adb_path", type=click.Path(), help="adb: the adb executable [default: PATH]."
+)
 @json_option
 def bench(
     models,
@@ -270,11 +290,21 @@ def bench(
     graph_optimization,
     xla,
     samples,
+    remote_python,
+    ssh_key,
+    known_hosts,
+    connect_timeout,
+    benchmark_binary,
+    delegate,
+    taskset,
+    adb_path,
     as_json,
 ):
-    """Measure latency and memory of one or more models.
+    """Measure latency and memory of one or more models, here or on a device.
 
     Several models are measured interleaved (A B A B ...) and compared by their p50 ratio.
+    --target ssh://user@host runs edgekit's runner on a Linux board (numpy + LiteRT there);
+    --target adb[:SERIAL] runs LiteRT's benchmark_model on an Android device.
     """
     from edgekit import api
     from edgekit.errors import UsageError
@@ -286,6 +316,17 @@ def bench(
         options["graph_optimization"] = graph_optimization
     if xla:
         options["xla"] = True
+    device_options = {
+        "remote_python": remote_python,
+        "ssh_key": ssh_key,
+        "known_hosts": known_hosts,
+        "connect_timeout": connect_timeout,
+        "benchmark_binary": benchmark_binary,
+        "delegate": delegate,
+        "taskset": taskset,
+        "adb": adb_path,
+    }
+    options.update({k: v for k, v in device_options.items() if v is not None})
     report = api.bench(
         list(models),
         target=target,
@@ -332,13 +373,32 @@ def _floats(text: str, option: str) -> float | tuple[float, ...]:
     "--mean", default="0", show_default=True, help="Preprocessing: (pixels - mean) / std."
 )
 @click.option("--std", default="255", show_default=True, help="One value or one per channel.")
-@click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
+@click.option(
+    "--target", default="cpu", show_default=True, help="cpu, gpu or ssh://user@host[:port]."
+)
 @click.option("--threads", type=int, help="CPU threads [default: all cores].")
 @click.option("--output", help="Output (name or index) holding the class scores.")
 @click.option("--limit", type=int, help="Evaluate the first N images only.")
+@click.option("--remote-python", help="ssh: the Python on the board [default: python3].")
+@click.option("--ssh-key", type=click.Path(), help="ssh: private key file.")
+@click.option("--known-hosts", type=click.Path(), help="ssh: known_hosts file to use.")
 @json_option
 def eval_cmd(
-    model, data, reference, top_k, batch_size, mean, std, target, threads, output, limit, as_json
+    model,
+    data,
+    reference,
+    top_k,
+    batch_size,
+    mean,
+    std,
+    target,
+    threads,
+    output,
+    limit,
+    remote_python,
+    ssh_key,
+    known_hosts,
+    as_json,
 ):
     """Measure accuracy on a data set, optionally against a reference.
 
@@ -359,6 +419,15 @@ def eval_cmd(
         threads=threads,
         output=output,
         limit=limit,
+        **{
+            k: v
+            for k, v in (
+                ("remote_python", remote_python),
+                ("ssh_key", ssh_key),
+                ("known_hosts", known_hosts),
+            )
+            if v is not None
+        },
     )
     if as_json:
         emit_json(result)

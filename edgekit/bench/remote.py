@@ -324,6 +324,7 @@ def bench_adb(
         delegate=delegate,
         taskset=o.get("taskset"),
     )
+    plan.check()  # before anything runs on the device
     device = adbmod.AdbDevice.connect(
         target, adb=o.get("adb"), timeout=float(o.get("adb_timeout") or 600)
     )

@@ -170,8 +170,8 @@ def _out_path(src: Path, out: Any, format: str, quantize: str, io_type: str) -> 
     if out is None:
         return Path(default_name)
     p = Path(out)
-    if p.is_dir() or str(out).endswith(("/", os.sep)):
-        return p / default_name
+    if p.is_dir() or str(out).endswith(("/", os.sep)) or not p.suffix:
+        return p / default_name  # a folder (made if missing)
     if p.suffix.lower() != suffix:
         raise UsageError(
             f"--out {out} does not end in {suffix} (the format is {format}). Pass a {suffix} path "

@@ -300,7 +300,7 @@ def bench(
     adb_path,
     as_json,
 ):
-    """Measure latency and memory of one or more models, here or on a device.
+    """Measure latency and memory of models, here or on a device.
 
     Several models are measured interleaved (A B A B ...) and compared by their p50 ratio.
     --target ssh://user@host runs edgekit's runner on a Linux board (numpy + LiteRT there);

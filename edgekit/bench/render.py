@@ -83,7 +83,7 @@ def bench_tables(report: dict[str, Any]) -> None:
         else machine_line(report["machine"])
     )
     click.echo(
-        f"Machine ({where}): {machine}. Warm-up {s['warmup']} runs / "
+        f"Machine: {machine} ({where}). Warm-up {s['warmup']} runs / "
         f"{s['warmup_seconds']} s, then {plan}; {s['clock']}."
     )
 

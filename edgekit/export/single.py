@@ -77,6 +77,7 @@ def export(
 
         loaded = load_model(src, unsafe=unsafe)
     ds, splits = _data(data, src, loaded)
+    names = _labels(labels, ds) if android else None  # before any work: a missing file fails fast
     with tempfile.TemporaryDirectory(prefix=".edgekit-export-", dir=_parent(out_path)) as tmp:
         work = Path(tmp) / f"part{out_path.suffix}"
         if src_format == "tflite":
@@ -108,8 +109,7 @@ def export(
                 out_path,
                 pre,
                 normalization_given,
-                labels,
-                ds,
+                names,
                 conv,
                 name=name,
                 description=description,
@@ -382,8 +382,7 @@ def _android(
     out_path: Path,
     pre: Any,
     normalization_given: bool,
-    labels: Any,
-    ds: Any,
+    names: list[str],
     conv: dict[str, Any],
     **general: Any,
 ) -> dict[str, Any]:
@@ -392,7 +391,6 @@ def _android(
     from edgekit.export.tflite import inspect_tflite
     from edgekit.runtimes import open_runner
 
-    names = _labels(labels, ds)
     info = inspect_tflite(work)
     k = len(names)
     outs = info["outputs"]

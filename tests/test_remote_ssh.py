@@ -7,14 +7,12 @@ numpy and LiteRT, as a board would after `pip install numpy ai-edge-litert`.
 from __future__ import annotations
 
 import getpass
-import glob
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -127,13 +125,8 @@ def one_line_error(result) -> str:
     return err
 
 
-def _remote_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "edgekit.*")))
-
-
 def test_bench_over_ssh_returns_the_local_report(sshd, models):
     a, b = models["f32_b1.tflite"], models["int8_b1.tflite"]
-    before = _remote_dirs()
     r = invoke("bench", a, b, "--runs", "30", "--json", *ssh_args(sshd))
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
@@ -154,8 +147,43 @@ def test_bench_over_ssh_returns_the_local_report(sshd, models):
     assert set(rep["comparison"]) == set(local["comparison"])
     ratio = rep["comparison"]["rows"][1]
     assert ratio["ci_low"] <= ratio["ratio"] <= ratio["ci_high"]
-    # The remote folder is gone after the run.
-    assert _remote_dirs() == before
+
+
+def _recording_python(folder: Path, *, hide_litert: bool = False) -> tuple[Path, Path]:
+    """A "remote Python": this interpreter behind a script that records the runner's path (and,
+    with hide_litert, makes both LiteRT modules unimportable: a board without a runtime)."""
+    log = folder / "runner-paths.txt"
+    wrapper = folder / ("python-without-litert" if hide_litert else "python-recording")
+    hide = (
+        'sys.modules["ai_edge_litert"] = None; sys.modules["tflite_runtime"] = None; '
+        if hide_litert
+        else ""
+    )
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1" >> "{log}"\n'
+        f'exec "{sys.executable}" -c \'import runpy, sys; {hide}sys.argv = sys.argv[1:]; '
+        'runpy.run_path(sys.argv[0], run_name="__main__")\' "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def test_remote_folder_is_removed_after_success_and_failure(sshd, models, tmp_path):
+    wrapper, log = _recording_python(tmp_path)
+    assert (
+        invoke(
+            "bench", models["f32_b1.tflite"], "--runs", "3", *ssh_args(sshd, python=wrapper)
+        ).exit_code
+        == 0
+    )
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    wrapper2, log2 = _recording_python(bad, hide_litert=True)
+    assert invoke("bench", models["f32_b1.tflite"], *ssh_args(sshd, python=wrapper2)).exit_code == 2
+    for runner in log.read_text().split() + log2.read_text().split():
+        folder = Path(runner).parent
+        assert folder.name.startswith("edgekit.") and not folder.exists()
 
 
 def test_bench_over_ssh_table_and_awkward_local_names(sshd, models, tmp_path):
@@ -206,16 +234,7 @@ def test_key_refused(sshd, models):
 
 
 def test_remote_without_a_runtime_says_what_to_install(sshd, models, tmp_path):
-    # A Python on the "board" with numpy but no LiteRT: this interpreter with both LiteRT modules
-    # made unimportable.
-    wrapper = tmp_path / "python-without-litert"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'exec "{sys.executable}" -c \'import runpy, sys; sys.modules["ai_edge_litert"] = None; '
-        'sys.modules["tflite_runtime"] = None; sys.argv = sys.argv[1:]; '
-        'runpy.run_path(sys.argv[0], run_name="__main__")\' "$@"\n'
-    )
-    wrapper.chmod(0o755)
+    wrapper, _ = _recording_python(tmp_path, hide_litert=True)  # numpy, but no LiteRT
     err = one_line_error(invoke("bench", models["f32_b1.tflite"], *ssh_args(sshd, python=wrapper)))
     assert "has no LiteRT runtime" in err and "pip install ai-edge-litert" in err
     assert "tflite-runtime" in err

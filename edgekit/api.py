@@ -143,12 +143,17 @@ def bench(
 
     models: .tflite, .onnx, .keras/.h5 files or SavedModel folders; several are measured
         interleaved (A B A B ...) and compared by p50 ratio to the first, with a 95% interval.
-    target: "cpu" or "gpu" (TargetUnavailableError when there is none).
+    target: "cpu" or "gpu" (TargetUnavailableError when there is none), "ssh://user@host[:port]"
+        (a Linux board with numpy + LiteRT: edgekit's runner measures there) or "adb" /
+        "adb:SERIAL" (an Android device: LiteRT's benchmark_model measures there). The report's
+        `source` says where the figures were measured.
     warmup / warmup_seconds: warm-up runs until both this count and this time are reached.
     runs: timed runs; min_seconds: time for at least this long instead of a count.
     xnnpack: LiteRT's XNNPACK delegate (False: builtin reference kernels).
     samples: include every timed run (ms) in the report.
-    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras).
+    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras);
+        ssh: remote_python, ssh_key, known_hosts, connect_timeout, remote_timeout; adb:
+        benchmark_binary, delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), adb.
     """
     from edgekit.bench.benchmark import bench as _bench
 

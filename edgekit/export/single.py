@@ -57,7 +57,7 @@ def export(
             f"{src.name} is already an ONNX model; `edgekit export` converts Keras models and "
             "SavedModels. Pass the Keras model it came from."
         )
-    out_path = _out_path(src, out, format, quantize, io_type)
+    out_path = _out_path(src, out, format, quantize, io_type, src_format)
     normalization_given = mean is not None or std is not None
     from edgekit.data import Preprocessing
 
@@ -160,12 +160,16 @@ def _check_choices(format: str, quantize: str, io_type: str, android: bool) -> N
         )
 
 
-def _out_path(src: Path, out: Any, format: str, quantize: str, io_type: str) -> Path:
+def _out_path(
+    src: Path, out: Any, format: str, quantize: str, io_type: str, src_format: str
+) -> Path:
     suffix = f".{format}"
     stem = src.stem if src.suffix else src.name
     tag = "float32" if quantize == "none" else quantize
     if io_type != "float32":
         tag += f"_{io_type}io"
+    if src_format == "tflite":
+        tag = "android"  # metadata added to an existing model
     default_name = f"{stem}_{tag}{suffix}"
     if out is None:
         return Path(default_name)

@@ -397,8 +397,8 @@ def _adb_row(p: Path, parsed: dict[str, Any], device: Any, plan: Any) -> dict[st
         "peak_rss_mb": parsed.get("peak_memory_mb"),
         "memory_init_mb": parsed.get("memory_init_mb"),
         "format": "tflite",
-        "runtime": "LiteRT benchmark_model",
-        "runtime_version": parsed.get("version") or "unknown",
+        "runtime": parsed.get("tool", "benchmark_model"),
+        "runtime_version": "(version not printed)",
         "target": device.target,
         "threads": plan.threads,
         "accelerator": "GPU"
@@ -406,7 +406,8 @@ def _adb_row(p: Path, parsed: dict[str, Any], device: Any, plan: Any) -> dict[st
         else "NNAPI"
         if plan.delegate == "nnapi"
         else "CPU",
-        "delegate": parsed.get("delegate_line") or plan.delegate,
+        "delegate": parsed.get("delegate_line")
+        or f"{plan.delegate} (requested; the output does not say how much it took)",
         "fallback": parsed.get("fallback"),
         "batching": _batching(inp["shape"]),
         "input": inp,

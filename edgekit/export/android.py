@@ -538,7 +538,15 @@ def model_card(report: dict[str, Any]) -> str:
     )
     v = report.get("verification") or {}
     if v.get("passed"):
-        lines.append(f"- Verification against the source model: passed ({v.get('criterion')}).")
+        what = (
+            f"max abs error {v['max_abs_error']:.2g} on probabilities (tolerance {v['tolerance']:g})"
+            if v.get("criterion") == "max_abs_error"
+            else f"top-1 agreement {v['top1_agreement']:.3f} (minimum {v['tolerance']:g})"
+        )
+        lines.append(
+            f"- Verification against the source model: passed, {what}, {v['n_samples']} samples "
+            f"({v.get('inputs', 'eval split')})."
+        )
     lines += [
         "",
         "## Kotlin (LiteRT)",

@@ -12,8 +12,16 @@ def export_table(report: dict[str, Any]) -> None:
     from edgekit.ui import render_table
 
     v = report.get("verification") or {}
-    if v.get("passed"):
-        verdict = f"passed: {v.get('criterion')}"
+    if v.get("passed") and v.get("criterion") == "max_abs_error":
+        verdict = (
+            f"passed: max abs error {v['max_abs_error']:.2g} <= {v['tolerance']:g} on "
+            f"{v['n_samples']} samples ({v.get('inputs', '')})"
+        )
+    elif v.get("passed"):
+        verdict = (
+            f"passed: top-1 agreement {v['top1_agreement']:.3f} >= {v['tolerance']:g} on "
+            f"{v['n_samples']} samples ({v.get('inputs', '')})"
+        )
     elif v.get("skipped"):
         verdict = f"skipped: {v['skipped']}"
     else:

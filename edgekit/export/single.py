@@ -118,6 +118,8 @@ def export(
                 license=license,
             )
             files = report["android"].pop("_files")
+        if report["verification"].get("artifact"):
+            report["verification"]["artifact"] = str(out_path)  # not the temporary name
         report["size_bytes"] = work.stat().st_size
         report["seconds"] = round(time.perf_counter() - t0, 2)
         # Everything was built and checked under a temporary name: only now does it move in.

@@ -41,6 +41,64 @@ def compress(
     )
 
 
+def export(
+    model: str | os.PathLike,
+    *,
+    format: str = "tflite",
+    quantize: str = "none",
+    data: Any = None,
+    out: str | os.PathLike | None = None,
+    android: bool = False,
+    io_type: str = "float32",
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
+    labels: str | os.PathLike | list[str] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    version: str = "1",
+    author: str = "unknown",
+    license: str = "unspecified",
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """Convert one model to TFLite or ONNX and verify it, as the compress recipes do (no training).
+
+    model: a Keras 3 .keras, tf-keras .keras/.h5 or SavedModel; with android=True also an
+        existing .tflite (metadata is added, nothing is converted).
+    quantize: "none", "dynamic", "float16", "int8" or "int16x8" (ONNX: none, dynamic, int8).
+        int8 / int16x8 calibrate on the data's calib split, so they need `data`.
+    data: a spec for edgekit.data.load_dataset or a Dataset: calibration, verification and the
+        accuracy figure use its split (the recipes' default split). None: verification on random
+        pixels, no accuracy.
+    out: the output file, or a folder (default: ./<model>_<quantization>.<format>).
+    android: write TFLite model metadata (name, description, version, author, licence, image
+        size and colour space, normalization, output descriptions, labels packed inside) and
+        labels.txt and MODEL.md beside the model.
+    io_type: int8 / uint8 input and output tensors for --quantize int8 TFLite.
+    mean / std: the model's preprocessing, (pixels - mean) / std (default 0 and 255: [0, 1]).
+    labels: class labels (a file with one per line, or a list); default: the data's labels.
+    """
+    from edgekit.export.single import export as _export
+
+    return _export(
+        model,
+        format=format,
+        quantize=quantize,
+        data=data,
+        out=out,
+        android=android,
+        io_type=io_type,
+        mean=mean,
+        std=std,
+        labels=labels,
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+        unsafe=unsafe,
+    )
+
+
 def list_recipes() -> list[dict[str, Any]]:
     """Bundled recipes: name, stages, one-line description, file."""
     from edgekit.recipes import bundled_recipes, load_recipe
@@ -85,12 +143,17 @@ def bench(
 
     models: .tflite, .onnx, .keras/.h5 files or SavedModel folders; several are measured
         interleaved (A B A B ...) and compared by p50 ratio to the first, with a 95% interval.
-    target: "cpu" or "gpu" (TargetUnavailableError when there is none).
+    target: "cpu" or "gpu" (TargetUnavailableError when there is none), "ssh://user@host[:port]"
+        (a Linux board with numpy + LiteRT: edgekit's runner measures there) or "adb" /
+        "adb:SERIAL" (an Android device: LiteRT's benchmark_model measures there). The report's
+        `source` says where the figures were measured.
     warmup / warmup_seconds: warm-up runs until both this count and this time are reached.
     runs: timed runs; min_seconds: time for at least this long instead of a count.
     xnnpack: LiteRT's XNNPACK delegate (False: builtin reference kernels).
     samples: include every timed run (ms) in the report.
-    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras).
+    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras);
+        ssh: remote_python, ssh_key, known_hosts, connect_timeout, remote_timeout; adb:
+        benchmark_binary, delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), adb.
     """
     from edgekit.bench.benchmark import bench as _bench
 

@@ -115,6 +115,93 @@ def compress(model, recipe, data, out, overrides, unsafe, no_latency, as_json):
     click.echo(f"Final artifact: {report['final_artifact']}")
 
 
+@cli.command("export")
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", default="tflite", show_default=True, help="tflite or onnx.")
+@click.option(
+    "--quantize",
+    default="none",
+    show_default=True,
+    help="none, dynamic, float16, int8 or int16x8 (ONNX: none, dynamic, int8).",
+)
+@click.option(
+    "--data", "-d", help="Calibration / verification / accuracy data (digits, shapes, a folder...)."
+)
+@click.option("--out", "-o", type=click.Path(), help="Output file or folder.")
+@click.option(
+    "--android", is_flag=True, help="Add TFLite model metadata; write labels.txt and MODEL.md."
+)
+@click.option(
+    "--io-type", default="float32", show_default=True, help="int8 / uint8 I/O (--quantize int8)."
+)
+@click.option("--mean", help="Preprocessing (pixels - mean) / std [default: 0].")
+@click.option("--std", help="One value or one per channel [default: 255].")
+@click.option(
+    "--labels", type=click.Path(), help="Labels file, one per line [default: the data's]."
+)
+@click.option("--name", help="Metadata: model name [default: the output file's stem].")
+@click.option("--description", help="Metadata: description [default: generated].")
+@click.option("--model-version", default="1", show_default=True, help="Metadata: version.")
+@click.option("--author", default="unknown", show_default=True, help="Metadata: author.")
+@click.option(
+    "--license", "license_", default="unspecified", show_default=True, help="Metadata: licence."
+)
+@click.option(
+    "--unsafe", is_flag=True, help="Allow Lambda layers / custom objects (trusted files only)."
+)
+@json_option
+def export_cmd(
+    model,
+    fmt,
+    quantize,
+    data,
+    out,
+    android,
+    io_type,
+    mean,
+    std,
+    labels,
+    name,
+    description,
+    model_version,
+    author,
+    license_,
+    unsafe,
+    as_json,
+):
+    """Convert one model to TFLite or ONNX and verify it (no training).
+
+    The same conversion and checks as the compress recipes. --android adds the metadata Android's
+    LiteRT support library and ML Model Binding read, plus labels.txt and MODEL.md beside it.
+    """
+    from edgekit import api
+
+    report = api.export(
+        model,
+        format=fmt,
+        quantize=quantize,
+        data=data,
+        out=out,
+        android=android,
+        io_type=io_type,
+        mean=None if mean is None else _floats(mean, "--mean"),
+        std=None if std is None else _floats(std, "--std"),
+        labels=labels,
+        name=name,
+        description=description,
+        version=model_version,
+        author=author,
+        license=license_,
+        unsafe=unsafe,
+    )
+    if as_json:
+        emit_json(report)
+        return
+    from edgekit.export.render import export_table
+
+    export_table(report)
+
+
 @cli.group(invoke_without_command=True)
 @json_option
 @click.pass_context
@@ -153,7 +240,12 @@ def recipes_show(name, overrides, as_json):
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
+@click.option(
+    "--target",
+    default="cpu",
+    show_default=True,
+    help="cpu, gpu, ssh://user@host[:port] (a Linux board) or adb[:SERIAL] (an Android device).",
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Items per invoke.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (at least).")
@@ -169,6 +261,21 @@ def recipes_show(name, overrides, as_json):
 )
 @click.option("--xla", is_flag=True, help="Keras/SavedModel: compile with XLA.")
 @click.option("--samples", is_flag=True, help="With --json: include every timed run (ms).")
+@click.option(
+    "--remote-python", help="ssh: the Python on the board (numpy + LiteRT) [default: python3]."
+)
+@click.option("--ssh-key", type=click.Path(), help="ssh: private key file.")
+@click.option("--known-hosts", type=click.Path(), help="ssh: known_hosts file to use.")
+@click.option("--connect-timeout", type=int, help="ssh: seconds to wait for a connection [10].")
+@click.option(
+    "--benchmark-binary",
+    help="adb: benchmark_model to push (local file) or run (device path) [default: found there].",
+)
+@click.option("--delegate", help="adb: xnnpack (default), gpu, nnapi or none.")
+@click.option("--taskset", help="adb: CPU affinity mask in hex for big cores, e.g. f0.")
+@click.option(
+    "--adb", "adb_path", type=click.Path(), help="adb: the adb executable [default: PATH]."
+)
 @json_option
 def bench(
     models,
@@ -183,11 +290,21 @@ def bench(
     graph_optimization,
     xla,
     samples,
+    remote_python,
+    ssh_key,
+    known_hosts,
+    connect_timeout,
+    benchmark_binary,
+    delegate,
+    taskset,
+    adb_path,
     as_json,
 ):
-    """Measure latency and memory of one or more models.
+    """Measure latency and memory of models, here or on a device.
 
     Several models are measured interleaved (A B A B ...) and compared by their p50 ratio.
+    --target ssh://user@host runs edgekit's runner on a Linux board (numpy + LiteRT there);
+    --target adb[:SERIAL] runs LiteRT's benchmark_model on an Android device.
     """
     from edgekit import api
     from edgekit.errors import UsageError
@@ -199,6 +316,17 @@ def bench(
         options["graph_optimization"] = graph_optimization
     if xla:
         options["xla"] = True
+    device_options = {
+        "remote_python": remote_python,
+        "ssh_key": ssh_key,
+        "known_hosts": known_hosts,
+        "connect_timeout": connect_timeout,
+        "benchmark_binary": benchmark_binary,
+        "delegate": delegate,
+        "taskset": taskset,
+        "adb": adb_path,
+    }
+    options.update({k: v for k, v in device_options.items() if v is not None})
     report = api.bench(
         list(models),
         target=target,
@@ -245,13 +373,32 @@ def _floats(text: str, option: str) -> float | tuple[float, ...]:
     "--mean", default="0", show_default=True, help="Preprocessing: (pixels - mean) / std."
 )
 @click.option("--std", default="255", show_default=True, help="One value or one per channel.")
-@click.option("--target", default="cpu", show_default=True, help="cpu or gpu.")
+@click.option(
+    "--target", default="cpu", show_default=True, help="cpu, gpu or ssh://user@host[:port]."
+)
 @click.option("--threads", type=int, help="CPU threads [default: all cores].")
 @click.option("--output", help="Output (name or index) holding the class scores.")
 @click.option("--limit", type=int, help="Evaluate the first N images only.")
+@click.option("--remote-python", help="ssh: the Python on the board [default: python3].")
+@click.option("--ssh-key", type=click.Path(), help="ssh: private key file.")
+@click.option("--known-hosts", type=click.Path(), help="ssh: known_hosts file to use.")
 @json_option
 def eval_cmd(
-    model, data, reference, top_k, batch_size, mean, std, target, threads, output, limit, as_json
+    model,
+    data,
+    reference,
+    top_k,
+    batch_size,
+    mean,
+    std,
+    target,
+    threads,
+    output,
+    limit,
+    remote_python,
+    ssh_key,
+    known_hosts,
+    as_json,
 ):
     """Measure accuracy on a data set, optionally against a reference.
 
@@ -272,6 +419,15 @@ def eval_cmd(
         threads=threads,
         output=output,
         limit=limit,
+        **{
+            k: v
+            for k, v in (
+                ("remote_python", remote_python),
+                ("ssh_key", ssh_key),
+                ("known_hosts", known_hosts),
+            )
+            if v is not None
+        },
     )
     if as_json:
         emit_json(result)

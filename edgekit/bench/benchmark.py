@@ -37,7 +37,12 @@ def bench(
     seed: int = 0,
     **options: Any,
 ) -> dict[str, Any]:
-    """Latency, memory and runtime details of one or more models (see docs/bench.md)."""
+    """Latency, memory and runtime details of one or more models (see docs/bench.md).
+
+    target: "cpu" / "gpu" (this machine), "ssh://user@host[:port]" (a Linux board, through
+    edgekit's remote runner) or "adb" / "adb:SERIAL" (an Android device, through LiteRT's
+    benchmark_model); every report says where its figures were measured (`source`).
+    """
     from edgekit.runtimes import open_runner
 
     paths = [models] if isinstance(models, str | os.PathLike) else list(models)
@@ -46,6 +51,31 @@ def bench(
     latency.check_plan(warmup, warmup_seconds, runs, min_seconds)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UsageError(f"--batch must be an integer of at least 1. Received: {batch!r}")
+    from edgekit.bench import remote
+
+    kind = remote.dispatch(target)
+    if kind is not None:
+        run = remote.bench_ssh if kind == "ssh" else remote.bench_adb
+        return run(
+            paths,
+            target=str(target),
+            threads=threads,
+            batch=batch,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            runs=runs,
+            min_seconds=min_seconds,
+            xnnpack=xnnpack,
+            samples=samples,
+            seed=seed,
+            **options,
+        )
+    device_only = sorted(set(options) & set(remote.SSH_OPTIONS + remote.ADB_OPTIONS))
+    if device_only:
+        raise UsageError(
+            f"Option(s) {', '.join(device_only)} apply to --target ssh://... or adb targets only. "
+            f"Received --target {target}."
+        )
 
     rng = np.random.default_rng(seed)
     runners, xs, rows = [], [], []
@@ -101,6 +131,7 @@ def bench(
                 input=d["inputs"][0],
                 outputs=d["outputs"],
                 latency_ms=stats,
+                source=remote.SOURCE_LOCAL,
             )
     finally:
         for r in runners:
@@ -122,6 +153,7 @@ def bench(
         "models": rows,
         "peak_rss_mb": peak_rss_mb(),
         "comparison": None,
+        "source": remote.SOURCE_LOCAL,
     }
     if len(rows) > 1:
         report["comparison"] = {

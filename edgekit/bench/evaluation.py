@@ -82,6 +82,15 @@ def evaluate(
             raise UsageError(f"--limit must be at least 1. Received: {limit}")
         ds = ds.take(limit)
     threads = threads or os.cpu_count() or 1
+    from edgekit.bench import remote
+
+    if remote.dispatch(target) == "ssh":
+        return _evaluate_ssh(model, ds, pre, reference, top_k, batch_size, target, threads, options)
+    if remote.dispatch(target) == "adb":
+        raise UsageError(
+            "eval runs on this machine or on an ssh target: benchmark_model on a phone times the "
+            "model but returns no outputs. Use --target ssh://user@host for a Linux board."
+        )
     runner = open_runner(model, target=target, threads=threads, **options)
     ref_runner = None
     try:
@@ -121,9 +130,97 @@ def evaluate(
             "batching": d["batching"],
             "seconds": seconds,
             **metrics,
+            "source": "measured on this machine",
         }
         return result
     finally:
         runner.close()
         if ref_runner is not None:
             ref_runner.close()
+
+
+def _evaluate_ssh(
+    model: Any,
+    ds: Any,
+    pre: Any,
+    reference: Any,
+    top_k: int,
+    batch_size: int,
+    target: str,
+    threads: int,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The model runs on the board (edgekit's remote runner, one round trip for the whole set);
+    the metrics are computed here from its outputs, with the same code as a local run."""
+    import numpy as np
+
+    from edgekit.bench.metrics import evaluate as _evaluate
+    from edgekit.bench.remote import SOURCE_DEVICE, predict_ssh
+    from edgekit.export.tflite import inspect_tflite
+
+    info = inspect_tflite(model)
+    want = tuple(info["inputs"][0]["shape"][1:])
+    if tuple(ds.image_shape) != want:
+        raise DataError(
+            f"Data set {ds.name!r} has images of shape (H, W, C) = {tuple(ds.image_shape)} but "
+            f"{Path(model).name} expects {want}: resize the data, or evaluate a model made for it."
+        )
+    k = ds.num_classes if ds.labeled else None
+    oi = next(
+        (i for i, o in enumerate(info["outputs"]) if k and o["shape"] and o["shape"][-1] == k), 0
+    )
+    x = np.concatenate([xb for xb, _ in ds.batches(batch_size, pre)])
+    t0 = time.perf_counter()
+    outs, desc = predict_ssh(
+        model, x, target=target, threads=threads, batch_size=batch_size, **options
+    )
+    scores = outs[oi]
+    cursor = {"at": 0}
+
+    def remote_scores(xb: Any) -> Any:
+        # metrics.evaluate walks the same batches in the same order: hand out the device's rows.
+        a = cursor["at"]
+        cursor["at"] = a + len(xb)
+        return scores[a : a + len(xb)]
+
+    ref_runner = None
+    ref_fn = None
+    try:
+        if reference is not None:
+            from edgekit.runtimes import open_runner
+
+            ref_runner = open_runner(reference, threads=threads)
+            _check_images(ref_runner, ds)
+            ri = _pick_output(ref_runner, None, k)
+            ref_fn = lambda xb: ref_runner.run(xb)[ri]  # noqa: E731
+        metrics = _evaluate(
+            remote_scores,
+            ds,
+            pre,
+            batch_size,
+            reference_fn=ref_fn,
+            top_k=top_k,
+            description=f"eval {Path(model).name} (outputs from {target})",
+        )
+    finally:
+        if ref_runner is not None:
+            ref_runner.close()
+    return {
+        "model": str(model),
+        "name": Path(model).name,
+        "format": "tflite",
+        "runtime": desc["runtime"],
+        "runtime_version": desc["runtime_version"],
+        "target": target,
+        "output": info["outputs"][oi]["name"],
+        "reference_model": str(reference) if reference is not None else None,
+        "data": ds.describe(),
+        "preprocessing": pre.to_dict(),
+        "batch_size": batch_size,
+        "batching": "on the device: one invoke per batch",
+        "seconds": time.perf_counter() - t0,
+        **metrics,
+        "source": SOURCE_DEVICE,
+        "machine": desc["machine"],
+        "reference_source": None if reference is None else "measured on this machine",
+    }

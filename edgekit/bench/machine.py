@@ -63,6 +63,8 @@ def machine_info() -> dict[str, Any]:
 def machine_line(m: dict[str, Any] | None = None) -> str:
     """One line for people: CPU model and cores."""
     m = m or machine_info()
+    if m.get("usable_cores") is None:
+        return f"{m['cpu']}, {m['os']}"
     cores = f"{m['usable_cores']} usable of {m['logical_cores']} logical cores"
     if m.get("physical_cores"):
         cores += f" ({m['physical_cores']} physical)"

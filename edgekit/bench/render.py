@@ -48,12 +48,13 @@ def bench_tables(report: dict[str, Any]) -> None:
         ("max", "max (ms)"),
     ):
         rows.append(row(label, [_ms(s[key]) for s in lat]))
-    rows.append(row("cv", [f"{s['cv']:.1%}" for s in lat]))
+    rows.append(row("cv", [None if s["cv"] is None else f"{s['cv']:.1%}" for s in lat]))
     rows.append(row("runs counted", [s["count"] for s in lat]))
     if batch > 1:
         rows.append(row(f"throughput (items/s, batch {batch})", [s["throughput"] for s in lat]))
     rows.append(row("peak RSS (MiB)", [m["peak_rss_mb"] for m in models]))
     rows.append(row("RSS increase over baseline (MiB)", [m["rss_increase_mb"] for m in models]))
+    rows.append(row("figures", [m.get("source", "measured on this machine") for m in models]))
     render_table(rows, ["metric", *names], title="edgekit bench")
     cmp = report.get("comparison")
     if cmp:
@@ -70,10 +71,19 @@ def bench_tables(report: dict[str, Any]) -> None:
         ]
         render_table(crow, title="Interleaved comparison (A B A B ...)")
         click.echo(f"CI: {cmp['method']}.")
+    if report.get("comparison_note"):
+        click.echo(report["comparison_note"])
     s = report["settings"]
     plan = f"{s['min_seconds']} s of runs" if s["min_seconds"] else f"{s['runs']} runs"
+    where = report.get("source", "measured on this machine")
+    device = report["machine"].get("device")
+    machine = (
+        f"{device}, {machine_line(report['machine'])}"
+        if device
+        else machine_line(report["machine"])
+    )
     click.echo(
-        f"Machine: {machine_line(report['machine'])}. Warm-up {s['warmup']} runs / "
+        f"Machine: {machine} ({where}). Warm-up {s['warmup']} runs / "
         f"{s['warmup_seconds']} s, then {plan}; {s['clock']}."
     )
 

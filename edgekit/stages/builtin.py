@@ -228,41 +228,36 @@ class ExportStageRunner(Stage):
     name = "export"
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
-        from edgekit.export import onnx as onnx_export
-        from edgekit.export import tflite as tflite_export
-        from edgekit.export.validate import check_export
+        from edgekit.export.convert import convert_one, verify_one
 
         loaded = _load(ctx, model)
         x, y = _verify_samples(ctx)
         ref = _reference(ctx, loaded, x)
         base = _base_name(model)
-        v = ctx.recipe.verify
         qat = model.precision == "qat"
         exports = []
         for fmt in self.config.formats:
             if fmt == "tflite":
-                precision = "int8" if qat else "float32"
                 path = workdir / f"{base}_{'qat_int8' if qat else 'float32'}.tflite"
-                info = tflite_export.convert(
-                    loaded,
-                    path,
-                    quantization="qat" if qat else "none",
-                    allow_select_tf_ops=self.config.allow_select_tf_ops,
-                )
             else:
-                precision = "float32"
                 path = workdir / f"{base}_{'qat_fakequant' if qat else 'float32'}.onnx"
-                info = onnx_export.convert(loaded, path, opset=self.config.opset)
+            info, precision = convert_one(
+                loaded,
+                fmt,
+                "qat" if qat else "none",
+                path,
+                opset=self.config.opset if fmt == "onnx" else None,
+                allow_select_tf_ops=self.config.allow_select_tf_ops,
+            )
             ui.info(f"export: verifying {path.name} against the Keras model on {len(x)} samples")
-            verification = check_export(
+            verification = verify_one(
                 path,
                 ref,
                 x,
                 y,
                 precision=precision,
+                verify=ctx.recipe.verify,
                 labels=ctx.labels,
-                float_atol=v.float_atol,
-                min_agreement=v.min_agreement,
                 # This LiteRT build has no Flex delegate: Select TF exports are marked unverified.
                 unverifiable="skip" if self.config.allow_select_tf_ops else "raise",
             )
@@ -277,9 +272,7 @@ class QuantizeStageRunner(Stage):
     name = "quantize"
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
-        from edgekit.export import onnx as onnx_export
-        from edgekit.export import tflite as tflite_export
-        from edgekit.export.validate import check_export
+        from edgekit.export.convert import ONNX_MODES, convert_one, verify_one
 
         c = self.config
         loaded = _load(ctx, model)
@@ -287,63 +280,42 @@ class QuantizeStageRunner(Stage):
         ref = _reference(ctx, loaded, x)
         calib = ctx.x("calib", c.calibration_samples)
         base = _base_name(model)
-        v = ctx.recipe.verify
         exports, notes = [], []
-        float_onnx: Path | None = None
+        float_onnx = workdir / ".float_for_quantization.onnx"
         for mode in c.modes:
             for fmt in c.formats:
-                if fmt == "tflite":
-                    path = workdir / f"{base}_{mode}.tflite"
-                    info = tflite_export.convert(
-                        loaded,
-                        path,
-                        quantization=mode,
-                        calibration=calib,
-                        calibration_samples=c.calibration_samples,
-                        io_type=c.io_type if mode == "int8" else "float32",
-                        per_channel=c.per_channel,
-                    )
-                elif mode in ("int8", "dynamic"):
-                    if float_onnx is None:
-                        float_onnx = workdir / ".float_for_quantization.onnx"
-                        onnx_export.convert(loaded, float_onnx)
-                    path = workdir / f"{base}_{mode}.onnx"
-                    if mode == "int8":
-                        info = onnx_export.quantize_int8(
-                            float_onnx,
-                            path,
-                            calib,
-                            per_channel=c.per_channel,
-                            reduce_range=c.onnx_reduce_range,
-                        )
-                    else:  # ORT quantizes MatMul/Gemm only: its dynamic Conv kernel lacks int8 weights
-                        info = onnx_export.quantize_dynamic(
-                            float_onnx, path, reduce_range=c.onnx_reduce_range
-                        )
-                else:
+                if fmt == "onnx" and mode not in ONNX_MODES:
                     notes.append(
                         f"onnx {mode}: not produced (ONNX gets int8 and dynamic; use TFLite for {mode})"
                     )
                     continue
+                path = workdir / f"{base}_{mode}.{fmt}"
+                info, precision = convert_one(
+                    loaded,
+                    fmt,
+                    mode,
+                    path,
+                    calibration=calib,
+                    calibration_samples=c.calibration_samples,
+                    io_type=c.io_type,
+                    per_channel=c.per_channel,
+                    reduce_range=c.onnx_reduce_range,
+                    float_onnx=float_onnx,
+                )
                 ui.info(
                     f"quantize: verifying {path.name} against the Keras model on {len(x)} samples"
                 )
-                precision = {"float16": "float16", "dynamic": "dynamic", "int16x8": "int16x8"}.get(
-                    mode, "int8"
-                )
-                verification = check_export(
+                verification = verify_one(
                     path,
                     ref,
                     x,
                     y,
                     precision=precision,
+                    verify=ctx.recipe.verify,
                     labels=ctx.labels,
-                    float_atol=v.float16_atol if mode == "float16" else v.float_atol,
-                    min_agreement=v.min_agreement,
                 )
                 exports.append(_export_record(path, info, verification, model, precision))
-        if float_onnx is not None:
-            float_onnx.unlink(missing_ok=True)
+        float_onnx.unlink(missing_ok=True)
         for n in notes:
             ui.info(f"quantize: {n}")
         return StageOutput(

@@ -1,0 +1,125 @@
+"""One conversion and its verification, as the export/quantize stages and `edgekit export` do them.
+
+    info, precision = convert_one(loaded, "tflite", "int8", path, calibration=calib)
+    verification = verify_one(path, reference_outputs, x, y, precision=precision, verify=Verification())
+
+`convert_one` imports TensorFlow (through the converters); `verify_one` never does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import UsageError
+
+FORMATS = ("tflite", "onnx")
+# Modes ONNX gets: float ("none"), a QAT model's fake-quant graph ("qat", float), and ONNX
+# Runtime's own int8 (static QDQ) and dynamic quantization.
+ONNX_MODES = ("none", "qat", "int8", "dynamic")
+
+
+def precision_of(fmt: str, mode: str) -> str:
+    """The `precision` recorded for an export (ModelArtifact.precision, check_export)."""
+    from edgekit.export.tflite import PRECISION
+
+    if fmt == "onnx" and mode == "qat":
+        return "float32"  # the fake-quant graph computes in float
+    return PRECISION[mode]
+
+
+def convert_one(
+    loaded: Any,
+    fmt: str,
+    mode: str,
+    path: str | os.PathLike,
+    *,
+    calibration: np.ndarray | None = None,
+    calibration_samples: int = 300,
+    io_type: str = "float32",
+    per_channel: bool = True,
+    reduce_range: bool = True,
+    opset: int | None = None,
+    allow_select_tf_ops: bool = False,
+    float_onnx: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Convert `loaded` to `path` in one format and quantization mode; returns (info, precision).
+
+    fmt: "tflite" or "onnx". mode: "none", "dynamic", "float16", "int8", "int16x8" or "qat"
+        (ONNX: see ONNX_MODES).
+    calibration: preprocessed float32 samples for "int8" / "int16x8".
+    float_onnx: where the float ONNX model that ONNX quantization starts from is (written there
+        first when missing, so several ONNX modes can share it).
+    """
+    from edgekit.export import onnx as onnx_export
+    from edgekit.export import tflite as tflite_export
+
+    if fmt not in FORMATS:
+        raise UsageError(f"Expected a format in {', '.join(FORMATS)}. Received: {fmt!r}")
+    precision = precision_of(fmt, mode) if mode in tflite_export.PRECISION else None
+    if precision is None:
+        raise UsageError(
+            f"Expected a quantization in {', '.join(tflite_export.QUANTIZATIONS)}. Received: {mode!r}"
+        )
+    if fmt == "tflite":
+        kwargs: dict[str, Any] = {"quantization": mode}
+        if mode in ("none", "qat"):
+            kwargs["allow_select_tf_ops"] = allow_select_tf_ops
+        else:
+            kwargs.update(
+                calibration=calibration,
+                calibration_samples=calibration_samples,
+                io_type=io_type if mode == "int8" else "float32",
+                per_channel=per_channel,
+            )
+        return tflite_export.convert(loaded, path, **kwargs), precision
+    if mode not in ONNX_MODES:
+        raise UsageError(
+            f"ONNX exports are float32, int8 or dynamic; {mode} exists for TFLite only. "
+            "Use --format tflite (or --quantize int8 / dynamic for ONNX)."
+        )
+    if mode in ("none", "qat"):
+        opts = {} if opset is None else {"opset": opset}
+        return onnx_export.convert(loaded, path, **opts), precision
+    if float_onnx is None:
+        raise UsageError("ONNX quantization needs a path for the float ONNX model (float_onnx).")
+    if not Path(float_onnx).exists():
+        onnx_export.convert(loaded, float_onnx)
+    if mode == "int8":
+        info = onnx_export.quantize_int8(
+            float_onnx, path, calibration, per_channel=per_channel, reduce_range=reduce_range
+        )
+    else:  # ORT quantizes MatMul/Gemm only: its dynamic Conv kernel lacks int8 weights
+        info = onnx_export.quantize_dynamic(float_onnx, path, reduce_range=reduce_range)
+    return info, precision
+
+
+def verify_one(
+    path: str | os.PathLike,
+    reference: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    precision: str,
+    verify: Any,
+    labels: list[str] | None = None,
+    unverifiable: str = "raise",
+) -> dict[str, Any]:
+    """`validate.check_export` with a recipe's `verify:` tolerances (edgekit.recipes.Verification):
+    float16 exports get `float16_atol`, every other float export `float_atol`."""
+    from edgekit.export.validate import check_export
+
+    return check_export(
+        path,
+        reference,
+        x,
+        y,
+        precision=precision,
+        labels=labels,
+        float_atol=verify.float16_atol if precision == "float16" else verify.float_atol,
+        min_agreement=verify.min_agreement,
+        unverifiable=unverifiable,  # type: ignore[arg-type]
+    )

@@ -23,7 +23,9 @@ def test_help_lists_every_command_with_one_line():
         assert name in r.output
     for name, cmd in cli.commands.items():
         assert cmd.get_short_help_str(), f"command {name} has no one-line help"
-    assert "..." not in r.output.split("Commands:")[1], "a command's one-line help is cut off in the command list"
+    assert "..." not in r.output.split("Commands:")[1], (
+        "a command's one-line help is cut off in the command list"
+    )
 
 
 def test_import_does_not_load_tensorflow():

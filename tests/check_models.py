@@ -169,18 +169,20 @@ def make_pixels(n: int, seed: int = 5, shape: tuple[int, int, int] = (H, W, C)) 
     return np.clip(colour + noise, 0, 255).astype(np.uint8)
 
 
-def labels_for(model: Path, pixels: np.ndarray, flip: float = 0.1, seed: int = 9) -> np.ndarray:
+def labels_for(
+    model: Path, pixels: np.ndarray, flip: float = 0.1, seed: int = 9, classes: int = K
+) -> np.ndarray:
     """The model's own predictions as labels, a `flip` fraction of them changed to another class
     (so the model is right on about 1 - flip of the images, and a candidate can also gain)."""
     y = predict(model, pixels).astype(np.int64)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(y), size=round(flip * len(y)), replace=False)
-    y[idx] = (y[idx] + rng.integers(1, K, size=len(idx))) % K
+    y[idx] = (y[idx] + rng.integers(1, classes, size=len(idx))) % classes
     return y
 
 
-def save_npz(path: Path, pixels: np.ndarray, y: np.ndarray) -> Path:
-    np.savez(path, x=pixels, y=y, labels=np.array([f"c{i}" for i in range(K)]))
+def save_npz(path: Path, pixels: np.ndarray, y: np.ndarray, classes: int = K) -> Path:
+    np.savez(path, x=pixels, y=y, labels=np.array([f"c{i}" for i in range(classes)]))
     return path
 
 

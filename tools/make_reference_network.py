@@ -3,7 +3,7 @@
     python tools/make_reference_network.py [--out edgekit/assets]
 
 Writes `check_reference.tflite` and `check_reference.onnx`: one small MobileNet-style network
-(fixed seeded weights, float32, 96x96x3 input, about 4.6 M multiply-accumulates, 20 k parameters)
+(fixed seeded weights, float32, 128x128x3 input, 16 M multiply-accumulates, 37 k parameters)
 in both formats. A baseline records which file it was measured against (name and sha256); checks
 time the same file, so regenerating these files (new TensorFlow, new weights) means baselines
 must be recreated. Needs TensorFlow and tf2onnx (build time only; edgekit never imports them to

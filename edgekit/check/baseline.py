@@ -99,9 +99,8 @@ class LatencyInfo(_Strict):
     ratio: float
     ci_low: float
     ci_high: float
-    model_p10_ms: float
+    clock: Literal["cpu", "wall"]
     model_p50_ms: float
-    reference_p10_ms: float
     reference_p50_ms: float
     runtime: str
     runtime_version: str
@@ -299,7 +298,18 @@ def create_baseline(
             f"--out {out} is a folder. Pass a file name such as {out / 'baseline.json'}."
         )
     fmt = detect_format(model)  # a missing or unreadable model fails here, before any work
-    ref_path, ref_info = resolve_reference(reference, "onnx" if fmt == "onnx" else fmt)
+    if latency:
+        # Bad timing options fail now, not after the evaluation.
+        if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
+            raise UsageError(
+                f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
+            )
+        lt = latency_threads
+        if isinstance(lt, bool) or not isinstance(lt, int) or lt < 1:
+            raise UsageError(
+                f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
+            )
+        ref_path, ref_info = resolve_reference(reference, fmt)
     pre = Preprocessing(mean=mean, std=std)
     ds, spec = load_data(data, limit)
     res = evaluate_samples(

@@ -144,9 +144,8 @@ def junit_xml(report: dict[str, Any]) -> str:
     for c in crits:
         case = ET.SubElement(suite, "testcase", classname="edgekit.check", name=c["title"])
         if c["status"] == "fail":
-            ET.SubElement(case, "failure", message=c["message"], type="regression").text = c[
-                "message"
-            ]
+            fail = ET.SubElement(case, "failure", message=c["summary"], type="regression")
+            fail.text = c["message"]
         elif c["status"] == "skipped":
             ET.SubElement(case, "skipped", message=c["message"])
         prefix = "WARNING: " if c["status"] == "warn" else ""
@@ -190,7 +189,8 @@ def markdown_summary(report: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for r in table:
-        cells = [STATUS_ICON.get(r[c], "") + " " + r[c] if c == "result" else r[c] for c in cols]
+        icon = {w: STATUS_ICON[k] for k, w in STATUS_WORD.items()}.get(r["result"], "")
+        cells = [f"{icon} {r[c]}".strip() if c == "result" else r[c] for c in cols]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     lines.append("")
     for c in report["criteria"]:
@@ -237,8 +237,8 @@ def baseline_rows(info: dict[str, Any]) -> list[dict[str, str]]:
                 "what": "latency",
                 "value": (
                     f"{lat['ratio']:.3g}x the reference {lat['reference']['name']} "
-                    f"(95% CI {lat['ci_low']:.3g} to {lat['ci_high']:.3g}); p10 "
-                    f"{lat['model_p10_ms']:.3g} ms, p50 {lat['model_p50_ms']:.3g} ms on this "
+                    f"(95% CI {lat['ci_low']:.3g} to {lat['ci_high']:.3g}); median "
+                    f"{lat['model_p50_ms']:.3g} ms of {lat['clock']} time per invoke on this "
                     f"machine, {lat['threads']} thread(s), {lat['rounds']} rounds"
                 ),
             }

@@ -180,7 +180,7 @@ def run_check(model: str, baseline: Path, args: argparse.Namespace) -> dict[str,
 
 
 def describe(name: str, runs: list[dict[str, Any]], expect: str) -> str:
-    changes = [(r["change"] - 1) * 100 for r in runs]
+    changes = [(r["change"] - 1) * 100 + 0.0 for r in runs]  # + 0.0: no "-0.0"
     lows = [(r["ci_low"] - 1) * 100 for r in runs]
     widths = [(r["ci_high"] - r["ci_low"]) * 100 for r in runs]
     counts = {s: sum(r["status"] == s for r in runs) for s in ("pass", "warn", "fail")}
@@ -192,7 +192,7 @@ def describe(name: str, runs: list[dict[str, Any]], expect: str) -> str:
     )
     return (
         f"{name}: {verdict}\n"
-        f"    measured change: median {statistics.median(changes):+.1f}%, range "
+        f"    measured change: median {statistics.median(changes) + 0.0:+.1f}%, range "
         f"{min(changes):+.1f}% to {max(changes):+.1f}%; CI lower bound range {min(lows):+.1f}% to "
         f"{max(lows):+.1f}%; CI width median {statistics.median(widths):.1f} points"
     )

@@ -283,7 +283,7 @@ def eval_cmd(
 
 @cli.group()
 def baseline():
-    """Create the baseline file that `edgekit check` compares candidate models with."""
+    """Create the baseline that `edgekit check` compares with."""
 
 
 @baseline.command("create")
@@ -385,11 +385,13 @@ def check(
     significance, no_latency, latency_seconds, reference, mean, std, batch_size, threads,
     output, config, no_config, junit, as_json,
 ):  # fmt: skip
-    """Compare MODEL with a baseline: exit 0 pass, 1 regression, 2 no check possible.
+    """Compare MODEL with a baseline; fail CI on a regression.
 
+    Exit 0: pass (warnings may be printed); 1: a regression; 2: no check could be made.
     Accuracy drops fail when beyond --max-accuracy-drop AND significant (exact McNemar test on
-    the paired predictions); latency fails when the whole confidence interval of the increase
-    (ratio to a reference network) lies beyond --max-latency-increase. Thresholds may live in
+    the paired predictions); latency (CPU time per invoke as a ratio to a reference network timed
+    alongside) fails when the whole confidence interval of the increase lies beyond
+    --max-latency-increase. Thresholds may live in
     edgekit.yaml or [tool.edgekit.check] in pyproject.toml. With $GITHUB_STEP_SUMMARY set, a
     markdown summary is appended to it.
     """

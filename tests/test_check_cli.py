@@ -470,3 +470,13 @@ def test_bundled_reference_changed_since_the_baseline(baseline, models, tmp_path
     err = one_line_error(check(models["base"], b))
     assert "bundled reference network" in err and "Recreate the baseline" in err
     assert check(models["base"], b, "--no-latency").exit_code == 0
+
+
+def test_limit_is_stored_and_reapplied(models, data, tmp_path):
+    b = tmp_path / "b.json"
+    r = invoke("baseline", "create", models["base"], "-d", data, "-o", b, "--limit", "100",
+               "--no-latency")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = check_json(models["harmless"], b)  # no --data: the baseline's spec, first 100 images
+    assert rep["data"]["count"] == 100 and rep["data"]["limit"] == 100
+    assert rep["criteria"][0]["count"] == 100 and rep["verdict"] == "pass"

@@ -121,3 +121,26 @@ def test_array_encoding_round_trips():
     bad = encode_array(np.arange(4), "int32") | {"count": 5}
     with pytest.raises(ValueError, match="expected 5"):
         decode_array(bad)
+
+
+class _Sleeper:
+    """Waits without working: 3 ms of wall time, next to no CPU time."""
+
+    def prepare(self, x):
+        pass
+
+    def invoke(self):
+        import time
+
+        time.sleep(0.003)
+
+
+def test_measure_interleaved_cpu_clock_leaves_out_time_not_working():
+    from edgekit.bench.latency import measure_interleaved
+    from edgekit.errors import UsageError
+
+    wall = measure_interleaved([_Sleeper()], 0, warmup=1, warmup_seconds=0, runs=5, clock="wall")
+    cpu = measure_interleaved([_Sleeper()], 0, warmup=1, warmup_seconds=0, runs=5, clock="cpu")
+    assert wall.stats[0].p50 >= 2.9 and cpu.stats[0].p50 < 1.0
+    with pytest.raises(UsageError, match="clock must be one of wall, cpu"):
+        measure_interleaved([_Sleeper()], 0, runs=1, clock="gpu")

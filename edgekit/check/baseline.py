@@ -364,7 +364,12 @@ def create_baseline(
             "reference_ms": encode_array(m["reference_ms"], "float32"),
         }
     Baseline.model_validate(doc)  # what we write, we can read back
-    write_json_atomic(out, doc)
+    try:
+        write_json_atomic(out, doc)
+    except OSError as e:
+        raise UsageError(
+            f"Cannot write the baseline to {out} ({e.strerror or e}). Choose a writable --out."
+        ) from None
     return doc
 
 

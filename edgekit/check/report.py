@@ -173,8 +173,12 @@ def _document(suite: ET.Element) -> str:
 
 def write_junit(path: str | os.PathLike, xml: str) -> Path:
     from edgekit.artifacts import write_text_atomic
+    from edgekit.errors import UsageError
 
-    return write_text_atomic(path, xml)
+    try:
+        return write_text_atomic(path, xml)
+    except OSError as e:
+        raise UsageError(f"Cannot write JUnit XML to {path} ({e.strerror or e}).") from None
 
 
 # --- GitHub step summary ----------------------------------------------------------------------------
@@ -211,8 +215,15 @@ def append_step_summary(text: str) -> Path | None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return None
-    with open(target, "a", encoding="utf-8") as f:
-        f.write(text)
+    from edgekit.errors import UsageError
+
+    try:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError(
+            f"Cannot append to GITHUB_STEP_SUMMARY={target} ({e.strerror or e})."
+        ) from None
     return Path(target)
 
 

@@ -8,9 +8,9 @@ as int8 TFLite, the shipped model; the same network with width multiplier --heav
 channels everywhere: an artificially heavier model, about 25-30% slower); and the float32 TFLite of
 the first (the "forgot to quantize" regression). 64 random images with random labels.
 
-First a clock study: the int8 model and the reference network timed interleaved --study-repeats
-times, each invoke with wall and CPU time, to show how much each candidate statistic moves between
-measurements on this machine. Then the procedure, as a CI pipeline runs it: one `edgekit baseline create` of the int8 model, then
+First a clock study: the int8 model and the float32 and int8 reference networks timed interleaved
+--study-repeats times, each invoke with wall and CPU time, to show how much the model's ratio to
+each reference moves between measurements on this machine, per clock. Then the procedure, as a CI pipeline runs it: one `edgekit baseline create` of the int8 model, then
 --repeats rounds, each a fresh `edgekit check` process of the unchanged int8 model and one of the
 heavier model against that baseline (alternating, so both see the same machine), then
 --float-repeats checks of the float model. Each check times the candidate interleaved with the
@@ -112,28 +112,34 @@ def true_slowdowns(paths: dict[str, str], seconds: float) -> dict[str, dict[str,
 
 
 def clock_study(paths: dict[str, str], repeats: int, seconds: float) -> dict[str, list[float]]:
-    """The int8 model and the reference network timed interleaved, `repeats` times, each invoke
-    with both clocks: the spread of each candidate statistic (ratio of medians or of 10th
-    percentiles, of wall or CPU time) between repeats is what a check would see as noise."""
+    """The int8 model and both bundled TFLite reference networks (float32, int8) timed
+    interleaved, `repeats` times, every invoke with both clocks: how much the model's ratio to a
+    reference moves between measurements, per clock and reference, is what a check sees as noise."""
     import numpy as np
 
     from edgekit.check.latency import bundled_reference
     from edgekit.runtimes import open_runner
 
-    stats: dict[str, list[float]] = {"wall p50": [], "wall p10": [], "cpu p50": [], "cpu p10": []}
+    names = ("float32 reference", "int8 reference")
+    stats: dict[str, list[float]] = {
+        f"{clock} time, {ref}": [] for clock in ("wall", "cpu") for ref in names
+    }
     for _ in range(repeats):
-        runners = [open_runner(bundled_reference("tflite"), threads=1)]
-        runners.append(open_runner(paths["int8"], threads=1))
+        runners = [
+            open_runner(paths["int8"], threads=1),
+            open_runner(bundled_reference("tflite", "float32"), threads=1),
+            open_runner(bundled_reference("tflite", "int8"), threads=1),
+        ]
         rng = np.random.default_rng(0)
         for r in runners:
             r.prepare(rng.random((1, *r.input.shape[1:]), dtype=np.float32))
-        wall: list[list[float]] = [[], []]
-        cpu: list[list[float]] = [[], []]
+        wall: list[list[int]] = [[], [], []]
+        cpu: list[list[int]] = [[], [], []]
         end = time.perf_counter() + seconds
         k = 0
         while time.perf_counter() < end:
-            for j in range(2):
-                i = (j + k) % 2
+            for j in range(3):
+                i = (j + k) % 3
                 w0, c0 = time.perf_counter_ns(), time.process_time_ns()
                 runners[i].invoke()
                 c1, w1 = time.process_time_ns(), time.perf_counter_ns()
@@ -143,9 +149,9 @@ def clock_study(paths: dict[str, str], repeats: int, seconds: float) -> dict[str
             k += 1
         for r in runners:
             r.close()
-        for name, a in (("wall", wall), ("cpu", cpu)):
-            for q in (50, 10):
-                stats[f"{name} p{q}"].append(float(np.percentile(a[1], q) / np.percentile(a[0], q)))
+        for clock, a in (("wall", wall), ("cpu", cpu)):
+            for ri, ref in ((1, names[0]), (2, names[1])):
+                stats[f"{clock} time, {ref}"].append(float(np.median(a[0]) / np.median(a[ri])))
     return stats
 
 
@@ -258,12 +264,12 @@ def main(argv: list[str] | None = None) -> None:
         f"time, x{tf_['wall']:.3f} wall time"
     )
     print(
-        f"clock study: int8 model / reference, {args.study_repeats} measurements of "
+        f"clock study: int8 model / reference network, {args.study_repeats} measurements of "
         f"{args.latency_seconds:g} s (spread = max / min - 1):"
     )
     for name, vals in study.items():
         print(
-            f"    ratio of {name:8s}: {min(vals):7.3f} to {max(vals):7.3f}, spread "
+            f"    median {name:25s}: ratio {min(vals):7.3f} to {max(vals):7.3f}, spread "
             f"{(max(vals) / min(vals) - 1) * 100:5.1f}%"
         )
     print(describe("unchanged int8 model", unchanged, "pass"))

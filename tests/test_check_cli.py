@@ -86,7 +86,8 @@ def test_baseline_file_holds_what_a_check_needs(baseline, models, data, labels):
     assert sum(c["count"] for c in doc["accuracy"]["per_class"]) == 300
     lat = doc["latency"]
     assert (
-        lat["reference"]["name"] == "check_reference.onnx" and lat["reference"]["path"] == "bundled"
+        lat["reference"]["name"] == "check_reference_float32.onnx"
+        and lat["reference"]["path"] == "bundled"
     )
     assert lat["rounds"] == lat["model_ms"]["count"] == lat["reference_ms"]["count"] > 10
     assert lat["ci_low"] <= lat["ratio"] <= lat["ci_high"]

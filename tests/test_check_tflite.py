@@ -57,7 +57,7 @@ def test_damaged_copy_really_differs(tflite_models):
 def test_tflite_baseline_uses_the_tflite_reference(setup):
     doc = json.loads(setup[1].read_text())
     assert doc["model"]["runtime"] in ("litert", "tflite_runtime")
-    assert doc["latency"]["reference"]["name"] == "check_reference.tflite"
+    assert doc["latency"]["reference"]["name"] == "check_reference_float32.tflite"
     assert doc["latency"]["reference_runtime"] == doc["model"]["runtime"]
 
 
@@ -113,8 +113,39 @@ def test_keras_model_against_its_own_tflite_export(tmp_path):
     b = tmp_path / "b.json"
     r = invoke("baseline", "create", keras_path, "-d", data, "-o", b, "--latency-seconds", "0.3")
     assert r.exit_code == 0, r.output
-    assert json.loads(b.read_text())["latency"]["reference"]["name"] == "check_reference.tflite"
+    assert (
+        json.loads(b.read_text())["latency"]["reference"]["name"]
+        == "check_reference_float32.tflite"
+    )
     r = invoke("check", tfl, "-b", b, "--no-config", "--json", "--no-latency")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["accuracy"]["top1_agreement"] > 0.97 and rep["verdict"] == "pass"
+
+
+def test_reference_matches_the_models_compute_precision(request):
+    from edgekit.check.latency import bundled_reference, compute_precision
+
+    z = zoo(request.config)
+    assert compute_precision(z["int8_b1.tflite"]) == "int8"
+    assert compute_precision(z["uint8_dyn.tflite"]) == "int8"
+    assert compute_precision(z["f32_dyn.tflite"]) == "float32"
+    assert compute_precision(z["int8_qdq.onnx"]) == "int8"
+    assert compute_precision(z["f32_dyn.onnx"]) == "float32"
+    # The bundled int8 references really compute in int8, the float ones in float.
+    for fmt in ("tflite", "onnx"):
+        for p in ("float32", "int8"):
+            assert compute_precision(bundled_reference(fmt, p)) == p
+            assert bundled_reference(fmt, p).stat().st_size < 200_000
+
+
+def test_int8_model_baseline_uses_the_int8_reference(request, tmp_path):
+    model = zoo(request.config)["int8_b1.tflite"]
+    pixels = make_pixels(40)
+    data = save_npz(tmp_path / "d.npz", pixels, labels_for(model, pixels))
+    b = tmp_path / "b.json"
+    r = invoke("baseline", "create", model, "-d", data, "-o", b, "--latency-seconds", "0.2")
+    assert r.exit_code == 0, r.output
+    assert (
+        json.loads(b.read_text())["latency"]["reference"]["name"] == "check_reference_int8.tflite"
+    )

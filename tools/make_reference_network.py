@@ -2,9 +2,10 @@
 
     python tools/make_reference_network.py [--out edgekit/assets]
 
-Writes `check_reference.tflite` and `check_reference.onnx`: one small MobileNet-style network
-(fixed seeded weights, float32, 128x128x3 input, 16 M multiply-accumulates, 37 k parameters)
-in both formats. A baseline records which file it was measured against (name and sha256); checks
+Writes `check_reference_{float32,int8}.{tflite,onnx}`: one small MobileNet-style network (fixed
+seeded weights, 128x128x3 input, 16 M multiply-accumulates, 37 k parameters) in float32 and in int8
+(full-integer TFLite with float I/O; QDQ ONNX with edgekit's quantize_int8 defaults), in both
+formats. A check times a model against the reference of its own format and compute precision. A baseline records which file it was measured against (name and sha256); checks
 time the same file, so regenerating these files (new TensorFlow, new weights) means baselines
 must be recreated. Needs TensorFlow and tf2onnx (build time only; edgekit never imports them to
 run the check on a .tflite or .onnx model).
@@ -21,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's edgekit (quantize_int8)
 SIZE = 128
 SEED = 20240501
 # (kind, stride, output channels): a stem conv, depthwise-separable blocks, a 10-way head.
@@ -34,6 +36,8 @@ LAYERS = [
     ("sep", 2, 128),
 ]
 CLASSES = 10
+FORMATS = ("tflite", "onnx")
+PRECISIONS = ("float32", "int8")
 
 
 def weights() -> list:
@@ -64,6 +68,7 @@ def weights() -> list:
 
 
 def build(out: Path) -> dict[str, Path]:
+    import numpy as np
     import tensorflow as tf
     import tf2onnx
 
@@ -87,16 +92,31 @@ def build(out: Path) -> dict[str, Path]:
 
     m = Reference()
     out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED + 1)
+    calib = rng.random((32, SIZE, SIZE, 3), dtype=np.float32)
+    paths = {
+        f"{fmt}_{p}": out / f"check_reference_{p}.{fmt}" for fmt in FORMATS for p in PRECISIONS
+    }
     cf = m.__call__.get_concrete_function()
-    tfl = tf.lite.TFLiteConverter.from_concrete_functions([cf], m).convert()
-    paths = {"tflite": out / "check_reference.tflite", "onnx": out / "check_reference.onnx"}
-    paths["tflite"].write_bytes(tfl)
+    paths["tflite_float32"].write_bytes(
+        tf.lite.TFLiteConverter.from_concrete_functions([cf], m).convert()
+    )
+    # Full-integer int8 with float input and output: what `edgekit export --quantization int8`
+    # and most shipped edge models look like.
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    paths["tflite_int8"].write_bytes(conv.convert())
     tf2onnx.convert.from_function(
         m.__call__,
         input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, "image")],
         opset=17,
-        output_path=str(paths["onnx"]),
+        output_path=str(paths["onnx_float32"]),
     )
+    from edgekit.export.onnx import quantize_int8
+
+    quantize_int8(paths["onnx_float32"], paths["onnx_int8"], calib)  # QDQ, edgekit's defaults
     return paths
 
 

@@ -231,14 +231,15 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
 
 
 def resolve_reference(
-    reference: str | os.PathLike | None, model_format: str
+    reference: str | os.PathLike | None, model: str | os.PathLike, model_format: str
 ) -> tuple[Path, dict[str, Any]]:
-    """The reference network's path and its ReferenceInfo fields (bundled one by default)."""
+    """The reference network's path and its ReferenceInfo fields: `reference`, or the bundled one
+    for the model's runtime and compute precision."""
     from edgekit.artifacts import detect_format, sha256_path
-    from edgekit.check.latency import bundled_reference
+    from edgekit.check.latency import bundled_reference, compute_precision
 
     if reference is None:
-        path = bundled_reference(model_format)
+        path = bundled_reference(model_format, compute_precision(model))
         shown = "bundled"
     else:
         path, shown = Path(reference), str(reference)
@@ -309,7 +310,7 @@ def create_baseline(
             raise UsageError(
                 f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
             )
-        ref_path, ref_info = resolve_reference(reference, fmt)
+        ref_path, ref_info = resolve_reference(reference, model, fmt)
     pre = Preprocessing(mean=mean, std=std)
     ds, spec = load_data(data, limit)
     res = evaluate_samples(

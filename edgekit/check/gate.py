@@ -332,7 +332,7 @@ def _reference_path(info: Any, override: str | os.PathLike | None) -> Path:
     elif info.path == "bundled":
         from edgekit.resources import asset
 
-        if info.name not in REFERENCE_FILES.values():
+        if info.name not in set(REFERENCE_FILES.values()):
             raise BaselineError(
                 f"The baseline was timed against a bundled reference {info.name!r} that this "
                 "edgekit does not ship. Recreate the baseline with this edgekit."

@@ -26,18 +26,64 @@ from edgekit.check.evaluation import _shorten
 from edgekit.errors import EdgekitError, EvaluationError, UsageError
 
 QUANTILE = 50.0  # percentile of per-invoke times compared between model and reference
-REFERENCE_FILES = {"tflite": "check_reference.tflite", "onnx": "check_reference.onnx"}
+# Bundled reference networks: (format, compute precision) -> file in edgekit/assets.
+REFERENCE_FILES = {
+    (fmt, p): f"check_reference_{p}.{fmt}"
+    for fmt in ("tflite", "onnx")
+    for p in ("float32", "int8")
+}
 DEFAULT_SECONDS = 3.0
 DEFAULT_WARMUP_SECONDS = 0.5
 MAX_RESAMPLE_ELEMENTS = 8_000_000  # bound on bootstrap work: resamples x rounds
 
 
-def bundled_reference(model_format: str) -> Path:
-    """The bundled reference network for a model format: the ONNX one for ONNX models (timed by
-    ONNX Runtime like the model), the TFLite one for TFLite and Keras models."""
+def bundled_reference(model_format: str, precision: str = "float32") -> Path:
+    """The bundled reference network for a model: same runtime (the ONNX one for ONNX models, the
+    TFLite one for TFLite and Keras models) and same compute precision (int8 or float32)."""
     from edgekit.resources import asset
 
-    return asset(REFERENCE_FILES["onnx" if model_format == "onnx" else "tflite"])
+    fmt = "onnx" if model_format == "onnx" else "tflite"
+    return asset(REFERENCE_FILES[(fmt, "int8" if precision == "int8" else "float32")])
+
+
+def compute_precision(path: str | os.PathLike) -> str:
+    """ "int8" when most convolutions and matrix products of the model compute in integers,
+    else "float32". Integer and float kernels do not slow down alike when the machine is busy
+    (another core's vector units, another clock licence), so the reference network is matched to
+    the model's kind (docs/check.md has the measurements)."""
+    from edgekit.artifacts import detect_format
+
+    fmt = detect_format(path)
+    if fmt == "tflite":
+        from edgekit.export.tflite import inspect_tflite
+
+        info = inspect_tflite(path)
+        return "int8" if info["integer_compute_ops"] > info["float_compute_ops"] else "float32"
+    if fmt == "onnx":
+        import onnx
+
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception:  # unreadable: the runner reports it with a proper message
+            return "float32"
+        made_by = {o: n.op_type for n in graph.node for o in n.output}
+        integer = floating = 0
+        for n in graph.node:
+            if n.op_type in (
+                "QLinearConv",
+                "QLinearMatMul",
+                "ConvInteger",
+                "MatMulInteger",
+                "QGemm",
+            ):
+                integer += 1
+            elif n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+                # QDQ format: the weight comes out of a DequantizeLinear; ORT runs it in int8.
+                quantized = len(n.input) > 1 and made_by.get(n.input[1]) == "DequantizeLinear"
+                integer += quantized
+                floating += not quantized
+        return "int8" if integer > floating else "float32"
+    return "float32"
 
 
 def quantile_ratio(model_ms: np.ndarray, reference_ms: np.ndarray) -> float:

@@ -211,3 +211,105 @@ def evaluate(
         limit=limit,
         **options,
     )
+
+
+def create_baseline(
+    model: str | os.PathLike,
+    data: Any,
+    out: str | os.PathLike = "baseline.json",
+    *,
+    reference: str | os.PathLike | None = None,
+    top_k: int = 5,
+    batch_size: int = 64,
+    mean: float | tuple[float, ...] = 0.0,
+    std: float | tuple[float, ...] = 255.0,
+    threads: int | None = None,
+    output: int | str | None = None,
+    limit: int | None = None,
+    latency: bool = True,
+    latency_seconds: float = 3.0,
+    latency_threads: int = 1,
+) -> dict[str, Any]:
+    """Evaluate a model and write the baseline file that `check` compares candidates with.
+
+    Stores top-1/top-k/per-class accuracy, every image's top-1 prediction and correctness, the
+    data and model fingerprints, preprocessing, runtime versions, and the latency as a ratio to a
+    reference network timed interleaved with the model (see docs/check.md).
+    reference: the latency reference model (default: edgekit's bundled reference network in the
+        model's runtime). latency=False: no latency (checks then skip the latency criterion).
+    latency_seconds / latency_threads: how long and on how many threads to time (batch 1).
+    """
+    from edgekit.check.baseline import create_baseline as _create
+
+    return _create(
+        model,
+        data,
+        out,
+        reference=reference,
+        top_k=top_k,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        threads=threads,
+        output=output,
+        limit=limit,
+        latency=latency,
+        latency_seconds=latency_seconds,
+        latency_threads=latency_threads,
+    )
+
+
+def check(
+    model: str | os.PathLike,
+    baseline: str | os.PathLike | None = None,
+    *,
+    data: Any = None,
+    max_accuracy_drop: float | None = None,
+    max_class_drop: float | None = None,
+    max_latency_increase: float | None = None,
+    significance: float | None = None,
+    latency: bool | None = None,
+    latency_seconds: float | None = None,
+    reference: str | os.PathLike | None = None,
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    output: int | str | None = None,
+    config: str | os.PathLike | bool | None = None,
+    junit: str | os.PathLike | None = None,
+    github_summary: bool | None = None,
+) -> dict[str, Any]:
+    """Compare a candidate model with a baseline; returns the report (verdict "pass" or "fail",
+    one entry per criterion with its numbers, warnings, notes).
+
+    Unset thresholds come from the config file (edgekit.yaml or [tool.edgekit.check] in
+    pyproject.toml, found from the working directory; config=False: none), then the defaults:
+    max_accuracy_drop 1.0 points, max_class_drop off, max_latency_increase 10 percent,
+    significance 0.05. data: None reuses the baseline's data spec; its fingerprint must match.
+    junit: write JUnit XML there. github_summary: append markdown to $GITHUB_STEP_SUMMARY (None:
+    when it is set). Raises BaselineError/UsageError/EvaluationError (exit 2) when no comparison
+    can be made; a regression is the report's verdict, not an exception.
+    """
+    from edgekit.check.gate import check as _check
+
+    return _check(
+        model,
+        baseline,
+        data=data,
+        max_accuracy_drop=max_accuracy_drop,
+        max_class_drop=max_class_drop,
+        max_latency_increase=max_latency_increase,
+        significance=significance,
+        latency=latency,
+        latency_seconds=latency_seconds,
+        reference=reference,
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        threads=threads,
+        output=output,
+        config=config,
+        junit=junit,
+        github_summary=github_summary,
+    )

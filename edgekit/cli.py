@@ -437,6 +437,157 @@ def eval_cmd(
     eval_tables(result)
 
 
+@cli.group()
+def baseline():
+    """Create the baseline that `edgekit check` compares with."""
+
+
+@baseline.command("create")
+@click.argument("model", type=click.Path())
+@click.option(
+    "--data", "-d", required=True, help="digits, shapes:SIZE, an image folder, a .npz, a .tfrecord."
+)
+@click.option(
+    "--out", "-o", default="baseline.json", show_default=True, type=click.Path(),
+    help="Baseline file to write.",
+)  # fmt: skip
+@click.option(
+    "--reference", type=click.Path(),
+    help="Latency reference model [default: edgekit's bundled reference network].",
+)  # fmt: skip
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option(
+    "--mean", default="0", show_default=True, help="Preprocessing: (pixels - mean) / std."
+)
+@click.option("--std", default="255", show_default=True, help="One value or one per channel.")
+@click.option("--threads", type=int, help="CPU threads for evaluation [default: all cores].")
+@click.option("--output", help="Output (name or index) holding the class scores.")
+@click.option("--limit", type=int, help="Use the first N images only (checks do the same).")
+@click.option("--no-latency", is_flag=True, help="Store no latency (checks skip it).")
+@click.option(
+    "--latency-seconds", type=float, default=3.0, show_default=True, help="Timed seconds."
+)
+@click.option(
+    "--latency-threads", type=int, default=1, show_default=True, help="Threads when timing."
+)
+@json_option
+def baseline_create(
+    model, data, out, reference, top_k, batch_size, mean, std, threads, output, limit,
+    no_latency, latency_seconds, latency_threads, as_json,
+):  # fmt: skip
+    """Evaluate MODEL on DATA and store what later checks need.
+
+    Accuracy (top-1, top-k, per class), every image's top-1 prediction and correctness, the data
+    and model fingerprints, runtime versions, and the latency as a ratio to a reference network
+    timed in the same process.
+    """
+    from edgekit import api
+
+    doc = api.create_baseline(
+        model,
+        data,
+        out,
+        reference=reference,
+        top_k=top_k,
+        batch_size=batch_size,
+        mean=_floats(mean, "--mean"),
+        std=_floats(std, "--std"),
+        threads=threads,
+        output=output,
+        limit=limit,
+        latency=not no_latency,
+        latency_seconds=latency_seconds,
+        latency_threads=latency_threads,
+    )
+    from edgekit.check.baseline import summary
+
+    info = summary(doc, out)
+    if as_json:
+        emit_json(info)
+        return
+    from edgekit.check.report import baseline_rows
+    from edgekit.ui import render_table
+
+    render_table(baseline_rows(info), title=f"edgekit baseline: {out}")
+    click.echo(f"Wrote {out}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--baseline", "-b", "baseline_path", type=click.Path(), help="Baseline file.")
+@click.option("--data", "-d", help="Evaluation data [default: the baseline's].")
+@click.option("--max-accuracy-drop", type=float, help="Allowed top-1 drop, points [1.0].")
+@click.option("--max-class-drop", type=float, help="Allowed drop of any class, points [off].")
+@click.option("--max-latency-increase", type=float, help="Allowed latency increase, % [10].")
+@click.option("--significance", type=float, help="Level of the tests [0.05].")
+@click.option("--no-latency", is_flag=True, default=None, help="Skip the latency criterion.")
+@click.option("--latency-seconds", type=float, help="Timed seconds [the baseline's].")
+@click.option("--reference", type=click.Path(), help="Where the baseline's latency reference is.")
+@click.option("--mean", help="Preprocessing mean [the baseline's].")
+@click.option("--std", help="Preprocessing std [the baseline's].")
+@click.option("--batch-size", type=int, help="Evaluation batch [the baseline's].")
+@click.option("--threads", type=int, help="CPU threads for evaluation [default: all cores].")
+@click.option("--output", help="Output (name or index) holding the class scores.")
+@click.option(
+    "--config", type=click.Path(),
+    help="edgekit.yaml or pyproject.toml [default: found from the working directory].",
+)  # fmt: skip
+@click.option("--no-config", is_flag=True, help="Read no config file.")
+@click.option("--junit", type=click.Path(), help="Write JUnit XML (one test case per criterion).")
+@json_option
+def check(
+    model, baseline_path, data, max_accuracy_drop, max_class_drop, max_latency_increase,
+    significance, no_latency, latency_seconds, reference, mean, std, batch_size, threads,
+    output, config, no_config, junit, as_json,
+):  # fmt: skip
+    """Compare MODEL with a baseline; fail CI on a regression.
+
+    Exit 0: pass (warnings may be printed); 1: a regression; 2: no check could be made.
+    Accuracy drops fail when beyond --max-accuracy-drop AND significant (exact McNemar test on
+    the paired predictions); latency (CPU time per invoke as a ratio to a reference network timed
+    alongside) fails when the whole confidence interval of the increase lies beyond
+    --max-latency-increase. Thresholds may live in
+    edgekit.yaml or [tool.edgekit.check] in pyproject.toml. With $GITHUB_STEP_SUMMARY set, a
+    markdown summary is appended to it.
+    """
+    from edgekit import api
+    from edgekit.errors import RegressionFound, UsageError
+
+    if config and no_config:
+        raise UsageError("Pass either --config FILE or --no-config, not both.")
+    report = api.check(
+        model,
+        baseline_path,
+        data=data,
+        max_accuracy_drop=max_accuracy_drop,
+        max_class_drop=max_class_drop,
+        max_latency_increase=max_latency_increase,
+        significance=significance,
+        latency=False if no_latency else None,
+        latency_seconds=latency_seconds,
+        reference=reference,
+        mean=None if mean is None else _floats(mean, "--mean"),
+        std=None if std is None else _floats(std, "--std"),
+        batch_size=batch_size,
+        threads=threads,
+        output=output,
+        config=False if no_config else config,
+        junit=junit,
+    )
+    if as_json:
+        emit_json(report)
+    else:
+        from edgekit.check.report import print_table
+
+        print_table(report)
+    if report["verdict"] == "fail":
+        failed = [
+            f"{c['title']}: {c['summary']}" for c in report["criteria"] if c["status"] == "fail"
+        ]
+        raise RegressionFound("regression in " + "; ".join(failed))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     cli.main(args=argv, prog_name="edgekit")

@@ -58,3 +58,15 @@ class BudgetExceeded(EdgekitError):
 
 class RegressionFound(EdgekitError):
     """`edgekit check` found a significant regression. Exit 1."""
+
+
+class BaselineError(UsageError):
+    """A baseline that cannot be used: missing, not a baseline, from a newer edgekit, or made on
+    other data or for a model with other classes. `edgekit check` exits 2."""
+
+
+class EvaluationError(EdgekitError):
+    """A model that loaded but failed while being evaluated or timed: the check could not be
+    made. Exit code 2 (never a pass)."""
+
+    exit_code = 2

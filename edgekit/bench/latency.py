@@ -20,6 +20,10 @@ from edgekit.errors import UsageError
 DEFAULT_WARMUP = 10
 DEFAULT_WARMUP_SECONDS = 0.1
 DEFAULT_RUNS = 100
+# What each timed invoke is measured with: wall time (the latency a caller sees), or the CPU time
+# of the whole process (the work done, on any thread; time spent descheduled by a busy machine is
+# not counted, which is what makes ratios of it stable on shared CI runners; see docs/check.md).
+CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
 
 
 class Invocable(Protocol):
@@ -118,7 +122,10 @@ def _warm(
 
 
 def _timed(
-    runners: Sequence[Invocable], runs: int | None, min_seconds: float | None
+    runners: Sequence[Invocable],
+    runs: int | None,
+    min_seconds: float | None,
+    timer: Any = time.perf_counter_ns,
 ) -> list[list[float]]:
     """Timed rounds, each invoke timed alone. Every runner runs once per round; the order rotates
     by one each round (A B, B A, ... or A B C, B C A, ...) so that no runner always follows the
@@ -138,9 +145,9 @@ def _timed(
         for j in range(n):
             i = (j + rounds) % n
             r = runners[i]
-            t0 = clock()
+            t0 = timer()
             r.invoke()
-            t1 = clock()
+            t1 = timer()
             samples[i].append((t1 - t0) / 1e6)
         rounds += 1
     return samples
@@ -202,13 +209,18 @@ def measure_interleaved(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    clock: str = "wall",
 ) -> Comparison:
     """Measure several runners in interleaved rounds (A B A B ...) on the same input.
 
     x: one input for all runners, or a list with one input per runner. Interleaving exposes every
     runner to the same machine noise; the p50 ratio's confidence interval is a paired bootstrap
     over rounds, which keeps that shared noise paired.
+    clock: "wall" (time.perf_counter_ns) or "cpu" (time.process_time_ns: CPU time of the process
+    during each invoke). min_seconds and warm-up times are wall time either way.
     """
+    if clock not in CLOCKS:
+        raise UsageError(f"clock must be one of {', '.join(CLOCKS)}. Received: {clock!r}")
     check_plan(warmup, warmup_seconds, runs, min_seconds)
     if not runners:
         raise UsageError("No models to measure. Pass at least one model.")
@@ -221,7 +233,7 @@ def measure_interleaved(
     t0 = time.perf_counter()
     first, warm_n = _warm(runners, warmup, warmup_seconds)
     warm_s = time.perf_counter() - t0
-    samples = _timed(runners, runs, min_seconds)
+    samples = _timed(runners, runs, min_seconds, CLOCKS[clock])
     stats = []
     for i, s in enumerate(samples):
         st = summarize(s, batch=batches[i])

@@ -1,0 +1,391 @@
+"""The baseline file: what a later `edgekit check` needs to compare a candidate model with.
+
+A JSON object with `"format": "edgekit-baseline"` and a `format_version`, written atomically. It
+holds the model's fingerprint and accuracy (top-1, top-k, per class), every image's top-1 prediction
+and correctness (so that a check can pair samples), the data fingerprint, the preprocessing, the
+runtime versions and machine, and the latency ratio to a reference network with the per-invoke
+times it came from. Arrays are stored as zlib-compressed little-endian bytes in base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.errors import BaselineError, UsageError
+
+FORMAT = "edgekit-baseline"
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncodedArray(_Strict):
+    dtype: Literal["int32", "bool", "float32"]
+    count: int = Field(ge=0)
+    encoding: Literal["zlib+base64"]
+    data: str
+
+
+class ModelInfo(_Strict):
+    path: str
+    name: str
+    sha256: str
+    size_bytes: int
+    format: str
+    runtime: str
+    runtime_version: str
+    output: str
+    num_classes: int = Field(ge=1)
+
+
+class DataInfo(_Strict):
+    spec: str | None  # what --data said; None for an in-memory Dataset
+    name: str
+    source: str
+    limit: int | None
+    count: int = Field(ge=1)
+    sha256: str
+    image_shape: list[int]
+    num_classes: int
+    labels: list[str]
+
+
+class ClassAccuracy(_Strict):
+    label: str
+    count: int
+    correct: int
+    accuracy: float | None
+
+
+class AccuracyInfo(_Strict):
+    count: int
+    top1: float
+    topk: float
+    k: int
+    nonfinite: int
+    per_class: list[ClassAccuracy]
+
+
+class Predictions(_Strict):
+    top1: EncodedArray  # int32 class per image, -1 where the scores were NaN/inf
+    correct: EncodedArray  # bool per image
+
+
+class ReferenceInfo(_Strict):
+    name: str
+    path: str  # "bundled" for edgekit's own reference network, else the path as given
+    sha256: str
+    format: str
+
+
+class LatencyInfo(_Strict):
+    reference: ReferenceInfo
+    threads: int
+    seconds: float
+    warmup_seconds: float
+    quantile: float
+    rounds: int
+    ratio: float
+    ci_low: float
+    ci_high: float
+    clock: Literal["cpu", "wall"]
+    model_p50_ms: float
+    reference_p50_ms: float
+    runtime: str
+    runtime_version: str
+    reference_runtime: str
+    delegate: str | None
+    model_ms: EncodedArray
+    reference_ms: EncodedArray
+
+
+class Baseline(_Strict):
+    format: Literal["edgekit-baseline"]
+    format_version: int
+    created: str
+    edgekit_version: str
+    model: ModelInfo
+    data: DataInfo
+    preprocessing: dict[str, Any]
+    batch_size: int
+    accuracy: AccuracyInfo
+    predictions: Predictions
+    latency: LatencyInfo | None
+    versions: dict[str, str | None]
+    machine: dict[str, Any]
+
+    def top1(self) -> np.ndarray:
+        return decode_array(self.predictions.top1)
+
+    def correct(self) -> np.ndarray:
+        return decode_array(self.predictions.correct)
+
+    def latency_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(model_ms, reference_ms) paired by round."""
+        assert self.latency is not None
+        return decode_array(self.latency.model_ms), decode_array(self.latency.reference_ms)
+
+
+# --- arrays ---------------------------------------------------------------------------------
+
+
+def encode_array(a: Any, dtype: str) -> dict[str, Any]:
+    """{"dtype", "count", "encoding": "zlib+base64", "data"}: little-endian bytes, compressed."""
+    arr = np.asarray(a)
+    raw = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return {
+        "dtype": dtype,
+        "count": int(arr.shape[0]),
+        "encoding": "zlib+base64",
+        "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii"),
+    }
+
+
+def decode_array(d: EncodedArray | dict[str, Any]) -> np.ndarray:
+    """Inverse of encode_array; ValueError when the data does not hold `count` values."""
+    if isinstance(d, EncodedArray):
+        d = d.model_dump()
+    dt = np.dtype(d["dtype"]).newbyteorder("<")
+    try:
+        raw = zlib.decompress(base64.b64decode(d["data"], validate=True))
+    except (ValueError, zlib.error) as e:
+        raise ValueError(f"undecodable array data ({e})") from None
+    if len(raw) != d["count"] * dt.itemsize:
+        raise ValueError(f"array holds {len(raw) // dt.itemsize} values, expected {d['count']}")
+    return np.frombuffer(raw, dtype=dt).astype(dt.newbyteorder("="))
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def recreate_hint(path: str | os.PathLike) -> str:
+    return f"Create it with `edgekit baseline create MODEL --data DATA --out {path}`."
+
+
+def read_baseline(path: str | os.PathLike) -> Baseline:
+    """Load and validate a baseline file; BaselineError (one line) for anything unusable."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise BaselineError(f"Baseline file {p} {what}. {recreate_hint(p)}")
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BaselineError(
+            f"{p} is not an edgekit baseline (not JSON: {e}). {recreate_hint(p)}"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise BaselineError(
+            f'{p} is not an edgekit baseline (no "format": "{FORMAT}"). {recreate_hint(p)}'
+        )
+    version = obj.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BaselineError(
+            f"{p} is a damaged edgekit baseline (format_version {version!r}). {recreate_hint(p)}"
+        )
+    if version > FORMAT_VERSION:
+        from edgekit import __version__
+
+        raise BaselineError(
+            f"{p} has baseline format version {version}, newer than this edgekit "
+            f"({__version__}) reads (up to {FORMAT_VERSION}). Upgrade edgekit "
+            "(pip install -U edgekit) or recreate the baseline with this version."
+        )
+    try:
+        b = Baseline.model_validate(obj)
+        top1, correct = b.top1(), b.correct()
+        samples = b.latency_samples() if b.latency is not None else None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise BaselineError(
+            f"{p} is a damaged edgekit baseline ({where}: {err['msg']}). {recreate_hint(p)}"
+        ) from None
+    except (ValueError, TypeError) as e:
+        raise BaselineError(
+            f"{p} is a damaged edgekit baseline ({e}). {recreate_hint(p)}"
+        ) from None
+    n = b.data.count
+    if len(top1) != n or len(correct) != n:
+        raise BaselineError(
+            f"{p} is a damaged edgekit baseline ({len(top1)} predictions for {n} images). "
+            f"{recreate_hint(p)}"
+        )
+    if samples is not None and len(samples[0]) != len(samples[1]):
+        raise BaselineError(f"{p} is a damaged edgekit baseline (latency samples unpaired).")
+    return b
+
+
+# --- creating ---------------------------------------------------------------------------------
+
+
+def resolve_reference(
+    reference: str | os.PathLike | None, model: str | os.PathLike, model_format: str
+) -> tuple[Path, dict[str, Any]]:
+    """The reference network's path and its ReferenceInfo fields: `reference`, or the bundled one
+    for the model's runtime and compute precision."""
+    from edgekit.artifacts import detect_format, sha256_path
+    from edgekit.check.latency import bundled_reference, compute_precision
+
+    if reference is None:
+        path = bundled_reference(model_format, compute_precision(model))
+        shown = "bundled"
+    else:
+        path, shown = Path(reference), str(reference)
+    fmt = detect_format(path)
+    return path, {"name": path.name, "path": shown, "sha256": sha256_path(path), "format": fmt}
+
+
+def load_data(data: Any, limit: int | None) -> tuple[Any, str | None]:
+    """(Dataset, spec string or None) from a spec or a Dataset, cut to `limit` images."""
+    from edgekit.data import Dataset, load_dataset
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"--limit must be an integer of at least 1. Received: {limit!r}")
+    if isinstance(data, Dataset):
+        ds, spec = data, None
+    else:
+        if data is None:
+            raise UsageError("No data given. Pass --data (digits, an image folder, a .npz ...).")
+        ds, spec = load_dataset(str(data)), str(data)
+    if limit is not None:
+        ds = ds.take(limit)
+    return ds, spec
+
+
+def create_baseline(
+    model: str | os.PathLike,
+    data: Any,
+    out: str | os.PathLike,
+    *,
+    reference: str | os.PathLike | None = None,
+    top_k: int = 5,
+    batch_size: int = 64,
+    mean: float | tuple[float, ...] = 0.0,
+    std: float | tuple[float, ...] = 255.0,
+    threads: int | None = None,
+    output: int | str | None = None,
+    limit: int | None = None,
+    latency: bool = True,
+    latency_seconds: float = 3.0,
+    latency_threads: int = 1,
+) -> dict[str, Any]:
+    """Evaluate `model` on `data`, time it against the reference network and write `out`.
+
+    Returns the baseline as written (a JSON-ready dict).
+    """
+    from edgekit import __version__
+    from edgekit.artifacts import detect_format, sha256_path, size_bytes, write_json_atomic
+    from edgekit.bench.machine import machine_info
+    from edgekit.check.evaluation import evaluate_samples
+    from edgekit.check.latency import QUANTILE, measure_ratio
+    from edgekit.data import Preprocessing
+    from edgekit.versions import runtime_versions
+
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a folder. Pass a file name such as {out / 'baseline.json'}."
+        )
+    fmt = detect_format(model)  # a missing or unreadable model fails here, before any work
+    if latency:
+        # Bad timing options fail now, not after the evaluation.
+        if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
+            raise UsageError(
+                f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
+            )
+        lt = latency_threads
+        if isinstance(lt, bool) or not isinstance(lt, int) or lt < 1:
+            raise UsageError(
+                f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
+            )
+        ref_path, ref_info = resolve_reference(reference, model, fmt)
+    pre = Preprocessing(mean=mean, std=std)
+    ds, spec = load_data(data, limit)
+    res = evaluate_samples(
+        model, ds, pre, batch_size=batch_size, top_k=top_k, threads=threads, output=output,
+        description=f"baseline {Path(model).name}",
+    )  # fmt: skip
+    fp = ds.fingerprint()
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "edgekit_version": __version__,
+        "model": {
+            "path": str(model),
+            "name": Path(model).name,
+            "sha256": sha256_path(model),
+            "size_bytes": size_bytes(model),
+            **{k: res.model[k] for k in ("format", "runtime", "runtime_version", "output")},
+            "num_classes": res.num_classes,
+        },
+        "data": {
+            "spec": spec,
+            "name": ds.name,
+            "source": ds.source,
+            "limit": limit,
+            "count": fp["count"],
+            "sha256": fp["sha256"],
+            "image_shape": list(ds.image_shape),
+            "num_classes": ds.num_classes,
+            "labels": list(ds.labels),
+        },
+        "preprocessing": pre.to_dict(),
+        "batch_size": batch_size,
+        "accuracy": res.accuracy(),
+        "predictions": {
+            "top1": encode_array(res.top1, "int32"),
+            "correct": encode_array(res.correct, "bool"),
+        },
+        "latency": None,
+        "versions": runtime_versions(),
+        "machine": machine_info(),
+    }
+    if latency:
+        m = measure_ratio(model, ref_path, threads=latency_threads, seconds=latency_seconds)
+        doc["latency"] = {
+            "reference": ref_info,
+            "threads": latency_threads,
+            "seconds": latency_seconds,
+            "quantile": QUANTILE,
+            **{k: v for k, v in m.items() if k not in ("model_ms", "reference_ms")},
+            "model_ms": encode_array(m["model_ms"], "float32"),
+            "reference_ms": encode_array(m["reference_ms"], "float32"),
+        }
+    Baseline.model_validate(doc)  # what we write, we can read back
+    try:
+        write_json_atomic(out, doc)
+    except OSError as e:
+        raise UsageError(
+            f"Cannot write the baseline to {out} ({e.strerror or e}). Choose a writable --out."
+        ) from None
+    return doc
+
+
+def summary(doc: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The baseline without its per-image and per-invoke arrays (for --json and tables)."""
+    lat = doc["latency"]
+    return {
+        "path": str(path),
+        "format_version": doc["format_version"],
+        "created": doc["created"],
+        "model": doc["model"],
+        "data": doc["data"],
+        "preprocessing": doc["preprocessing"],
+        "accuracy": doc["accuracy"],
+        "latency": None
+        if lat is None
+        else {k: v for k, v in lat.items() if k not in ("model_ms", "reference_ms")},
+    }

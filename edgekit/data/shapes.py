@@ -29,24 +29,29 @@ SHAPE_CLASSES: tuple[str, ...] = (
     "semicircle",
     "tee",
 )
-DEFAULT_N = 6000
+DEFAULT_N = 12000
 DEFAULT_SIZE = 32
 DEFAULT_CLASSES = 10
 
-# The knobs that set the difficulty (recorded in the teacher's card). Lengths are in units of
-# half the image width; colours in 0..255.
+# Each scene draws a difficulty d ~ U(0, 1); every knob goes linearly from its easy value (d = 0)
+# to its hard value (d = 1). The easy end gives a small network a learning signal within a few
+# epochs; the hard end (low contrast, small stretched shapes, occluding distractors, noise) keeps
+# a strong network below 100%. Lengths are in units of half the image width; colours in 0..255.
 DIFFICULTY: dict[str, tuple[float, float]] = {
-    "scale": (0.40, 0.76),  # shape radius
-    "stretch": (-0.18, 0.18),  # log aspect ratio
-    "min_contrast": (70.0, 70.0),  # RGB distance between shape and background colour, at least
-    "shade": (0.0, 70.0),  # brightness ramp across the shape
-    "bg_ramp": (0.0, 90.0),  # colour ramp across the background
-    "distractors": (1.0, 4.0),  # count per image: 1..4
-    "line_width": (0.04, 0.10),  # half-width of distractor strokes
-    "blob_radius": (0.07, 0.20),
-    "front": (0.35, 0.35),  # probability that a distractor lies in front of the shape
-    "noise": (3.0, 16.0),  # Gaussian pixel noise sigma
+    "min_scale": (0.55, 0.34),  # smallest shape radius (the largest is 0.78)
+    "stretch": (0.05, 0.24),  # largest |log aspect ratio|
+    "min_contrast": (140.0, 45.0),  # RGB distance between shape and background colour, at least
+    "shade": (10.0, 70.0),  # largest brightness ramp across the shape
+    "bg_ramp": (20.0, 90.0),  # largest colour ramp across the background
+    "max_distractors": (1.0, 4.0),  # count per image: 0..max
+    "front": (0.10, 0.45),  # probability that a distractor lies in front of the shape
+    "max_noise": (4.0, 22.0),  # largest Gaussian pixel-noise sigma (the smallest is 2)
 }
+# Not tied to the difficulty: sizes of the distractors.
+LINE_WIDTH = (0.04, 0.10)  # half-width of distractor strokes
+BLOB_RADIUS = (0.07, 0.20)
+MAX_SCALE = 0.78
+MIN_NOISE = 2.0
 _MAX_DISTRACTORS = 4
 _CHUNK = 256
 
@@ -95,9 +100,9 @@ _MASKS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def _uniform(rng: np.random.Generator, key: str, shape: int | tuple[int, ...]) -> np.ndarray:
-    lo, hi = DIFFICULTY[key]
-    return rng.uniform(lo, hi, shape)
+def _knob(key: str, d: np.ndarray) -> np.ndarray:
+    easy, hard = DIFFICULTY[key]
+    return easy + (hard - easy) * d
 
 
 def _draw_params(n: int, classes: int, seed: int) -> dict[str, np.ndarray]:
@@ -105,38 +110,43 @@ def _draw_params(n: int, classes: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, 7919])
     p: dict[str, np.ndarray] = {}
     p["y"] = rng.permutation(np.arange(n) % classes).astype(np.int64)
+    d = rng.uniform(0, 1, n)
+    p["difficulty"] = d
     p["angle"] = rng.uniform(0, 2 * np.pi, n)
-    scale = _uniform(rng, "scale", n)
-    stretch = np.exp(_uniform(rng, "stretch", n))
+    scale = rng.uniform(_knob("min_scale", d), MAX_SCALE)
+    stretch = np.exp(rng.uniform(-1, 1, n) * _knob("stretch", d))
     p["sx"], p["sy"] = scale * stretch, scale / stretch
     p["centre"] = rng.uniform(-1, 1, (n, 2)) * (1 - scale)[:, None] * 0.85
     bg = rng.uniform(0, 255, (n, 3))
     ramp_dir = rng.uniform(0, 2 * np.pi, n)
     ramp = rng.normal(0, 1, (n, 3))
-    ramp *= (_uniform(rng, "bg_ramp", n) / np.linalg.norm(ramp, axis=1))[:, None]
+    ramp *= (rng.uniform(0, _knob("bg_ramp", d)) / np.linalg.norm(ramp, axis=1))[:, None]
     p["bg"], p["bg_dir"], p["bg_ramp"] = bg, ramp_dir, ramp
-    # Shape colour: redraw (vectorised) until far enough from the background colour.
+    # Shape colour: redraw (vectorised) until far enough from the background colour; the few
+    # that never get there take the complement of the background.
     fg = rng.uniform(0, 255, (n, 3))
-    for _ in range(32):
-        close = np.linalg.norm(fg - bg, axis=1) < DIFFICULTY["min_contrast"][0]
+    need = _knob("min_contrast", d)
+    for _ in range(64):
+        close = np.linalg.norm(fg - bg, axis=1) < need
         if not close.any():
             break
         fg[close] = rng.uniform(0, 255, (int(close.sum()), 3))
+    close = np.linalg.norm(fg - bg, axis=1) < need
+    fg[close] = 255 - bg[close]
     p["fg"] = fg
     p["shade_dir"] = rng.uniform(0, 2 * np.pi, n)
-    p["shade"] = _uniform(rng, "shade", n) * rng.choice([-1.0, 1.0], n)
-    d = _MAX_DISTRACTORS
-    lo, hi = DIFFICULTY["distractors"]
-    count = rng.integers(int(lo), int(hi) + 1, n)
-    p["d_active"] = np.arange(d)[None, :] < count[:, None]
-    p["d_line"] = rng.random((n, d)) < 0.6
-    p["d_front"] = rng.random((n, d)) < DIFFICULTY["front"][0]
-    p["d_a"] = rng.uniform(-1.1, 1.1, (n, d, 2))  # line start / blob centre
-    p["d_b"] = rng.uniform(-1.1, 1.1, (n, d, 2))  # line end
-    p["d_width"] = _uniform(rng, "line_width", (n, d))
-    p["d_radius"] = _uniform(rng, "blob_radius", (n, d, 2))
-    p["d_colour"] = rng.uniform(0, 255, (n, d, 3))
-    p["noise"] = _uniform(rng, "noise", n)
+    p["shade"] = rng.uniform(0, _knob("shade", d)) * rng.choice([-1.0, 1.0], n)
+    k = _MAX_DISTRACTORS
+    count = rng.integers(0, np.rint(_knob("max_distractors", d)).astype(np.int64) + 1)
+    p["d_active"] = np.arange(k)[None, :] < count[:, None]
+    p["d_line"] = rng.random((n, k)) < 0.6
+    p["d_front"] = rng.random((n, k)) < _knob("front", d)[:, None]
+    p["d_a"] = rng.uniform(-1.1, 1.1, (n, k, 2))  # line start / blob centre
+    p["d_b"] = rng.uniform(-1.1, 1.1, (n, k, 2))  # line end
+    p["d_width"] = rng.uniform(*LINE_WIDTH, (n, k))
+    p["d_radius"] = rng.uniform(*BLOB_RADIUS, (n, k, 2))
+    p["d_colour"] = rng.uniform(0, 255, (n, k, 3))
+    p["noise"] = rng.uniform(MIN_NOISE, _knob("max_noise", d))
     # float32 keeps the rendering arrays float32 (half the memory traffic of float64).
     return {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in p.items()}
 

@@ -233,6 +233,12 @@ def test_full_recipe(tmp_path, teacher_keras3, digits_npz):
     assert [s["stage"] for s in report["stages"]] == ["distill", "prune", "qat", "export"]
     qat_tflite = next(a for a in report["artifacts"] if a["format"] == "tflite")
     assert qat_tflite["precision"] == "int8" and qat_tflite["verification"]["passed"]
+    qat_onnx = next(a for a in report["artifacts"] if a["format"] == "onnx")
+    # the fake-quant ONNX graph is judged like a quantized model: by top-1 agreement
+    assert (
+        qat_onnx["precision"] == "int8" and qat_onnx["verification"]["criterion"] != "max_abs_error"
+    )
+    assert qat_onnx["verification"]["passed"]
 
 
 def test_onnx_teacher_distills(tmp_path, distill_run, digits_npz):

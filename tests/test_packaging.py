@@ -1,7 +1,8 @@
-"""Packaging: the wheel carries every subpackage plus the recipes and device profiles."""
+"""Packaging: the wheel carries every subpackage plus the recipes, device profiles and assets."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,27 +11,35 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# One worker builds the wheel (the fixture is module-scoped).
+pytestmark = pytest.mark.xdist_group("packaging")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    # Build from a copy: an in-tree build writes build/ and *.egg-info, which a concurrent build
+    # (another test run, an editable install) would race on.
+    src = tmp_path_factory.mktemp("src") / "edgekit-src"
+    skip = (".venv", ".git", "build", "dist", "runs", ".pytest_cache", "__pycache__", "*.egg-info")
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*skip))
+    r = subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(src),
             "--no-deps",
             "--no-build-isolation",
             "-q",
             "-w",
             str(out),
         ],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert r.returncode == 0, f"pip wheel failed: {r.stderr[-3000:]}"
     (whl,) = out.glob("edgekit-*.whl")
     return whl
 
@@ -50,7 +59,9 @@ def test_wheel_ships_every_subpackage(wheel):
         assert rel in names, f"{rel} missing from the wheel: add its package to pyproject.toml"
 
 
-def test_wheel_ships_example_teacher_when_present(wheel):
+def test_wheel_ships_assets(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for f in (ROOT / "edgekit" / "assets").glob("*"):
+    assets = list((ROOT / "edgekit" / "assets").glob("*"))
+    assert any(f.name == "teacher_shapes.keras" for f in assets)
+    for f in assets:
         assert f"edgekit/assets/{f.name}" in names

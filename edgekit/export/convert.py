@@ -17,7 +17,7 @@ import numpy as np
 from edgekit.errors import UsageError
 
 FORMATS = ("tflite", "onnx")
-# Modes ONNX gets: float ("none"), a QAT model's fake-quant graph ("qat", float), and ONNX
+# Modes ONNX gets: float ("none"), a QAT model's fake-quant graph ("qat"), and ONNX
 # Runtime's own int8 (static QDQ) and dynamic quantization.
 ONNX_MODES = ("none", "qat", "int8", "dynamic")
 
@@ -27,7 +27,9 @@ def precision_of(fmt: str, mode: str) -> str:
     from edgekit.export.tflite import PRECISION
 
     if fmt == "onnx" and mode == "qat":
-        return "float32"  # the fake-quant graph computes in float
+        # The fake-quant graph simulates int8 (QuantizeLinear/DequantizeLinear pairs); ORT and TF
+        # round values on a step boundary differently, so it is judged like a quantized model.
+        return "int8"
     return PRECISION[mode]
 
 

@@ -161,7 +161,7 @@ def compress(
         )
         _check_labels(ctx)
 
-        stage_records, _current, exports, models = _run_stages(ctx, teacher, dataset)
+        stage_records, exports, models = _run_stages(ctx, teacher)
         report = _measure_and_report(
             ctx, teacher, dataset, stage_records, models, exports, measure_latency
         )
@@ -180,7 +180,7 @@ def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
         from edgekit.keras_compat import load_model
 
         loaded = load_model(teacher.path, unsafe=unsafe)
-        return (lambda x: _first(loaded.predict(x))), tuple(loaded.input_shape)
+        return (lambda x: first_output(loaded.predict(x))), tuple(loaded.input_shape)
     from edgekit.runtimes import open_runner
 
     runner = open_runner(teacher.path, threads=os.cpu_count() or 1)
@@ -188,7 +188,8 @@ def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
     return (lambda x: runner.run(x)[0]), shape
 
 
-def _first(out: Any) -> np.ndarray:
+def first_output(out: Any) -> np.ndarray:
+    """The class scores of a model's prediction (the first output of a multi-output model)."""
     return out[0] if isinstance(out, list) else out
 
 
@@ -259,7 +260,7 @@ def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -
     )
 
 
-def _run_stages(ctx: RunContext, teacher: ModelArtifact, dataset: Any):
+def _run_stages(ctx: RunContext, teacher: ModelArtifact):
     from edgekit.stages.base import StageOutput, get_stage
 
     current = teacher
@@ -306,7 +307,7 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact, dataset: Any):
             current = output.model
             models.append((cfg.stage, current))
         exports.extend((cfg.stage, a) for a in output.exports)
-    return records, current, exports, models
+    return records, exports, models
 
 
 def _relocate(output: Any, work: Path, final_dir: Path) -> Any:

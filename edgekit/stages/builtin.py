@@ -15,6 +15,7 @@ import numpy as np
 from edgekit import ui
 from edgekit.artifacts import ModelArtifact
 from edgekit.errors import UnsupportedModelError
+from edgekit.pipeline import as_logits, first_output
 from edgekit.stages.base import Stage, StageOutput, register
 
 if TYPE_CHECKING:
@@ -75,10 +76,10 @@ class DistillStageRunner(Stage):
         if model.sha256 == ctx.teacher.sha256:
             t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
         else:  # distilling from an intermediate model: run it once per sample as the teacher
-            from edgekit.pipeline import as_logits
-
             loaded = _load(ctx, model)
-            t_train, t_val = (as_logits(_first(loaded.predict(ctx.x(s)))) for s in ("train", "val"))
+            t_train, t_val = (
+                as_logits(first_output(loaded.predict(ctx.x(s)))) for s in ("train", "val")
+            )
         result = distill(
             self.config,
             ctx.x("train"),
@@ -103,10 +104,6 @@ class DistillStageRunner(Stage):
                 "history": result.history,
             },
         )
-
-
-def _first(out: Any) -> np.ndarray:
-    return out[0] if isinstance(out, list) else out
 
 
 @register
@@ -219,10 +216,6 @@ def _export_record(
     )
 
 
-def _reference(ctx: RunContext, loaded: Any, x: np.ndarray) -> np.ndarray:
-    return _first(loaded.predict(x))
-
-
 @register
 class ExportStageRunner(Stage):
     name = "export"
@@ -232,7 +225,7 @@ class ExportStageRunner(Stage):
 
         loaded = _load(ctx, model)
         x, y = _verify_samples(ctx)
-        ref = _reference(ctx, loaded, x)
+        ref = first_output(loaded.predict(x))
         base = _base_name(model)
         qat = model.precision == "qat"
         exports = []
@@ -277,7 +270,7 @@ class QuantizeStageRunner(Stage):
         c = self.config
         loaded = _load(ctx, model)
         x, y = _verify_samples(ctx)
-        ref = _reference(ctx, loaded, x)
+        ref = first_output(loaded.predict(x))
         calib = ctx.x("calib", c.calibration_samples)
         base = _base_name(model)
         exports, notes = [], []

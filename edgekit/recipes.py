@@ -254,24 +254,10 @@ class Recipe(_Strict):
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
-    parts = []
-    for e in err.errors()[:3]:
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "union_tag_invalid":
-            msg = f"unknown stage; expected one of {', '.join(STAGE_NAMES)}"
-        msg = msg.removeprefix("Value error, ")
-        received = e.get("input")
-        rec = (
-            ""
-            if isinstance(received, dict | list) or received is None or "Received" in msg
-            else f" (received {received!r})"
-        )
-        parts.append(f"{loc}: {msg}{rec}")
-    more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
-    return f"Invalid recipe {source}: " + "; ".join(parts) + more
+    from edgekit.schema import format_validation_error
+
+    hint = f"unknown stage; expected one of {', '.join(STAGE_NAMES)}"
+    return format_validation_error("recipe", source, err, union_tag_hint=hint)
 
 
 def bundled_recipes() -> dict[str, Path]:
@@ -282,7 +268,7 @@ def bundled_recipes() -> dict[str, Path]:
 
 def load_recipe_dict(name_or_path: str) -> tuple[dict[str, Any], str]:
     """Read a recipe by bundled name or YAML path; returns the raw dict and where it came from."""
-    import yaml
+    from edgekit.schema import read_yaml_mapping
 
     p = Path(name_or_path)
     known = bundled_recipes()
@@ -295,16 +281,7 @@ def load_recipe_dict(name_or_path: str) -> tuple[dict[str, Any], str]:
         raise RecipeError(
             f"Unknown recipe '{name_or_path}'. Known recipes: {hint}; or pass a .yaml path."
         )
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(
-            f"Recipe {p} is not valid YAML{where}. Fix the syntax and retry."
-        ) from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"Recipe {p} must be a YAML mapping with 'name' and 'stages'.")
+    raw = read_yaml_mapping(p, "Recipe", "'name' and 'stages'")
     raw.setdefault("name", p.stem)
     return raw, str(p)
 

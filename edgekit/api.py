@@ -124,6 +124,20 @@ def show_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict[s
     return load_recipe(name_or_path, overrides).model_dump(mode="json")
 
 
+def list_devices() -> list[dict[str, Any]]:
+    """Bundled device profiles, one summary each: name, title, kind, cpu, accelerators, calibrated."""
+    from edgekit.emulation.profiles import list_profiles, load_profile
+
+    return [load_profile(name).summary() for name in list_profiles()]
+
+
+def show_device(name_or_path: str) -> dict[str, Any]:
+    """One device profile (bundled name or YAML path), validated, with its derived values."""
+    from edgekit.emulation.profiles import load_profile
+
+    return load_profile(name_or_path).resolved()
+
+
 def bench(
     models: list[str | os.PathLike] | str | os.PathLike,
     *,

@@ -238,6 +238,43 @@ def recipes_show(name, overrides, as_json):
     click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def devices(ctx, as_json):
+    """List the device profiles; `devices show NAME` prints one."""
+    if ctx.invoked_subcommand:
+        return
+    from edgekit import api
+
+    rows = api.list_devices()
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        calibrated = "calibrated" if r["calibrated"] else "not calibrated"
+        click.echo(
+            f"{r['name']:<13} {r['title']:<58} {r['cpu']}  "
+            f"[{', '.join(r['accelerators'])}] {calibrated}"
+        )
+
+
+@devices.command("show")
+@click.argument("name")
+@json_option
+def devices_show(name, as_json):
+    """Print one device profile (a bundled name or a YAML path), validated, with derived values."""
+    from edgekit import api
+
+    resolved = api.show_device(name)
+    if as_json:
+        emit_json(resolved)
+        return
+    import yaml
+
+    click.echo(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).rstrip())
+
+
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option(

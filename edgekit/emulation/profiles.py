@@ -78,7 +78,8 @@ class Cpu(_Strict):
         default_factory=list, description="/proc/cpuinfo 'Features' of the big cores."
     )
     midr: dict[str, str] | None = Field(
-        None, description="implementer, variant, part (hex) and revision (decimal) of the big cores."
+        None,
+        description="implementer, variant, part (hex) and revision (decimal) of the big cores.",
     )
     clusters: list[Cluster] = Field(default_factory=list, description="Fastest first.")
 
@@ -104,7 +105,9 @@ class Cpu(_Strict):
             )
         for k in ("implementer", "variant", "part"):
             if not _HEX.match(v[k]):
-                raise ValueError(f"Expected midr.{k} as lower-case hex like 0x41. Received: {v[k]!r}")
+                raise ValueError(
+                    f"Expected midr.{k} as lower-case hex like 0x41. Received: {v[k]!r}"
+                )
         if not v["revision"].isdigit():
             raise ValueError(f"Expected midr.revision as a decimal. Received: {v['revision']!r}")
         return v
@@ -134,9 +137,7 @@ class Cpu(_Strict):
             )
         clocks = [c.max_ghz for c in self.clusters if c.max_ghz is not None]
         if clocks != sorted(clocks, reverse=True):
-            raise ValueError(
-                f"clusters must be listed fastest first. Received max_ghz {clocks}"
-            )
+            raise ValueError(f"clusters must be listed fastest first. Received max_ghz {clocks}")
         return self
 
     @property
@@ -255,7 +256,8 @@ class DeviceProfile(_Strict):
     calibration: Calibration = Calibration()
     published: list[PublishedFigure] = Field(default_factory=list)
     sources: dict[str, str] = Field(
-        default_factory=dict, description="Dotted field path (or a prefix of it) -> URL or document."
+        default_factory=dict,
+        description="Dotted field path (or a prefix of it) -> URL or document.",
     )
 
     @model_validator(mode="after")
@@ -277,9 +279,7 @@ class DeviceProfile(_Strict):
         valid = set(_paths(data)) | {"calibration"}
         unknown = [k for k in self.sources if k not in valid]
         if unknown:
-            raise ValueError(
-                f"sources name fields the profile does not have: {', '.join(unknown)}"
-            )
+            raise ValueError(f"sources name fields the profile does not have: {', '.join(unknown)}")
         for path in _facts(data):
             if self.source_for(path) is None:
                 prefix = ".".join(path.split(".")[:2])

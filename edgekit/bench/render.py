@@ -148,3 +148,74 @@ def _unique(names: list[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if names.count(n) == 1 else f"{n} #{seen[n]}")
     return out
+
+
+def static_tables(result: dict[str, Any], *, top: int = 10) -> None:
+    """Tables for `edgekit.emulation.static.analyze`: totals and peak memory, the top ops by
+    MACs, delegate fallbacks and findings."""
+    import click
+
+    from edgekit.ui import render_table
+
+    t = result["totals"]
+    peak = result["peak_activation"]
+    rows = [
+        {"metric": "model", "value": f"{Path(result['path']).name} ({result['precision']})"},
+        {"metric": "file size", "value": _bytes(t["file_size_bytes"])},
+        {"metric": "weights (constant buffers)", "value": _bytes(t["weights_bytes"])},
+        {"metric": "ops", "value": t["ops"]},
+        {"metric": "MACs", "value": t["macs"]},
+        {"metric": "other element operations", "value": t["elementwise_ops"]},
+        {"metric": "bytes moved (sum over ops)", "value": _bytes(t["bytes_moved"])},
+        {
+            "metric": "peak activation memory",
+            "value": f"{_bytes(peak['bytes'])} at op {peak['op_index']} ({peak['op']})",
+        },
+    ]
+    render_table(rows, ["metric", "value"], title="edgekit static analysis")
+    ops = sorted(result["ops"], key=lambda o: (-o["macs"], o["index"]))[:top]
+    ops = [o for o in ops if o["macs"]]
+    if ops:
+        total = t["macs"] or 1
+        render_table(
+            [
+                {
+                    "#": o["index"],
+                    "op": o["op"],
+                    "output": "x".join(str(d) for d in o["outputs"][0]["shape"])
+                    if o["outputs"]
+                    else "-",
+                    "precision": o["precision"],
+                    "MACs": o["macs"],
+                    "share": f"{o['macs'] / total:.1%}",
+                    "bytes moved": _bytes(o["bytes_moved"]),
+                }
+                for o in ops
+            ],
+            title=f"Top {len(ops)} ops by MACs",
+        )
+    drows = []
+    for name, d in result["delegates"].items():
+        fb = d.get("fallback_ops", [])
+        reasons = sorted({result["ops"][i]["delegates"][name]["reason"] or "?" for i in fb})
+        checked = "yes" if d.get("checked_against_runtime") else "no"
+        drows.append(
+            {
+                "delegate": name,
+                "ops on the CPU": f"{len(fb)} of {t['ops']}",
+                "why": "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else "") or "-",
+                "checked on a runtime": checked,
+            }
+        )
+    render_table(drows, title="Delegate support")
+    for f in result["findings"]:
+        click.echo(f"{f['level']}: {f['message']} [{f['code']}]")
+    click.echo(f"Peak memory: {peak['note']}")
+
+
+def _bytes(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} MB"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} kB"
+    return f"{int(n)} B"

@@ -264,7 +264,7 @@ def count_instructions(
         "threads": threads,
         "batch": 1,
         "xnnpack": True,
-        "warmup": 1,
+        "warmup": 2,
         "warmup_seconds": 0.0,
         "runs": runs,
         "min_seconds": None,

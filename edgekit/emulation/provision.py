@@ -333,10 +333,16 @@ def _build_sysroot(root: Path) -> dict[str, Any]:
 
 
 def _build_wheels(root: Path) -> dict[str, Any]:
+    import importlib.util
     import zipfile
 
     from edgekit import ui
 
+    if importlib.util.find_spec("pip") is None:
+        raise TargetUnavailableError(
+            f"pip is not available to {sys.executable}; it downloads the aarch64 wheels. "
+            f"Run `{sys.executable} -m ensurepip`, then `{SETUP_COMMAND}`."
+        )
     want = wanted_wheels()
     # pip matches --platform tags exactly, so every manylinux level the sysroot's glibc meets.
     platforms = ["manylinux2014_aarch64"] + [

@@ -1,0 +1,87 @@
+"""The latency estimate from counted instructions (edgekit.emulation.estimate), on profiles made
+here as SimpleNamespace objects and plain dicts, the two shapes a profile can reach it in."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import pytest
+
+from edgekit.emulation.estimate import estimate_latency
+from edgekit.errors import UsageError
+
+
+def profile(cpi=None, efficiency=0.7, error=0.3, bandwidth=10.0):
+    return NS(
+        name="test-phone",
+        cpu=NS(
+            clusters=[
+                NS(core="cortex-a55", count=4, max_ghz=1.8),
+                NS(core="cortex-a76", count=2, max_ghz=2.0),  # fastest, listed second on purpose
+            ]
+        ),
+        memory=NS(bandwidth_gbps=bandwidth),
+        calibration=NS(cpi=cpi, parallel_efficiency=efficiency, expected_error=error),
+    )
+
+
+def test_one_thread_is_cycles_over_clock_plus_bytes_over_bandwidth():
+    p = profile(cpi={"float32": 0.5, "int8": 0.25})
+    r = estimate_latency(4e6, 2e6, "int8", p, threads=1)
+    # 4e6 insn * 0.25 cycles / 2.0 GHz = 0.5 ms; 2e6 bytes / 10 GB/s = 0.2 ms
+    assert r["calibrated"] and r["ms"] == pytest.approx(0.7)
+    assert r["ms_1thread"] == pytest.approx(0.7) and r["clock_ghz"] == 2.0
+    assert r["low_ms"] == pytest.approx(0.49) and r["high_ms"] == pytest.approx(0.91)
+    assert r["source"] == "estimated" and r["expected_error"] == 0.3
+
+
+def test_threads_are_capped_at_the_big_cores():
+    p = profile(cpi={"float32": 0.5, "int8": 0.25})
+    one = estimate_latency(4e6, 0, "float32", p, threads=1)["ms"]
+    two = estimate_latency(4e6, 0, "float32", p, threads=2)
+    eight = estimate_latency(4e6, 0, "float32", p, threads=8)
+    assert one == pytest.approx(1.0)
+    assert two["ms"] == pytest.approx(1.0 / 1.7) and two["threads_used"] == 2
+    assert eight["ms"] == pytest.approx(two["ms"]) and eight["threads_used"] == 2
+
+
+def test_null_constants_give_counts_only_never_invented_numbers():
+    r = estimate_latency(4e6, 1e6, "int8", profile(cpi=None), threads=1)
+    assert r["calibrated"] is False and r["ms"] is None
+    assert r["instructions"] == 4e6 and "calibration.cpi.int8" in r["reason"]
+    r = estimate_latency(4e6, 0, "int8", profile(cpi={"int8": 0.3}, efficiency=None), threads=4)
+    assert r["calibrated"] is False and "parallel_efficiency" in r["reason"]
+    r = estimate_latency(4e6, 5e5, "int8", profile(cpi={"int8": 0.3}, bandwidth=None))
+    assert r["calibrated"] is False and "bandwidth_gbps" in r["reason"]
+    no_cal = NS(name="x", cpu=NS(clusters=[]), memory=NS(bandwidth_gbps=None), calibration=None)
+    assert estimate_latency(1e6, None, "float32", no_cal)["calibrated"] is False
+
+
+def test_dict_profiles_work_too():
+    p = {
+        "cpu": {"clusters": [{"core": "a", "count": 1, "max_ghz": 1.0}]},
+        "memory": {"bandwidth_gbps": None},
+        "calibration": {
+            "cpi": {"float32": 1.0},
+            "parallel_efficiency": None,
+            "expected_error": None,
+        },
+    }
+    r = estimate_latency(1e6, None, "float32", NS(**p))  # sub-sections as plain dicts
+    assert r["ms"] == pytest.approx(1.0) and r["low_ms"] is None
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((-1, 0, "int8"), "instructions"),
+        ((1e6, -5, "int8"), "bytes_moved"),
+        ((1e6, 0, "fp16"), "precision"),
+        ((True, 0, "int8"), "instructions"),
+    ],
+)
+def test_bad_input_is_a_usage_error(args, match):
+    with pytest.raises(UsageError, match=match):
+        estimate_latency(*args, profile(cpi={"int8": 1.0}))
+    with pytest.raises(UsageError, match="threads"):
+        estimate_latency(1e6, 0, "int8", profile(cpi={"int8": 1.0}), threads=0)

@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # running as root with apt; otherwise those tests skip and say why.
 SYSTEM_PKGS := openssh-server openssh-client libusb-1.0-0
 
-.PHONY: install demo test lint format clean system-deps
+.PHONY: install demo test lint format clean system-deps emulators
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,15 @@ system-deps:
 	    || echo "note: could not install$$missing; the tests that need them are skipped"; \
 	else echo "note: system packages missing:$$missing; the tests that need them are skipped"; fi
 
-test: lint system-deps
+# The emulated arm64 targets (qemu-user, an arm64 Python sysroot, aarch64 LiteRT), cached outside
+# the repository; idempotent (a second run returns at once). Without root and without qemu-user the
+# emulation tests skip and say why.
+emulators: install
+	@if [ "$$(id -u)" = 0 ] || command -v qemu-aarch64 >/dev/null; then \
+	  $(VENV)/bin/edgekit devices setup; \
+	else echo "note: qemu-user missing and not root; the emulated-target tests are skipped"; fi
+
+test: lint system-deps emulators
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 clean:

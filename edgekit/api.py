@@ -138,6 +138,21 @@ def show_device(name_or_path: str) -> dict[str, Any]:
     return load_profile(name_or_path).resolved()
 
 
+def setup_devices(force: bool = False) -> dict[str, Any]:
+    """Provision the emulated arm64 targets (qemu-user, an arm64 Python sysroot, the aarch64
+    LiteRT wheel, the instruction-counting plugin) in edgekit's cache; idempotent."""
+    from edgekit.emulation.provision import setup
+
+    return setup(force=force)
+
+
+def devices_status() -> dict[str, Any]:
+    """What the emulated targets have provisioned, what is missing and the command that fixes it."""
+    from edgekit.emulation.provision import status
+
+    return status()
+
+
 def bench(
     models: list[str | os.PathLike] | str | os.PathLike,
     *,

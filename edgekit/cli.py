@@ -275,6 +275,41 @@ def devices_show(name, as_json):
     click.echo(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).rstrip())
 
 
+@devices.command("setup")
+@click.option("--force", is_flag=True, help="Rebuild everything, even what is already there.")
+@json_option
+def devices_setup(force, as_json):
+    """Provision the emulated arm64 targets once (qemu-user, an arm64 Python, aarch64 LiteRT).
+
+    Downloads about 55 MB into edgekit's cache (EDGEKIT_CACHE, else ~/.cache/edgekit); installing
+    qemu-user needs root. A second call finds everything in place and returns at once.
+    """
+    from edgekit import api
+
+    result = api.setup_devices(force=force)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"{result['did']} in {result['seconds']:.1f} s: {result['cache']}")
+
+
+@devices.command("status")
+@json_option
+def devices_status(as_json):
+    """Say what the emulated targets have provisioned and what is missing."""
+    from edgekit import api
+
+    st = api.devices_status()
+    if as_json:
+        emit_json(st)
+        return
+    for name, part in st["parts"].items():
+        click.echo(f"{name:<8} {'ok' if part['ok'] else 'missing: ' + str(part.get('why'))}")
+    click.echo("provisioned" if st["provisioned"] else f"not provisioned: run `{st['fix']}`")
+    if not st["provisioned"]:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option(

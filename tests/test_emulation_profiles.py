@@ -258,3 +258,17 @@ def test_devices_command_imports_no_tensorflow():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_devices_status_on_an_empty_cache_names_the_fix(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    res = CliRunner().invoke(cli, ["devices", "status"])
+    assert res.exit_code == 1
+    assert "not provisioned: run `edgekit devices setup`" in res.output
+    res = CliRunner().invoke(cli, ["devices", "status", "--json"])
+    data = json.loads(res.output)
+    assert data["provisioned"] is False and "sysroot" in data["missing"]

@@ -9,6 +9,7 @@ min, max; no percentiles), which fills the fields it has and leaves the others N
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ SOURCES = (SOURCE_LOCAL, SOURCE_DEVICE, "emulated", "estimated")
 
 SSH_OPTIONS = ("remote_python", "ssh_key", "known_hosts", "connect_timeout", "remote_timeout")
 ADB_OPTIONS = ("benchmark_binary", "delegate", "taskset", "adb", "adb_timeout")
+PROFILE_OPTIONS = ("ignore_limits",)
 
 
 def is_ssh(target: str) -> bool:
@@ -124,6 +126,60 @@ def bench_ssh(
     models = _tflite_only(paths, "an ssh target")
     for p in models:
         _check_io(p, batch)
+    files, job = bench_job(
+        models,
+        threads=threads,
+        batch=batch,
+        xnnpack=xnnpack,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        runs=runs,
+        min_seconds=min_seconds,
+        seed=seed,
+    )
+    from edgekit import ui
+
+    ui.info(f"bench: running {len(models)} model(s) on {t} with {opts.python}")
+    res = run_job(t, files, job, opts)
+    rows, stats = bench_rows(
+        models, res, target=str(t), threads=threads, batch=batch, samples=samples
+    )
+    report = _report(
+        rows,
+        machine=res["machine"],
+        settings={
+            "target": str(t),
+            "threads": threads,
+            "batch": batch,
+            "warmup": warmup,
+            "warmup_seconds": warmup_seconds,
+            "runs": None if min_seconds is not None else runs,
+            "min_seconds": min_seconds,
+            "xnnpack": xnnpack,
+            "clock": "time.perf_counter_ns around invoke() only, on the device (edgekit runner)",
+            "remote_python": opts.python,
+        },
+        peak_rss=res["peak_rss_mb"],
+    )
+    if len(rows) > 1:
+        report["comparison"] = interleaved_comparison(rows, stats, res["samples_ms"], seed)
+    return report
+
+
+def bench_job(
+    models: list[Path],
+    *,
+    threads: int | None,
+    batch: int,
+    xnnpack: bool,
+    warmup: int,
+    warmup_seconds: float,
+    runs: int | None,
+    min_seconds: float | None,
+    seed: int,
+    markers: bool = False,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The files and the bench job of edgekit's runner, whatever carries it (ssh, qemu)."""
     files = {f"model{i}.tflite": p for i, p in enumerate(models)}
     job = {
         "mode": "bench",
@@ -137,10 +193,23 @@ def bench_ssh(
         "min_seconds": min_seconds,
         "seed": seed,
     }
-    from edgekit import ui
+    if markers:
+        job["markers"] = True
+    return files, job
 
-    ui.info(f"bench: running {len(models)} model(s) on {t} with {opts.python}")
-    res = run_job(t, files, job, opts)
+
+def bench_rows(
+    models: list[Path],
+    res: dict[str, Any],
+    *,
+    target: str,
+    threads: int | None,
+    batch: int,
+    samples: bool,
+    source: str = SOURCE_DEVICE,
+) -> tuple[list[dict[str, Any]], list[latency.LatencyStats]]:
+    """Report rows (and their statistics) from the runner's bench result: the same statistics
+    code as a local run, over the timings the runner took."""
     rows = []
     stats = []
     for p, m, s, first in zip(
@@ -164,7 +233,7 @@ def bench_ssh(
                 "format": "tflite",
                 "runtime": res["runtime"],
                 "runtime_version": res["runtime_version"],
-                "target": str(t),
+                "target": target,
                 "threads": threads,
                 "accelerator": m["accelerator"],
                 "delegate": m["delegate"],
@@ -174,33 +243,22 @@ def bench_ssh(
                 "input": m["inputs"][0],
                 "outputs": m["outputs"],
                 "latency_ms": lat,
-                "source": SOURCE_DEVICE,
+                "source": source,
             }
         )
-    report = _report(
-        rows,
-        machine=res["machine"],
-        settings={
-            "target": str(t),
-            "threads": threads,
-            "batch": batch,
-            "warmup": warmup,
-            "warmup_seconds": warmup_seconds,
-            "runs": None if min_seconds is not None else runs,
-            "min_seconds": min_seconds,
-            "xnnpack": xnnpack,
-            "clock": "time.perf_counter_ns around invoke() only, on the device (edgekit runner)",
-            "remote_python": opts.python,
-        },
-        peak_rss=res["peak_rss_mb"],
-    )
-    if len(rows) > 1:
-        used = latency.bootstrap_resamples(len(res["samples_ms"][0]))
-        ratios = latency.ratio_ci(res["samples_ms"], resamples=used, seed=seed)
-        report["comparison"] = comparison(
-            rows, ratios, latency.Comparison(stats, ratios, resamples=used)
-        )
-    return report
+    return rows, stats
+
+
+def interleaved_comparison(
+    rows: list[dict[str, Any]],
+    stats: list[latency.LatencyStats],
+    samples_ms: list[list[float]],
+    seed: int,
+) -> dict[str, Any]:
+    """p50 ratios to the first model with a paired-bootstrap CI over the runner's rounds."""
+    used = latency.bootstrap_resamples(len(samples_ms[0]))
+    ratios = latency.ratio_ci(samples_ms, resamples=used, seed=seed)
+    return comparison(rows, ratios, latency.Comparison(stats, ratios, resamples=used))
 
 
 def _batching(shape: list[Any]) -> str:
@@ -253,16 +311,35 @@ def predict_ssh(
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Run preprocessed inputs through a .tflite on an ssh target; the float32 outputs and the
     runner's description (runtime, machine ...)."""
-    import base64
-    import io
-    import tempfile
-
     from edgekit.runtimes.ssh import SshTarget, run_job
 
     t = SshTarget.parse(target)
     opts = _ssh_options(options)
     (model,) = _tflite_only([path], "an ssh target")
     _check_io(model, 1)
+    return run_predict(
+        model,
+        x,
+        threads=threads,
+        batch_size=batch_size,
+        run=lambda files, job: run_job(t, files, job, opts),
+    )
+
+
+def run_predict(
+    model: Path,
+    x: np.ndarray,
+    *,
+    threads: int | None,
+    batch_size: int,
+    run: Callable[[dict[str, Path], dict[str, Any]], dict[str, Any]],
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The runner's predict job for `x` through `model`, carried by `run(files, job)` (ssh,
+    qemu): the float32 outputs and the runner's description."""
+    import base64
+    import io
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="edgekit-eval-") as tmp:
         xf = Path(tmp) / "x.npy"
         np.save(xf, np.asarray(x, dtype=np.float32))
@@ -274,7 +351,7 @@ def predict_ssh(
             "batch_size": batch_size,
             "xnnpack": True,
         }
-        res = run_job(t, {"model0.tflite": model, "x.npy": xf}, job, opts)
+        res = run({"model0.tflite": model, "x.npy": xf}, job)
     outs = [np.load(io.BytesIO(base64.b64decode(b))) for b in res.pop("outputs_npy_b64")]
     return outs, res
 
@@ -418,10 +495,28 @@ def _adb_row(p: Path, parsed: dict[str, Any], device: Any, plan: Any) -> dict[st
     }
 
 
+def is_profile(target: str) -> bool:
+    """A bundled device profile name or a path to a profile .yaml."""
+    from edgekit.emulation.profiles import list_profiles
+
+    t = str(target)
+    return t in list_profiles() or Path(t).suffix in (".yaml", ".yml")
+
+
 def dispatch(target: str) -> str | None:
-    """ "ssh" / "adb" for a device target, None for this machine (cpu / gpu)."""
+    """ "ssh" / "adb" / "device" (a device profile) for a device target, None for this machine
+    (cpu / gpu); a UsageError listing every valid target for anything else."""
     if is_ssh(target):
         return "ssh"
     if is_adb(target):
         return "adb"
-    return None
+    if str(target).lower() in ("cpu", "gpu"):
+        return None
+    if is_profile(target):
+        return "device"
+    from edgekit.emulation.profiles import list_profiles
+
+    raise UsageError(
+        f"Unknown target {str(target)!r}. Expected cpu, gpu, ssh://user@host[:port], "
+        f"adb[:SERIAL], a device profile ({', '.join(list_profiles())}) or a profile .yaml path."
+    )

@@ -281,6 +281,29 @@ def count_instructions(
         timeout=timeout,
         _state=_state,
     )
+    split = split_counts(res, qemu_cpu, n_models=1)
+    c = split["models"][0]
+    model = res["models"][0]
+    return {
+        "model": str(path),
+        "qemu_cpu": qemu_cpu,
+        "threads": threads,
+        "runs": runs,
+        **c,
+        "marker_overhead": split["marker_overhead"],
+        "marker_vcpu": split["marker_vcpu"],
+        "delegate": model.get("delegate"),
+        "emulated_ms": res["samples_ms"][0],
+        "runtime": res.get("runtime"),
+        "runtime_version": res.get("runtime_version"),
+        "python": res.get("machine", {}).get("python"),
+        "source": "emulated",
+    }
+
+
+def split_counts(res: dict[str, Any], qemu_cpu: str, *, n_models: int) -> dict[str, Any]:
+    """Per-model instruction counts per invoke from a counted bench job's result: each marker
+    pair's count minus the median of the empty pairs (per vCPU), summed over vCPUs."""
     raw = res.get("instruction_counts")
     labels = res.get("marker_pairs") or []
     if not raw or len(raw["pairs"]) != len(labels):
@@ -291,34 +314,30 @@ def count_instructions(
     width = max(len(p["counts"]) for p in raw["pairs"])
     rows = [p["counts"] + [0] * (width - len(p["counts"])) for p in raw["pairs"]]
     empty = [r for r, lab in zip(rows, labels, strict=True) if lab < 0]
-    timed = [r for r, lab in zip(rows, labels, strict=True) if lab >= 0]
     overhead = (
         [statistics.median(r[v] for r in empty) for v in range(width)] if empty else [0] * width
     )
-    per_invoke_threads = [[max(0, r[v] - overhead[v]) for v in range(width)] for r in timed]
-    per_invoke = [sum(r) for r in per_invoke_threads]
-    median = statistics.median(per_invoke)
-    per_thread = [
-        {"vcpu": v, "median": statistics.median(r[v] for r in per_invoke_threads)}
-        for v in range(width)
-        if any(r[v] for r in per_invoke_threads)
-    ]
-    model = res["models"][0]
+    models = []
+    for m in range(n_models):
+        timed = [r for r, lab in zip(rows, labels, strict=True) if lab == m]
+        per_invoke_threads = [[max(0, r[v] - overhead[v]) for v in range(width)] for r in timed]
+        per_invoke = [sum(r) for r in per_invoke_threads]
+        median = statistics.median(per_invoke)
+        models.append(
+            {
+                "per_invoke": per_invoke,
+                "median": median,
+                "spread": (max(per_invoke) - min(per_invoke)) / median if median else None,
+                "per_thread": [
+                    {"vcpu": v, "median": statistics.median(r[v] for r in per_invoke_threads)}
+                    for v in range(width)
+                    if any(r[v] for r in per_invoke_threads)
+                ],
+            }
+        )
     return {
-        "model": str(path),
-        "qemu_cpu": qemu_cpu,
-        "threads": threads,
-        "runs": runs,
-        "per_invoke": per_invoke,
-        "median": median,
-        "spread": (max(per_invoke) - min(per_invoke)) / median if median else None,
-        "per_thread": per_thread,
+        "models": models,
         "marker_overhead": sum(overhead),
         "marker_vcpu": raw["pairs"][-1]["vcpu"],
-        "delegate": model.get("delegate"),
-        "emulated_ms": res["samples_ms"][0],
-        "runtime": res.get("runtime"),
-        "runtime_version": res.get("runtime_version"),
-        "python": res.get("machine", {}).get("python"),
-        "source": "emulated",
+        "lost": raw.get("lost", 0),
     }

@@ -951,6 +951,11 @@ def findings(result: dict[str, Any], profile: Any | None) -> list[dict[str, str]
     name = getattr(profile, "name", "the device")
     mem = getattr(profile, "memory", None)
     budget_mb = getattr(mem, "app_memory_mb", None) if mem is not None else None
+    limit = "app memory budget"
+    if not budget_mb and mem is not None and getattr(mem, "ram_mb", None):
+        # No documented per-app limit: the installed RAM is the one bound that is known.
+        budget_mb = mem.ram_mb
+        limit = "RAM (the profile gives no app_memory_mb, so its ram_mb is the limit used)"
     if budget_mb:
         budget = float(budget_mb) * 1024 * 1024
         need = tot["file_size_bytes"] + result["peak_activation"]["bytes"]
@@ -960,7 +965,7 @@ def findings(result: dict[str, Any], profile: Any | None) -> list[dict[str, str]
                 "memory-exceeded",
                 f"Model ({_mb(tot['file_size_bytes'])}) + peak activations "
                 f"({_mb(result['peak_activation']['bytes'])}) = {_mb(need)} exceeds {name}'s "
-                f"app memory budget of {budget_mb} MB. "
+                f"{limit}: {budget_mb} MB. "
                 + (
                     "Quantize it (int8 weights are 4x smaller) or use a smaller model."
                     if result["precision"] in ("float32", "mixed")
@@ -971,8 +976,8 @@ def findings(result: dict[str, Any], profile: Any | None) -> list[dict[str, str]
             add(
                 "warning",
                 "memory-high",
-                f"Model + peak activations = {_mb(need)}, over half of {name}'s app memory "
-                f"budget ({budget_mb} MB); the runtime and the app need room too.",
+                f"Model + peak activations = {_mb(need)}, over half of {name}'s {limit}: "
+                f"{budget_mb} MB; the runtime and the app need room too.",
             )
     for acc in getattr(profile, "accelerators", None) or []:
         d = result["delegates"].get(acc)

@@ -159,9 +159,9 @@ def bench(
     target: str = "cpu",
     threads: int | None = 1,
     batch: int = 1,
-    warmup: int = 10,
-    warmup_seconds: float = 0.1,
-    runs: int | None = 100,
+    warmup: int | None = None,
+    warmup_seconds: float | None = None,
+    runs: int | None = None,
     min_seconds: float | None = None,
     xnnpack: bool = True,
     samples: bool = False,
@@ -174,15 +174,20 @@ def bench(
         interleaved (A B A B ...) and compared by p50 ratio to the first, with a 95% interval.
     target: "cpu" or "gpu" (TargetUnavailableError when there is none), "ssh://user@host[:port]"
         (a Linux board with numpy + LiteRT: edgekit's runner measures there) or "adb" /
-        "adb:SERIAL" (an Android device: LiteRT's benchmark_model measures there). The report's
-        `source` says where the figures were measured.
-    warmup / warmup_seconds: warm-up runs until both this count and this time are reached.
-    runs: timed runs; min_seconds: time for at least this long instead of a count.
+        "adb:SERIAL" (an Android device: LiteRT's benchmark_model measures there), or a device
+        profile name / .yaml path (`list_devices()`): static analysis, instruction counts on an
+        emulated arm64 core and a latency estimate (docs/bench.md, "Device profiles"). The
+        report's `source` says where the figures come from.
+    warmup / warmup_seconds: warm-up runs until both this count and this time are reached
+        (None: 10 and 0.1 s; device profiles 1 and 0 s).
+    runs: timed runs (None: 100; device profiles 5); min_seconds: time for at least this long
+        instead of a count.
     xnnpack: LiteRT's XNNPACK delegate (False: builtin reference kernels).
     samples: include every timed run (ms) in the report.
     options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras);
         ssh: remote_python, ssh_key, known_hosts, connect_timeout, remote_timeout; adb:
-        benchmark_binary, delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), adb.
+        benchmark_binary, delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), adb;
+        device profiles: ignore_limits (run despite static-analysis errors such as memory).
     """
     from edgekit.bench.benchmark import bench as _bench
 
@@ -221,7 +226,11 @@ def evaluate(
 
     data: a spec for edgekit.data.load_dataset ("digits", an image folder, a .npz ...) or a
         Dataset. Images are preprocessed as (pixels - mean) / std for every format.
-    threads: CPU threads (None: every core). limit: evaluate the first N images only.
+    target: "cpu", "gpu", "ssh://user@host[:port]" or a device profile name / .yaml (the
+        model's outputs from aarch64 LiteRT on an emulated core, plus a `numerics` section:
+        how they differ from this machine's LiteRT).
+    threads: CPU threads (None: every core; device profiles: 1). limit: evaluate the first N
+        images only. options: ssh options, or ignore_limits for device profiles.
     output: the output (name or index) holding class scores, for models with several outputs.
     """
     from edgekit.bench.evaluation import evaluate as _evaluate

@@ -316,15 +316,18 @@ def devices_status(as_json):
     "--target",
     default="cpu",
     show_default=True,
-    help="cpu, gpu, ssh://user@host[:port] (a Linux board) or adb[:SERIAL] (an Android device).",
+    help="cpu, gpu, a device profile (edgekit devices; emulated), ssh://user@host[:port] (a Linux "
+    "board) or adb[:SERIAL] (an Android device).",
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Items per invoke.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (at least).")
 @click.option(
-    "--warmup-seconds", type=float, default=0.1, show_default=True, help="Warm-up time (at least)."
+    "--warmup", type=int, help="Warm-up runs (at least) [default: 10; device profiles: 1]."
 )
-@click.option("--runs", type=int, help="Timed runs [default: 100].")
+@click.option(
+    "--warmup-seconds", type=float, help="Warm-up time (at least) [default: 0.1; profiles: 0]."
+)
+@click.option("--runs", type=int, help="Timed runs [default: 100; device profiles: 5].")
 @click.option("--min-seconds", type=float, help="Time runs for this long instead of --runs.")
 @click.option("--no-xnnpack", is_flag=True, help="LiteRT: builtin reference kernels, no XNNPACK.")
 @click.option(
@@ -348,6 +351,11 @@ def devices_status(as_json):
 @click.option(
     "--adb", "adb_path", type=click.Path(), help="adb: the adb executable [default: PATH]."
 )
+@click.option(
+    "--ignore-limits",
+    is_flag=True,
+    help="Device profiles: run even when static analysis finds an error (e.g. over memory).",
+)
 @json_option
 def bench(
     models,
@@ -370,13 +378,16 @@ def bench(
     delegate,
     taskset,
     adb_path,
+    ignore_limits,
     as_json,
 ):
     """Measure latency and memory of models, here or on a device.
 
     Several models are measured interleaved (A B A B ...) and compared by their p50 ratio.
     --target ssh://user@host runs edgekit's runner on a Linux board (numpy + LiteRT there);
-    --target adb[:SERIAL] runs LiteRT's benchmark_model on an Android device.
+    --target adb[:SERIAL] runs LiteRT's benchmark_model on an Android device; --target PROFILE
+    (e.g. pixel-4) analyses the model for that device, runs it on an emulated arm64 core and
+    estimates its latency there from counted instructions (`edgekit devices setup` once first).
     """
     from edgekit import api
     from edgekit.errors import UsageError
@@ -397,6 +408,7 @@ def bench(
         "delegate": delegate,
         "taskset": taskset,
         "adb": adb_path,
+        "ignore_limits": ignore_limits or None,
     }
     options.update({k: v for k, v in device_options.items() if v is not None})
     report = api.bench(
@@ -406,7 +418,7 @@ def bench(
         batch=batch,
         warmup=warmup,
         warmup_seconds=warmup_seconds,
-        runs=100 if runs is None and min_seconds is None else runs,
+        runs=runs,
         min_seconds=min_seconds,
         xnnpack=not no_xnnpack,
         samples=samples,
@@ -446,14 +458,22 @@ def _floats(text: str, option: str) -> float | tuple[float, ...]:
 )
 @click.option("--std", default="255", show_default=True, help="One value or one per channel.")
 @click.option(
-    "--target", default="cpu", show_default=True, help="cpu, gpu or ssh://user@host[:port]."
+    "--target",
+    default="cpu",
+    show_default=True,
+    help="cpu, gpu, a device profile (edgekit devices; emulated arm64) or ssh://user@host[:port].",
 )
-@click.option("--threads", type=int, help="CPU threads [default: all cores].")
+@click.option("--threads", type=int, help="CPU threads [default: all cores; device profiles: 1].")
 @click.option("--output", help="Output (name or index) holding the class scores.")
 @click.option("--limit", type=int, help="Evaluate the first N images only.")
 @click.option("--remote-python", help="ssh: the Python on the board [default: python3].")
 @click.option("--ssh-key", type=click.Path(), help="ssh: private key file.")
 @click.option("--known-hosts", type=click.Path(), help="ssh: known_hosts file to use.")
+@click.option(
+    "--ignore-limits",
+    is_flag=True,
+    help="Device profiles: run even when static analysis finds an error (e.g. over memory).",
+)
 @json_option
 def eval_cmd(
     model,
@@ -470,6 +490,7 @@ def eval_cmd(
     remote_python,
     ssh_key,
     known_hosts,
+    ignore_limits,
     as_json,
 ):
     """Measure accuracy on a data set, optionally against a reference.
@@ -497,6 +518,7 @@ def eval_cmd(
                 ("remote_python", remote_python),
                 ("ssh_key", ssh_key),
                 ("known_hosts", known_hosts),
+                ("ignore_limits", ignore_limits or None),
             )
             if v is not None
         },

@@ -19,6 +19,10 @@ from edgekit.bench import latency
 from edgekit.bench.machine import current_rss_mb, machine_info, peak_rss_mb
 from edgekit.errors import UsageError
 
+# An emulated invoke takes 30-500x the host's time: a few counted runs are plenty, as the
+# instruction count varies by well under 1% between runs.
+DEVICE_WARMUP = 1
+DEVICE_RUNS = 5
 _RUNTIME_KEYS = ("accelerator", "delegate", "provider", "xnnpack", "graph_optimization", "xla")
 
 
@@ -28,9 +32,9 @@ def bench(
     target: str = "cpu",
     threads: int | None = 1,
     batch: int = 1,
-    warmup: int = latency.DEFAULT_WARMUP,
-    warmup_seconds: float = latency.DEFAULT_WARMUP_SECONDS,
-    runs: int | None = latency.DEFAULT_RUNS,
+    warmup: int | None = None,
+    warmup_seconds: float | None = None,
+    runs: int | None = None,
     min_seconds: float | None = None,
     xnnpack: bool = True,
     samples: bool = False,
@@ -40,20 +44,47 @@ def bench(
     """Latency, memory and runtime details of one or more models (see docs/bench.md).
 
     target: "cpu" / "gpu" (this machine), "ssh://user@host[:port]" (a Linux board, through
-    edgekit's remote runner) or "adb" / "adb:SERIAL" (an Android device, through LiteRT's
-    benchmark_model); every report says where its figures were measured (`source`).
+    edgekit's remote runner), "adb" / "adb:SERIAL" (an Android device, through LiteRT's
+    benchmark_model) or a device profile name / .yaml (emulated: static analysis, instruction
+    counts and a latency estimate; see edgekit.emulation.target); every report says where its
+    figures come from (`source`). warmup / warmup_seconds / runs None: the defaults (10, 0.1 s,
+    100; for an emulated device 1, 0 s, 5).
     """
     from edgekit.runtimes import open_runner
 
     paths = [models] if isinstance(models, str | os.PathLike) else list(models)
     if not paths:
         raise UsageError("No model given. Pass one or more .tflite, .onnx, .keras or SavedModel.")
-    latency.check_plan(warmup, warmup_seconds, runs, min_seconds)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise UsageError(f"--batch must be an integer of at least 1. Received: {batch!r}")
     from edgekit.bench import remote
 
     kind = remote.dispatch(target)
+    emulated = kind == "device"
+    if warmup is None:
+        warmup = DEVICE_WARMUP if emulated else latency.DEFAULT_WARMUP
+    if warmup_seconds is None:
+        warmup_seconds = 0.0 if emulated else latency.DEFAULT_WARMUP_SECONDS
+    if runs is None and min_seconds is None:
+        runs = DEVICE_RUNS if emulated else latency.DEFAULT_RUNS
+    latency.check_plan(warmup, warmup_seconds, runs, min_seconds)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise UsageError(f"--batch must be an integer of at least 1. Received: {batch!r}")
+    if kind == "device":
+        from edgekit.emulation.target import bench_device
+
+        return bench_device(
+            paths,
+            target=str(target),
+            threads=threads,
+            batch=batch,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            runs=runs,
+            min_seconds=min_seconds,
+            xnnpack=xnnpack,
+            samples=samples,
+            seed=seed,
+            **options,
+        )
     if kind is not None:
         run = remote.bench_ssh if kind == "ssh" else remote.bench_adb
         return run(
@@ -70,10 +101,13 @@ def bench(
             seed=seed,
             **options,
         )
-    device_only = sorted(set(options) & set(remote.SSH_OPTIONS + remote.ADB_OPTIONS))
+    device_only = sorted(
+        set(options) & set(remote.SSH_OPTIONS + remote.ADB_OPTIONS + remote.PROFILE_OPTIONS)
+    )
     if device_only:
         raise UsageError(
-            f"Option(s) {', '.join(device_only)} apply to --target ssh://... or adb targets only. "
+            f"Option(s) {', '.join(device_only)} apply to --target ssh://..., adb or device "
+            "profile targets only. "
             f"Received --target {target}."
         )
 

@@ -81,12 +81,28 @@ def evaluate(
         if limit < 1:
             raise UsageError(f"--limit must be at least 1. Received: {limit}")
         ds = ds.take(limit)
-    threads = threads or os.cpu_count() or 1
     from edgekit.bench import remote
 
-    if remote.dispatch(target) == "ssh":
+    kind = remote.dispatch(target)
+    if kind == "device":
+        from edgekit.emulation.target import evaluate_device
+
+        return evaluate_device(
+            model,
+            ds,
+            pre,
+            reference=reference,
+            top_k=top_k,
+            batch_size=batch_size,
+            target=target,
+            threads=threads,
+            output=output,
+            **options,
+        )
+    threads = threads or os.cpu_count() or 1
+    if kind == "ssh":
         return _evaluate_ssh(model, ds, pre, reference, top_k, batch_size, target, threads, options)
-    if remote.dispatch(target) == "adb":
+    if kind == "adb":
         raise UsageError(
             "eval runs on this machine or on an ssh target: benchmark_model on a phone times the "
             "model but returns no outputs. Use --target ssh://user@host for a Linux board."
@@ -152,10 +168,46 @@ def _evaluate_ssh(
 ) -> dict[str, Any]:
     """The model runs on the board (edgekit's remote runner, one round trip for the whole set);
     the metrics are computed here from its outputs, with the same code as a local run."""
+    from edgekit.bench.remote import SOURCE_DEVICE, predict_ssh
+
+    return evaluate_outputs(
+        model,
+        ds,
+        pre,
+        reference=reference,
+        top_k=top_k,
+        batch_size=batch_size,
+        threads=threads,
+        predict=lambda x: predict_ssh(
+            model, x, target=target, threads=threads, batch_size=batch_size, **options
+        ),
+        target=target,
+        source=SOURCE_DEVICE,
+        batching="on the device: one invoke per batch",
+    )
+
+
+def evaluate_outputs(
+    model: Any,
+    ds: Any,
+    pre: Any,
+    *,
+    reference: Any,
+    top_k: int,
+    batch_size: int,
+    threads: int,
+    predict: Any,
+    target: str,
+    source: str,
+    batching: str,
+    output: int | str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a .tflite whose outputs come from elsewhere: `predict(x)` -> (outputs, runner
+    description) for the whole preprocessed set; computed here with the same code as a local
+    run (a reference model runs on this machine)."""
     import numpy as np
 
     from edgekit.bench.metrics import evaluate as _evaluate
-    from edgekit.bench.remote import SOURCE_DEVICE, predict_ssh
     from edgekit.export.tflite import inspect_tflite
 
     info = inspect_tflite(model)
@@ -166,14 +218,10 @@ def _evaluate_ssh(
             f"{Path(model).name} expects {want}: resize the data, or evaluate a model made for it."
         )
     k = ds.num_classes if ds.labeled else None
-    oi = next(
-        (i for i, o in enumerate(info["outputs"]) if k and o["shape"] and o["shape"][-1] == k), 0
-    )
+    oi = _output_index(info["outputs"], output, k, Path(model).name)
     x = np.concatenate([xb for xb, _ in ds.batches(batch_size, pre)])
     t0 = time.perf_counter()
-    outs, desc = predict_ssh(
-        model, x, target=target, threads=threads, batch_size=batch_size, **options
-    )
+    outs, desc = predict(x)
     scores = outs[oi]
     cursor = {"at": 0}
 
@@ -217,10 +265,27 @@ def _evaluate_ssh(
         "data": ds.describe(),
         "preprocessing": pre.to_dict(),
         "batch_size": batch_size,
-        "batching": "on the device: one invoke per batch",
+        "batching": batching,
         "seconds": time.perf_counter() - t0,
         **metrics,
-        "source": SOURCE_DEVICE,
+        "source": source,
         "machine": desc["machine"],
         "reference_source": None if reference is None else "measured on this machine",
     }
+
+
+def _output_index(
+    outputs: list[dict[str, Any]], output: int | str | None, k: int | None, name: str
+) -> int:
+    """_pick_output for a .tflite read from its file (no runner)."""
+    if output is not None:
+        if isinstance(output, int) or str(output).isdigit():
+            if 0 <= int(output) < len(outputs):
+                return int(output)
+        else:
+            for i, o in enumerate(outputs):
+                if o["name"] == output:
+                    return i
+        names = ", ".join(f"{i}: {o['name']}" for i, o in enumerate(outputs))
+        raise UsageError(f"{name} has no output {output!r}. Its outputs are {names}.")
+    return next((i for i, o in enumerate(outputs) if k and o["shape"] and o["shape"][-1] == k), 0)

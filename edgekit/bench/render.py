@@ -19,6 +19,9 @@ def bench_tables(report: dict[str, Any]) -> None:
     from edgekit.ui import render_table
 
     models = report["models"]
+    if any(m.get("instructions") for m in models):
+        device_bench_tables(report)
+        return
     names = _unique([m["name"] for m in models])
     batch = report["settings"]["batch"]
 
@@ -55,7 +58,10 @@ def bench_tables(report: dict[str, Any]) -> None:
     rows.append(row("peak RSS (MiB)", [m["peak_rss_mb"] for m in models]))
     rows.append(row("RSS increase over baseline (MiB)", [m["rss_increase_mb"] for m in models]))
     rows.append(row("figures", [m.get("source", "measured on this machine") for m in models]))
+    if report.get("device"):
+        rows += [row(label, vals) for label, vals in static_rows(models, report["device"])]
     render_table(rows, ["metric", *names], title="edgekit bench")
+    _findings(models)
     cmp = report.get("comparison")
     if cmp:
         pct = round(cmp["confidence"] * 100)
@@ -110,7 +116,28 @@ def eval_tables(result: dict[str, Any], *, max_classes: int = 20) -> None:
             {"metric": "top-1 agreement", "value": _pct(ref["top1_agreement"])},
             {"metric": "mean KL(reference || model)", "value": f"{ref['mean_kl']:.4g} nats"},
         ]
+    num = result.get("numerics")
+    if num:
+        summary += [
+            {"metric": "arm64 vs x86: max abs output diff", "value": f"{num['max_abs_diff']:.3g}"},
+            {"metric": "arm64 vs x86: top-1 agreement", "value": _pct(num["top1_agreement"])},
+            {
+                "metric": "arm64 vs x86: changed predictions",
+                "value": f"{num['changed_predictions']} of {num['count']}",
+            },
+        ]
+        if num.get("x86_top1") is not None:
+            summary.append({"metric": "top-1 accuracy on x86", "value": _pct(num["x86_top1"])})
+    if result.get("static"):
+        summary += [
+            {"metric": label, "value": vals[0]}
+            for label, vals in static_rows([result], result.get("device") or {})
+        ]
     render_table(summary, title="edgekit eval")
+    if result.get("static"):
+        _findings([result])
+    if result.get("note"):
+        click.echo(result["note"])
     if result.get("per_class"):
         rows = [
             {
@@ -219,3 +246,134 @@ def _bytes(n: float) -> str:
     if n >= 1e3:
         return f"{n / 1e3:.1f} kB"
     return f"{int(n)} B"
+
+
+def static_rows(models: list[dict[str, Any]], device: dict[str, Any]) -> list[tuple[str, list]]:
+    """(label, one value per model) rows of the static analysis in bench/eval reports."""
+
+    def col(fn: Any) -> list[Any]:
+        return [fn(m["static"]) if m.get("static") else "-" for m in models]
+
+    rows = [
+        ("precision", col(lambda a: a["precision"])),
+        ("MACs (static)", col(lambda a: f"{a['totals']['macs']:,}")),
+        ("weights (static)", col(lambda a: _bytes(a["totals"]["weights_bytes"]))),
+        ("peak activation memory (static)", col(lambda a: _bytes(a["peak_activation"]["bytes"]))),
+    ]
+    for acc in device.get("accelerators") or []:
+
+        def fallback(a: dict[str, Any], acc: str = acc) -> str:
+            fb = a["delegates"].get(acc, {}).get("fallback_ops", [])
+            if not fb:
+                return "none"
+            kinds = sorted({a["ops"][i]["op"] for i in fb})
+            return f"{len(fb)} op(s): {', '.join(kinds[:4])}{' ...' if len(kinds) > 4 else ''}"
+
+        rows.append((f"{acc} fallback (static)", col(fallback)))
+    rows.append(
+        (
+            "findings (static)",
+            col(
+                lambda a: (
+                    ", ".join(f["code"] for f in a["findings"] if f["level"] != "info") or "none"
+                )
+            ),
+        )
+    )
+    return rows
+
+
+def _findings(models: list[dict[str, Any]]) -> None:
+    import click
+
+    for m in models:
+        for f in (m.get("static") or {}).get("findings", []):
+            if f["level"] != "info":
+                click.echo(f"{f['level']}: {m['name']}: {f['message']} [{f['code']}]")
+
+
+def estimate_text(e: dict[str, Any]) -> str:
+    """'≈ 3.1 ms ±30% (estimate)' or 'uncalibrated'."""
+    if not e.get("calibrated") or e.get("ms") is None:
+        return "uncalibrated (no ms)"
+    err = e.get("expected_error")
+    spread = f" ±{err:.0%}" if err is not None else ""
+    return f"≈ {e['ms']:.3g} ms{spread} (estimate)"
+
+
+def device_bench_tables(report: dict[str, Any]) -> None:
+    """The bench table of an emulated device target: static totals, counted instructions, the
+    estimate, and the emulated time labelled as such."""
+    import click
+
+    from edgekit.ui import render_table
+
+    models = report["models"]
+    names = _unique([m["name"] for m in models])
+    dev = report["device"]
+
+    def row(label: str, values: list[Any]) -> dict[str, Any]:
+        return {"metric": label, **dict(zip(names, values, strict=True))}
+
+    rows = [
+        row("runtime", [f"{m['runtime']} {m['runtime_version']} (aarch64)" for m in models]),
+        row("target / threads", [f"{m['target']} / {m['threads']}" for m in models]),
+        row("delegate", [m.get("delegate") for m in models]),
+        row("fallback (runtime)", [m.get("fallback") or "none" for m in models]),
+    ]
+    rows += [row(label, vals) for label, vals in static_rows(models, dev)]
+    ins = [m["instructions"] for m in models]
+    rows.append(
+        row(
+            "instructions / invoke (median)",
+            [f"{c['median']:,.0f} (spread {c['spread']:.1%}, {c['runs']} runs)" for c in ins],
+        )
+    )
+    width = max(len(m["estimate"]["by_threads"]) for m in models)
+    for k in range(width):
+        t = models[0]["estimate"]["by_threads"][
+            min(k, len(models[0]["estimate"]["by_threads"]) - 1)
+        ]
+        rows.append(
+            row(
+                f"latency estimate, {t['threads']} thread{'s' if t['threads'] > 1 else ''}",
+                [estimate_text(m["estimate"]["by_threads"][k]) for m in models],
+            )
+        )
+    rows.append(
+        row(
+            "emulated time p50 (ms, NOT a latency)",
+            [f"{m['emulated_ms']['p50']:.3g}" for m in models],
+        )
+    )
+    rows.append(row("figures", ["static / emulated / estimated" for _ in models]))
+    render_table(rows, ["metric", *names], title=f"edgekit bench: {dev['title']} (emulated)")
+    _findings(models)
+    cmp = report.get("comparison")
+    if cmp:
+        render_table(
+            [
+                {
+                    "model": n,
+                    "instructions / invoke": f"{r['instructions']:,.0f}",
+                    "ratio to first": f"{r['ratio']:.3f}" if r["ratio"] is not None else "-",
+                    "count spread": f"{r['spread']:.1%}",
+                }
+                for n, r in zip(names, cmp["rows"], strict=True)
+            ],
+            title="Comparison by counted instructions (exact; no sampling interval)",
+        )
+    e = models[0]["estimate"]
+    if e["calibrated"]:
+        click.echo(f"Estimate: {e['formula']}; expected error ±{e['expected_error']:.0%}.")
+    else:
+        click.echo(
+            f"Estimate: uncalibrated: {dev['name']} has no fitted constants yet, so only the "
+            "instruction counts are reported (edgekit devices show NAME)."
+        )
+    s = report["settings"]
+    click.echo(
+        f"Emulated: {dev['title']} as {s['qemu_cpu']} under QEMU on {report['machine']['hostname']}"
+        f"; warm-up {s['warmup']}, then {s['runs']} counted runs. Emulated time is QEMU wall "
+        "time, not a latency."
+    )

@@ -246,6 +246,7 @@ def test_desktop_cpu_profile_runs_locally_with_static_analysis(models):
     (row,) = rep["models"]
     assert rep["source"] == "measured on this machine" and row["target"] == "cpu"
     assert row["latency_ms"]["count"] == 3 and row["latency_ms"]["p50"] > 0
+    assert rep["settings"]["warmup"] == 10  # this machine's defaults, not the emulated ones
     assert rep["device"]["name"] == "desktop-cpu" and rep["settings"]["device"] == "desktop-cpu"
     assert row["static"]["totals"]["macs"] > 0
 

@@ -58,7 +58,11 @@ def bench(
     from edgekit.bench import remote
 
     kind = remote.dispatch(target)
-    emulated = kind == "device"
+    emulated = False
+    if kind == "device":
+        from edgekit.emulation.target import is_emulated
+
+        emulated = is_emulated(target)
     if warmup is None:
         warmup = DEVICE_WARMUP if emulated else latency.DEFAULT_WARMUP
     if warmup_seconds is None:
@@ -106,8 +110,8 @@ def bench(
     )
     if device_only:
         raise UsageError(
-            f"Option(s) {', '.join(device_only)} apply to --target ssh://..., adb or device "
-            "profile targets only. "
+            f"Option(s) {', '.join(device_only)} apply to device profile, --target ssh://... "
+            "or adb targets only. "
             f"Received --target {target}."
         )
 

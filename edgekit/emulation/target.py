@@ -41,6 +41,11 @@ def profile_for(target: str | os.PathLike) -> Any:
     return load_profile(target)
 
 
+def is_emulated(target: str | os.PathLike) -> bool:
+    """The target is an arm64 device (run under QEMU), not this machine (desktop profiles)."""
+    return profile_for(target).cpu.arch == "aarch64"
+
+
 def _cores(profile: Any) -> int:
     return sum(c.count for c in profile.cpu.clusters) or 1
 

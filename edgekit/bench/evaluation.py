@@ -104,8 +104,9 @@ def evaluate(
         return _evaluate_ssh(model, ds, pre, reference, top_k, batch_size, target, threads, options)
     if kind == "adb":
         raise UsageError(
-            "eval runs on this machine or on an ssh target: benchmark_model on a phone times the "
-            "model but returns no outputs. Use --target ssh://user@host for a Linux board."
+            "eval runs on this machine, on an ssh target or on an emulated device profile: "
+            "benchmark_model on a phone times the model but returns no outputs. Use --target "
+            "ssh://user@host for a Linux board, or a profile (edgekit devices) such as pixel-4."
         )
     runner = open_runner(model, target=target, threads=threads, **options)
     ref_runner = None

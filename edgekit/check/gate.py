@@ -392,6 +392,7 @@ def instruction_criterion(
     (criterion, measurement details or None)."""
     from edgekit.check.instructions import (
         SPREAD_FRACTION,
+        decide,
         estimate_ms,
         measure_instructions,
         setup_changes,
@@ -409,30 +410,15 @@ def instruction_criterion(
     pct = (change - 1.0) * 100.0
     # Each median can be off by at most half the range of its runs; their sum bounds the change.
     band = (lat.spread + m["spread"]) / 2 * 100.0
-    decisive = band <= SPREAD_FRACTION * tol
     what = (
         f"{short_count(lat.median)} -> {short_count(m['median'])} instructions per invoke on the "
         f"emulated {lat.target} ({lat.qemu_cpu}, {lat.threads} thread(s)): {pct:+.2f}% "
         f"(run-to-run spread {lat.spread:.2%} in the baseline, {m['spread']:.2%} now, "
         f"{m['runs']} invokes each)"
     )
+    status, verdict = decide(pct, band, tol)
     short = f"{pct:+.2f}% instructions (allowed +{tol:g}%, spread +-{band:.2f}%)"
-    if decisive:
-        if pct > tol + EPS:
-            status, verdict = "fail", f"more than the allowed {tol:g}%."
-        else:
-            status, verdict = "pass", f"within the allowed {tol:g}%."
-    elif pct - band > tol + EPS:
-        status, verdict = "fail", f"more than the allowed {tol:g}%, beyond the spread's reach."
-    elif pct + band <= tol + EPS:
-        status, verdict = "pass", f"within the allowed {tol:g}%, beyond the spread's reach."
-    else:
-        status = "warn"
-        verdict = (
-            f"not decided: the spread (+-{band:.2f}%) is more than "
-            f"{SPREAD_FRACTION:.0%} of the allowed {tol:g}% and the change lies within it "
-            "of the limit. Counts repeat best with 1 thread (--latency-threads 1)."
-        )
+    if status == "warn":
         short += ", not decided"
     message = f"{what}: {verdict}"
     details = {k: v for k, v in m.items() if k != "features"} | {
@@ -440,7 +426,7 @@ def instruction_criterion(
         "baseline_per_invoke": list(lat.per_invoke),
         "baseline_spread": lat.spread,
         "band_pct": band,
-        "decisive": decisive,
+        "decisive": band <= SPREAD_FRACTION * tol,
         "setup_changes": setup_changes(lat, m),
         "estimate": estimate_ms(model, m, profile),
     }

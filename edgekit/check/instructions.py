@@ -168,6 +168,31 @@ def setup_changes(base: Any, m: dict[str, Any]) -> list[str]:
     return out
 
 
+def decide(change_pct: float, band_pct: float, tol_pct: float) -> tuple[str, str]:
+    """(status, reason) for an increase of `change_pct` percent whose run-to-run uncertainty is
+    +-`band_pct`, against the allowed `tol_pct`.
+
+    A spread within SPREAD_FRACTION of the tolerance is too small to matter: the medians decide.
+    A larger one decides only where the whole band lies on one side of the limit, and is
+    otherwise "warn" (not decided), as the time metric's interval that straddles the limit.
+    """
+    eps = 1e-9  # "more than the allowed" is strict
+    if band_pct <= SPREAD_FRACTION * tol_pct:
+        if change_pct > tol_pct + eps:
+            return "fail", f"more than the allowed {tol_pct:g}%."
+        return "pass", f"within the allowed {tol_pct:g}%."
+    if change_pct - band_pct > tol_pct + eps:
+        return "fail", f"more than the allowed {tol_pct:g}%, even at the near end of the spread."
+    if change_pct + band_pct <= tol_pct + eps:
+        return "pass", f"within the allowed {tol_pct:g}%, even at the far end of the spread."
+    return "warn", (
+        f"not decided: the run-to-run spread (+-{band_pct:.2f}%) is more than "
+        f"{SPREAD_FRACTION:.0%} of the allowed {tol_pct:g}% and the limit lies within it. Counts "
+        "repeat best with one thread (--latency-threads 1) and models of a million "
+        "instructions or more."
+    )
+
+
 def short_count(n: float) -> str:
     """12345678 -> "12.35M"."""
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -246,6 +246,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
     for c in report["criteria"]:
         if c["status"] in ("fail", "warn"):
             lines.append(f"- **{STATUS_WORD[c['status']]}** {c['title']}: {c['message']}")
+    for w in report["warnings"]:
+        if not any(w == c["message"] for c in report["criteria"]):
+            lines.append(f"- **warning** {w}")
     for n in report["notes"]:
         lines.append(f"- note: {n}")
     est = estimate_line(report)

@@ -267,6 +267,8 @@ def create_baseline(
     latency: bool = True,
     latency_seconds: float = 3.0,
     latency_threads: int = 1,
+    latency_metric: str = "time",
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the baseline file that `check` compares candidates with.
 
@@ -276,6 +278,8 @@ def create_baseline(
     reference: the latency reference model (default: edgekit's bundled reference network in the
         model's runtime). latency=False: no latency (checks then skip the latency criterion).
     latency_seconds / latency_threads: how long and on how many threads to time (batch 1).
+    latency_metric="instructions", target=DEVICE: store instructions per invoke counted on the
+        emulated device instead of times (.tflite only; needs `edgekit devices setup`).
     """
     from edgekit.check.baseline import create_baseline as _create
 
@@ -294,6 +298,8 @@ def create_baseline(
         latency=latency,
         latency_seconds=latency_seconds,
         latency_threads=latency_threads,
+        latency_metric=latency_metric,
+        target=target,
     )
 
 
@@ -317,6 +323,8 @@ def check(
     config: str | os.PathLike | bool | None = None,
     junit: str | os.PathLike | None = None,
     github_summary: bool | None = None,
+    latency_metric: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Compare a candidate model with a baseline; returns the report (verdict "pass" or "fail",
     one entry per criterion with its numbers, warnings, notes).
@@ -326,7 +334,8 @@ def check(
     max_accuracy_drop 1.0 points, max_class_drop off, max_latency_increase 10 percent,
     significance 0.05. data: None reuses the baseline's data spec; its fingerprint must match.
     junit: write JUnit XML there. github_summary: append markdown to $GITHUB_STEP_SUMMARY (None:
-    when it is set). Raises BaselineError/UsageError/EvaluationError (exit 2) when no comparison
+    when it is set). latency_metric / target: default to the baseline's (a different value is
+    a UsageError). Raises BaselineError/UsageError/EvaluationError (exit 2) when no comparison
     can be made; a regression is the report's verdict, not an exception.
     """
     from edgekit.check.gate import check as _check
@@ -350,4 +359,6 @@ def check(
         config=config,
         junit=junit,
         github_summary=github_summary,
+        latency_metric=latency_metric,
+        target=target,
     )

@@ -563,18 +563,26 @@ def baseline():
     "--latency-seconds", type=float, default=3.0, show_default=True, help="Timed seconds."
 )
 @click.option(
-    "--latency-threads", type=int, default=1, show_default=True, help="Threads when timing."
-)
+    "--latency-threads", type=int, default=1, show_default=True,
+    help="Threads when timing or counting.",
+)  # fmt: skip
+@click.option(
+    "--latency-metric", type=click.Choice(["time", "instructions"]), default="time",
+    show_default=True,
+    help="time: CPU time vs a reference network; instructions: counted on --target (.tflite).",
+)  # fmt: skip
+@click.option("--target", help="Emulated device for --latency-metric instructions, e.g. pixel-4.")
 @json_option
 def baseline_create(
     model, data, out, reference, top_k, batch_size, mean, std, threads, output, limit,
-    no_latency, latency_seconds, latency_threads, as_json,
+    no_latency, latency_seconds, latency_threads, latency_metric, target, as_json,
 ):  # fmt: skip
     """Evaluate MODEL on DATA and store what later checks need.
 
     Accuracy (top-1, top-k, per class), every image's top-1 prediction and correctness, the data
-    and model fingerprints, runtime versions, and the latency as a ratio to a reference network
-    timed in the same process.
+    and model fingerprints, runtime versions, and the latency: as a ratio to a reference network
+    timed in the same process, or (--latency-metric instructions --target DEVICE) as
+    instructions per invoke on an emulated device.
     """
     from edgekit import api
 
@@ -593,6 +601,8 @@ def baseline_create(
         latency=not no_latency,
         latency_seconds=latency_seconds,
         latency_threads=latency_threads,
+        latency_metric=latency_metric,
+        target=target,
     )
     from edgekit.check.baseline import summary
 
@@ -629,11 +639,16 @@ def baseline_create(
 )  # fmt: skip
 @click.option("--no-config", is_flag=True, help="Read no config file.")
 @click.option("--junit", type=click.Path(), help="Write JUnit XML (one test case per criterion).")
+@click.option(
+    "--latency-metric", type=click.Choice(["time", "instructions"]),
+    help="Must match the baseline's [the baseline's].",
+)  # fmt: skip
+@click.option("--target", help="Emulated device of an instructions baseline [the baseline's].")
 @json_option
 def check(
     model, baseline_path, data, max_accuracy_drop, max_class_drop, max_latency_increase,
     significance, no_latency, latency_seconds, reference, mean, std, batch_size, threads,
-    output, config, no_config, junit, as_json,
+    output, config, no_config, junit, latency_metric, target, as_json,
 ):  # fmt: skip
     """Compare MODEL with a baseline; fail CI on a regression.
 
@@ -641,7 +656,8 @@ def check(
     Accuracy drops fail when beyond --max-accuracy-drop AND significant (exact McNemar test on
     the paired predictions); latency (CPU time per invoke as a ratio to a reference network timed
     alongside) fails when the whole confidence interval of the increase lies beyond
-    --max-latency-increase. Thresholds may live in
+    --max-latency-increase; with an instructions baseline, when the instructions per invoke on
+    the emulated device grew by more than it. Thresholds may live in
     edgekit.yaml or [tool.edgekit.check] in pyproject.toml. With $GITHUB_STEP_SUMMARY set, a
     markdown summary is appended to it.
     """
@@ -668,6 +684,8 @@ def check(
         output=output,
         config=False if no_config else config,
         junit=junit,
+        latency_metric=latency_metric,
+        target=target,
     )
     if as_json:
         emit_json(report)

@@ -5,6 +5,7 @@
     gate.run_check(model, baseline, thresholds=...)   -> the report alone
 
 Modules: stats (McNemar, Tango, Holm, sample size), evaluation (per-image predictions), latency
-(CPU-time ratio to the reference network), baseline (the file), gate (the criteria), report
+(CPU-time ratio to the reference network), instructions (instructions per invoke on an
+emulated device), baseline (the file), gate (the criteria), report
 (table, JUnit XML, markdown), config (edgekit.yaml / [tool.edgekit.check]).
 """

@@ -3,8 +3,9 @@
 A JSON object with `"format": "edgekit-baseline"` and a `format_version`, written atomically. It
 holds the model's fingerprint and accuracy (top-1, top-k, per class), every image's top-1 prediction
 and correctness (so that a check can pair samples), the data fingerprint, the preprocessing, the
-runtime versions and machine, and the latency ratio to a reference network with the per-invoke
-times it came from. Arrays are stored as zlib-compressed little-endian bytes in base64.
+runtime versions and machine, and the latency: by default (metric "time") the ratio to a reference
+network with the per-invoke times it came from; with metric "instructions" the instructions per
+invoke counted on an emulated device and the setup that counted them. Arrays are stored as zlib-compressed little-endian bytes in base64.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from edgekit.errors import BaselineError, UsageError
 
@@ -90,6 +91,9 @@ class ReferenceInfo(_Strict):
 
 
 class LatencyInfo(_Strict):
+    """metric "time": the CPU-time ratio to a reference network (edgekit.check.latency)."""
+
+    metric: Literal["time"] = "time"
     reference: ReferenceInfo
     threads: int
     seconds: float
@@ -110,6 +114,41 @@ class LatencyInfo(_Strict):
     reference_ms: EncodedArray
 
 
+class InstructionLatencyInfo(_Strict):
+    """metric "instructions": instructions per invoke on an emulated device
+    (edgekit.check.instructions)."""
+
+    metric: Literal["instructions"]
+    target: str  # the device profile's name
+    target_title: str
+    qemu_cpu: str
+    features: list[str]
+    threads: int = Field(ge=1)
+    runs: int = Field(ge=1)
+    per_invoke: list[int] = Field(min_length=1)
+    median: float = Field(gt=0)
+    spread: float = Field(ge=0)
+    marker_overhead: float
+    delegate: str | None
+    runtime_version: str | None
+    precision: str
+    litert_version: str | None
+    plugin_sha256: str | None
+    qemu_version: str | None
+    estimate: dict[str, Any] | None = None
+
+
+def _metric(v: Any) -> str:
+    m = v.get("metric", "time") if isinstance(v, dict) else getattr(v, "metric", "time")
+    return "instructions" if m == "instructions" else "time"
+
+
+AnyLatency = Annotated[
+    Annotated[LatencyInfo, Tag("time")] | Annotated[InstructionLatencyInfo, Tag("instructions")],
+    Discriminator(_metric),
+]
+
+
 class Baseline(_Strict):
     format: Literal["edgekit-baseline"]
     format_version: int
@@ -121,7 +160,7 @@ class Baseline(_Strict):
     batch_size: int
     accuracy: AccuracyInfo
     predictions: Predictions
-    latency: LatencyInfo | None
+    latency: AnyLatency | None
     versions: dict[str, str | None]
     machine: dict[str, Any]
 
@@ -131,9 +170,14 @@ class Baseline(_Strict):
     def correct(self) -> np.ndarray:
         return decode_array(self.predictions.correct)
 
+    @property
+    def latency_metric(self) -> str | None:
+        """ "time", "instructions", or None when the baseline holds no latency."""
+        return None if self.latency is None else self.latency.metric
+
     def latency_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        """(model_ms, reference_ms) paired by round."""
-        assert self.latency is not None
+        """(model_ms, reference_ms) paired by round (metric "time")."""
+        assert isinstance(self.latency, LatencyInfo)
         return decode_array(self.latency.model_ms), decode_array(self.latency.reference_ms)
 
 
@@ -205,7 +249,7 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
     try:
         b = Baseline.model_validate(obj)
         top1, correct = b.top1(), b.correct()
-        samples = b.latency_samples() if b.latency is not None else None
+        samples = b.latency_samples() if b.latency_metric == "time" else None
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "(top level)"
@@ -280,9 +324,13 @@ def create_baseline(
     latency: bool = True,
     latency_seconds: float = 3.0,
     latency_threads: int = 1,
+    latency_metric: str = "time",
+    target: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `model` on `data`, time it against the reference network and write `out`.
+    """Evaluate `model` on `data`, measure its latency and write `out`.
 
+    latency_metric: "time" (CPU time against the reference network) or "instructions"
+        (instructions per invoke on the emulated device `target`; .tflite models only).
     Returns the baseline as written (a JSON-ready dict).
     """
     from edgekit import __version__
@@ -299,16 +347,22 @@ def create_baseline(
             f"--out {out} is a folder. Pass a file name such as {out / 'baseline.json'}."
         )
     fmt = detect_format(model)  # a missing or unreadable model fails here, before any work
+    profile = _instruction_options(model, latency, latency_metric, target, reference)
     if latency:
         # Bad timing options fail now, not after the evaluation.
-        if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
-            raise UsageError(
-                f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
-            )
         lt = latency_threads
         if isinstance(lt, bool) or not isinstance(lt, int) or lt < 1:
             raise UsageError(
                 f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
+            )
+    if latency and profile is not None:
+        from edgekit.emulation import provision
+
+        provision.require()  # not provisioned: the one-line `edgekit devices setup` error, now
+    elif latency:
+        if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
+            raise UsageError(
+                f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
             )
         ref_path, ref_info = resolve_reference(reference, model, fmt)
     pre = Preprocessing(mean=mean, std=std)
@@ -353,9 +407,15 @@ def create_baseline(
         "versions": runtime_versions(),
         "machine": machine_info(),
     }
-    if latency:
+    if latency and profile is not None:
+        from edgekit.check.instructions import estimate_ms, measure_instructions
+
+        m = measure_instructions(model, profile, threads=latency_threads)
+        doc["latency"] = {**m, "estimate": estimate_ms(model, m, profile)}
+    elif latency:
         m = measure_ratio(model, ref_path, threads=latency_threads, seconds=latency_seconds)
         doc["latency"] = {
+            "metric": "time",
             "reference": ref_info,
             "threads": latency_threads,
             "seconds": latency_seconds,
@@ -374,6 +434,37 @@ def create_baseline(
     return doc
 
 
+def _instruction_options(
+    model: str | os.PathLike,
+    latency: bool,
+    metric: str,
+    target: str | None,
+    reference: str | os.PathLike | None,
+) -> Any:
+    """The target's DeviceProfile for metric "instructions", None for "time"; bad combinations
+    of options are UsageErrors before any work."""
+    from edgekit.check.instructions import require_tflite, resolve_target, validate_metric
+
+    validate_metric(metric)
+    if metric != "instructions":
+        if target is not None:
+            raise UsageError(
+                "--target names the emulated device for --latency-metric instructions; "
+                "pass both, or neither."
+            )
+        return None
+    if not latency:
+        raise UsageError("--no-latency and --latency-metric instructions contradict; pass one.")
+    if reference is not None:
+        raise UsageError(
+            "--reference is the reference network of --latency-metric time; instruction "
+            "counts need none. Drop --reference."
+        )
+    profile = resolve_target(target)
+    require_tflite(model)
+    return profile
+
+
 def summary(doc: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     """The baseline without its per-image and per-invoke arrays (for --json and tables)."""
     lat = doc["latency"]
@@ -387,5 +478,5 @@ def summary(doc: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
         "accuracy": doc["accuracy"],
         "latency": None
         if lat is None
-        else {k: v for k, v in lat.items() if k not in ("model_ms", "reference_ms")},
+        else {k: v for k, v in lat.items() if k not in ("model_ms", "reference_ms", "features")},
     }

@@ -12,7 +12,8 @@ or `pyproject.toml`:
     baseline = "ci/baseline.json"
     max_accuracy_drop = 0.5
 
-Found by walking up from the working directory to the repository root (the first folder holding
+`latency_metric: instructions` and `target: pixel-4` select the instruction-count latency
+(they must match the baseline's). Found by walking up from the working directory to the repository root (the first folder holding
 .git); the first folder with either file wins, and edgekit.yaml before pyproject.toml. Paths in the
 file are relative to the file. Command-line options override the file.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -43,6 +44,12 @@ class CheckSettings(BaseModel):
     significance: float | None = Field(None, gt=0, lt=1, description="Test level (0.05).")
     latency: bool | None = Field(None, description="false: skip the latency criterion.")
     latency_seconds: float | None = Field(None, gt=0, description="Timed seconds.")
+    latency_metric: Literal["time", "instructions"] | None = Field(
+        None, description="time or instructions; default: the baseline's."
+    )
+    target: str | None = Field(
+        None, description="Emulated device for instructions; default: the baseline's."
+    )
     junit: str | None = Field(None, description="JUnit XML output file.")
 
 

@@ -5,8 +5,12 @@ Criteria (docs/check.md states the rules precisely):
   test is significant at --significance; beyond the tolerance but not significant is a warning that
   says how many images would decide it.
 - class_accuracy (with --max-class-drop): the same per class, Holm-corrected across classes.
-- latency (when the baseline has it): the ratio to the reference network against the baseline's;
-  fails when the whole confidence interval of the increase lies above --max-latency-increase.
+- latency (when the baseline has it), by the baseline's metric:
+  "time": the ratio to the reference network against the baseline's; fails when the whole
+  confidence interval of the increase lies above --max-latency-increase.
+  "instructions": the median instructions per invoke on the emulated device against the
+  baseline's; fails when the increase exceeds --max-latency-increase, and is left undecided (a
+  warning) only when the measured run-to-run spread is large and the change lies within it.
 """
 
 from __future__ import annotations
@@ -322,6 +326,129 @@ def latency_criterion(
     return crit, details
 
 
+def _describe_latency(lat: Any) -> str:
+    if lat.metric == "instructions":
+        return f"instructions per invoke on the emulated {lat.target} (metric instructions)"
+    return "CPU time as a ratio to a reference network (metric time)"
+
+
+def latency_plan(
+    base: Any,
+    baseline: str | os.PathLike,
+    model: str | os.PathLike,
+    *,
+    enabled: bool,
+    metric: str | None,
+    target: str | None,
+) -> Any:
+    """Check --latency-metric / --target against what the baseline holds, before any work.
+    Returns the DeviceProfile to count on (metric "instructions", latency enabled), else None."""
+    from edgekit.check.instructions import require_tflite, resolve_target, validate_metric
+
+    validate_metric(metric)
+    lat = base.latency
+    if lat is None:
+        if enabled and (metric is not None or target is not None):
+            raise BaselineError(
+                f"The baseline {baseline} holds no latency (it was created with --no-latency), "
+                "so --latency-metric/--target cannot be checked. Recreate the baseline with "
+                "latency, or pass --no-latency."
+            )
+        return None
+    if metric is not None and metric != lat.metric:
+        raise UsageError(
+            f"The baseline {baseline} holds {_describe_latency(lat)}; --latency-metric {metric} "
+            f"does not compare with it. Leave the option out, or create a baseline with "
+            f"--latency-metric {metric}."
+        )
+    if lat.metric != "instructions":
+        if target is not None:
+            raise UsageError(
+                f"--target is for instruction-count baselines; {baseline} holds "
+                f"{_describe_latency(lat)}. Drop --target, or create a baseline with "
+                "--latency-metric instructions --target DEVICE."
+            )
+        return None
+    profile = resolve_target(target if target is not None else lat.target)
+    if profile.name != lat.target:
+        raise UsageError(
+            f"The baseline {baseline} counted instructions on {lat.target}; --target {target} "
+            f"is another device, whose counts do not compare. Pass --target {lat.target} (or "
+            "leave it out), or create a baseline for that device."
+        )
+    if not enabled:
+        return None
+    from edgekit.emulation import provision
+
+    require_tflite(model)
+    provision.require()
+    return profile
+
+
+def instruction_criterion(
+    baseline: Any, model: str | os.PathLike, th: Thresholds, profile: Any, *, enabled: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Median instructions per invoke on the emulated device against the baseline's. Returns
+    (criterion, measurement details or None)."""
+    from edgekit.check.instructions import (
+        SPREAD_FRACTION,
+        decide,
+        estimate_ms,
+        measure_instructions,
+        setup_changes,
+        short_count,
+    )
+
+    lat = baseline.latency
+    tol = th.max_latency_increase
+    title = "latency (instructions)"
+    if not enabled or tol is None or profile is None:
+        why = "--no-latency" if not enabled else "no --max-latency-increase"
+        return _criterion("latency", title, "skipped", f"Not checked ({why})."), None
+    m = measure_instructions(model, profile, threads=lat.threads, runs=lat.runs)
+    change = m["median"] / lat.median
+    pct = (change - 1.0) * 100.0
+    # Each median can be off by at most half the range of its runs; their sum bounds the change.
+    band = (lat.spread + m["spread"]) / 2 * 100.0
+    what = (
+        f"{short_count(lat.median)} -> {short_count(m['median'])} instructions per invoke on the "
+        f"emulated {lat.target} ({lat.qemu_cpu}, {lat.threads} thread(s)): {pct:+.2f}% "
+        f"(run-to-run spread {lat.spread:.2%} in the baseline, {m['spread']:.2%} now, "
+        f"{m['runs']} invokes each)"
+    )
+    status, verdict = decide(pct, band, tol)
+    short = f"{pct:+.2f}% instructions (allowed +{tol:g}%, spread +-{band:.2f}%)"
+    if status == "warn":
+        short += ", not decided"
+    message = f"{what}: {verdict}"
+    details = {k: v for k, v in m.items() if k != "features"} | {
+        "baseline_median": lat.median,
+        "baseline_per_invoke": list(lat.per_invoke),
+        "baseline_spread": lat.spread,
+        "band_pct": band,
+        "decisive": band <= SPREAD_FRACTION * tol,
+        "setup_changes": setup_changes(lat, m),
+        "estimate": estimate_ms(model, m, profile),
+    }
+    crit = _criterion(
+        "latency",
+        title,
+        status,
+        message,
+        summary=short,
+        metric="instructions",
+        target=lat.target,
+        baseline=lat.median,
+        candidate=m["median"],
+        change=change,
+        change_pct=pct,
+        spread_pct=band,
+        decided=status != "warn",
+        threshold_pct=tol,
+    )
+    return crit, details
+
+
 def _reference_path(info: Any, override: str | os.PathLike | None) -> Path:
     """The reference network the baseline was timed against, checked by sha256."""
     from edgekit.artifacts import sha256_path
@@ -369,8 +496,12 @@ def run_check(
     batch_size: int | None = None,
     threads: int | None = None,
     output: int | str | None = None,
+    latency_metric: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` and compare it with the baseline file; the report (see docs/check.md).
+
+    latency_metric / target: default to the baseline's; other values are a UsageError.
 
     data: a spec or Dataset; None uses the spec stored in the baseline. Its fingerprint must
         equal the baseline's. mean/std/batch_size default to the baseline's.
@@ -392,6 +523,10 @@ def run_check(
         raise UsageError(f"--latency-seconds must be more than 0. Received: {latency_seconds!r}")
     base = read_baseline(baseline)
     detect_format(model)  # a missing or unreadable model: one line, exit 2, before loading data
+    lat_enabled = latency and th.max_latency_increase is not None
+    profile = latency_plan(
+        base, baseline, model, enabled=lat_enabled, metric=latency_metric, target=target
+    )
     if data is None:
         if base.data.spec is None:
             raise UsageError(
@@ -430,14 +565,24 @@ def run_check(
         accuracy_criterion(base_correct, res.correct, th),
         class_criterion(res.y, base_correct, res.correct, res.labels, th),
     ]
-    lat_crit, lat_details = latency_criterion(
-        base, model, th, enabled=latency, seconds=latency_seconds, reference=reference
-    )
+    if base.latency_metric == "instructions":
+        lat_crit, lat_details = instruction_criterion(base, model, th, profile, enabled=latency)
+    else:
+        lat_crit, lat_details = latency_criterion(
+            base, model, th, enabled=latency, seconds=latency_seconds, reference=reference
+        )
     criteria.append(lat_crit)
 
     acc = res.accuracy()
     warnings = [c["message"] for c in criteria if c["status"] == "warn"]
     notes = []
+    if lat_details and lat_details.get("setup_changes"):
+        warnings.append(
+            "The instruction-counting setup changed since the baseline ("
+            + ", ".join(lat_details["setup_changes"])
+            + "): part of the latency change may come from it; recreate the baseline to "
+            "separate the two."
+        )
     sha = sha256_path(model)
     if sha == base.model.sha256:
         notes.append("The candidate is the baseline's model file itself (same sha256).")
@@ -462,9 +607,14 @@ def run_check(
         notes.append("Runtime versions changed since the baseline: " + ", ".join(changed) + ".")
     machine = machine_info()
     if machine.get("cpu") != base.machine.get("cpu"):
+        how = (
+            f"latency is counted on the emulated {base.latency.target}"
+            if base.latency_metric == "instructions"
+            else "latency is compared as a ratio to the reference network"
+        )
         notes.append(
-            f"The baseline was made on another CPU ({base.machine.get('cpu')}); latency is "
-            "compared as a ratio to the reference network, accuracy does not depend on it."
+            f"The baseline was made on another CPU ({base.machine.get('cpu')}); {how}, accuracy "
+            "does not depend on it."
         )
     failed = [c["name"] for c in criteria if c["status"] == "fail"]
     return {
@@ -495,6 +645,7 @@ def run_check(
             "candidate": acc,
             "top1_agreement": float(np.mean(base_top1 == res.top1)),
         },
+        "latency_metric": base.latency_metric,
         "latency": lat_details,
         "machine": machine,
         "versions": versions,
@@ -521,6 +672,8 @@ def check(
     config: str | os.PathLike | bool | None = None,
     junit: str | os.PathLike | None = None,
     github_summary: bool | None = None,
+    latency_metric: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """`edgekit check`: settings from arguments, then the config file, then defaults; run the
     check; write JUnit XML and the GitHub step summary (also when the check cannot be made, as an
@@ -571,10 +724,15 @@ def check(
             latency = s.latency if s.latency is not None else True
         if latency_seconds is None:
             latency_seconds = s.latency_seconds
+        if latency_metric is None:
+            latency_metric = s.latency_metric
+        if target is None:
+            target = cfg.resolve(s.target, spec=True)
         report = run_check(
             model, baseline, data=data, thresholds=th, latency=latency,
             latency_seconds=latency_seconds, reference=reference, mean=mean, std=std,
             batch_size=batch_size, threads=threads, output=output,
+            latency_metric=latency_metric, target=target,
         )  # fmt: skip
     except EdgekitError as e:
         message = " ".join(str(e).split())

@@ -43,6 +43,15 @@ def rows(report: dict[str, Any]) -> list[dict[str, str]]:
                 f"{_signed(-c['drop_pts'], 2)} pts [{_signed(-c['ci_high_pts'], 1)}, "
                 f"{_signed(-c['ci_low_pts'], 1)}]"
             )
+        elif c["name"] == "latency" and c.get("metric") == "instructions":
+            from edgekit.check.instructions import short_count
+
+            row.update(
+                baseline=f"{short_count(c['baseline'])} instr",
+                candidate=f"{short_count(c['candidate'])} instr",
+                allowed=f"<= +{c['threshold_pct']:g}%",
+            )
+            row["change [CI]"] = f"{_signed(c['change_pct'], 2)}% [+-{c['spread_pct']:.2f} spread]"
         elif c["name"] == "latency" and "change" in c:
             pct = lambda r: (r - 1.0) * 100.0  # noqa: E731
             row.update(
@@ -116,7 +125,24 @@ def print_table(report: dict[str, Any]) -> None:
             out(f"warning: {w}", markup=False)
     for n in report["notes"]:
         out(f"note: {n}", markup=False)
+    est = estimate_line(report)
+    if est:
+        out(est, markup=False)
     out(headline(report), markup=False)
+
+
+def estimate_line(report: dict[str, Any]) -> str | None:
+    """For an instruction-count check: the profile's latency estimate, not judged."""
+    lat = report.get("latency") or {}
+    est = lat.get("estimate") if report.get("latency_metric") == "instructions" else None
+    if not est or not est.get("calibrated"):  # uncalibrated: the JSON says why, no line here
+        return None
+    err = est.get("expected_error")
+    band = f" +-{err:.0%}" if err is not None else ""
+    return (
+        f"estimated latency on {lat['target']}: {est['ms']:.3g} ms{band} per invoke "
+        f"({est['threads']} thread(s); information only, not judged)."
+    )
 
 
 # --- JUnit XML ----------------------------------------------------------------------------------
@@ -139,6 +165,7 @@ def junit_xml(report: dict[str, Any]) -> str:
         ("model", report["model"]["path"]),
         ("baseline", report["baseline"]["path"]),
         ("data", f"{report['data']['name']} ({report['data']['count']} images)"),
+        *_latency_properties(report),
     ):
         ET.SubElement(props, "property", name=k, value=str(v))
     for c in crits:
@@ -151,6 +178,25 @@ def junit_xml(report: dict[str, Any]) -> str:
         prefix = "WARNING: " if c["status"] == "warn" else ""
         ET.SubElement(case, "system-out").text = prefix + c["message"]
     return _document(suite)
+
+
+def _latency_properties(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """JUnit properties for an instruction-count latency: the device and the counts."""
+    lat = report.get("latency") or {}
+    if report.get("latency_metric") != "instructions" or not lat:
+        return [("latency_metric", str(report.get("latency_metric")))]
+    est = lat.get("estimate") or {}
+    out = [
+        ("latency_metric", "instructions"),
+        ("target", f"{lat['target']} ({lat['qemu_cpu']}, {lat['threads']} thread(s))"),
+        ("instructions_baseline", f"{lat['baseline_median']:.0f}"),
+        ("instructions_candidate", f"{lat['median']:.0f}"),
+        ("instructions_spread", f"{lat['baseline_spread']:.4%} / {lat['spread']:.4%}"),
+        ("litert_aarch64", str(lat.get("litert_version"))),
+    ]
+    if est.get("calibrated"):
+        out.append(("estimated_ms", f"{est['ms']:.3g} (information only)"))
+    return out
 
 
 def junit_error_xml(message: str, model: str | None = None) -> str:
@@ -200,8 +246,14 @@ def markdown_summary(report: dict[str, Any]) -> str:
     for c in report["criteria"]:
         if c["status"] in ("fail", "warn"):
             lines.append(f"- **{STATUS_WORD[c['status']]}** {c['title']}: {c['message']}")
+    for w in report["warnings"]:
+        if not any(w == c["message"] for c in report["criteria"]):
+            lines.append(f"- **warning** {w}")
     for n in report["notes"]:
         lines.append(f"- note: {n}")
+    est = estimate_line(report)
+    if est:
+        lines.append(f"- {est}")
     return "\n".join(lines).rstrip() + "\n\n"
 
 
@@ -242,6 +294,23 @@ def baseline_rows(info: dict[str, Any]) -> list[dict[str, str]]:
         out.append({"what": "NaN/inf scores", "value": f"{acc['nonfinite']} images"})
     if lat is None:
         out.append({"what": "latency", "value": "not measured (--no-latency)"})
+    elif lat.get("metric") == "instructions":
+        from edgekit.check.instructions import short_count
+
+        out.append(
+            {
+                "what": "latency",
+                "value": (
+                    f"{short_count(lat['median'])} instructions per invoke on the emulated "
+                    f"{lat['target']} ({lat['qemu_cpu']}, {lat['threads']} thread(s)); spread "
+                    f"{lat['spread']:.2%} over {lat['runs']} invokes; LiteRT aarch64 "
+                    f"{lat['litert_version']}"
+                ),
+            }
+        )
+        est = lat.get("estimate") or {}
+        if est.get("calibrated"):
+            out.append({"what": "estimated ms", "value": f"{est['ms']:.3g} (information only)"})
     else:
         out.append(
             {

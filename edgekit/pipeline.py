@@ -54,6 +54,7 @@ class RunContext:
     teacher: ModelArtifact
     teacher_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> logits
     unsafe: bool = False
+    predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
 
     def x(self, split: str, limit: int | None = None) -> np.ndarray:
         ds = self.splits[split]
@@ -154,6 +155,7 @@ def compress(
             labels=list(dataset.labels),
             teacher=teacher,
             unsafe=unsafe,
+            predict_teacher=predict_teacher,
         )
         needs_train = any(s.stage == "distill" for s in rec.stages)
         _teacher_outputs(

@@ -108,6 +108,38 @@ class StudentConfig(_Strict):
         return v
 
 
+class Augment(_Strict):
+    """Label-preserving augmentation of the training images during distillation.
+
+    The teacher runs once per training image and its logits are reused for every augmented view of
+    that image (no teacher pass per epoch), which assumes the teacher answers the same on the view.
+    The stage measures that assumption on the validation split (the teacher's top-1 agreement
+    between each image and its transformed copy, per augmentation) and reports it; an augmentation
+    below `min_teacher_agreement` is dropped with a warning (or, with `strict`, stops the run with
+    a one-line error), because the student would learn targets the teacher does not give.
+    """
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field(
+        "none", description="Random mirror images (each direction with probability 1/2)."
+    )
+    rot90: bool = Field(
+        False, description="Random quarter turns (0, 90, 180 or 270 degrees); square images only."
+    )
+    min_teacher_agreement: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Least top-1 agreement of the teacher with itself on augmented views.",
+    )
+    strict: bool = Field(
+        False, description="Stop (instead of dropping the augmentation) when the teacher disagrees."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or self.rot90
+
+
 class DistillStage(_Strict):
     """Knowledge distillation of the model (the teacher) into a MobileNet student."""
 
@@ -126,6 +158,7 @@ class DistillStage(_Strict):
     batch_size: int = Field(64, ge=1)
     optimizer: Optimizer = Optimizer(learning_rate=2e-3)
     early_stopping: EarlyStopping = EarlyStopping()
+    augment: Augment = Augment()
 
 
 class PruneStage(_Strict):

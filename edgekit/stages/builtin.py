@@ -14,7 +14,7 @@ import numpy as np
 
 from edgekit import ui
 from edgekit.artifacts import ModelArtifact
-from edgekit.errors import UnsupportedModelError
+from edgekit.errors import DataError, UnsupportedModelError
 from edgekit.pipeline import as_logits, first_output
 from edgekit.stages.base import Stage, StageOutput, register
 
@@ -71,15 +71,41 @@ class DistillStageRunner(Stage):
     name = "distill"
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
-        from edgekit.stages.distill import distill
+        from edgekit.stages.distill import distill, kept_augmentation, teacher_consistency
 
         if model.sha256 == ctx.teacher.sha256:
             t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
+            predict = ctx.predict_teacher
         else:  # distilling from an intermediate model: run it once per sample as the teacher
             loaded = _load(ctx, model)
+            predict = loaded.predict
             t_train, t_val = (
                 as_logits(first_output(loaded.predict(ctx.x(s)))) for s in ("train", "val")
             )
+        aug = self.config.augment
+        consistency: dict[str, float] = {}
+        flip, rot90, dropped = aug.flip, aug.rot90, []
+        if aug.enabled and predict is not None:
+            consistency = teacher_consistency(
+                self.config, lambda x: as_logits(first_output(predict(x))), ctx.x("val"), t_val
+            )
+            flip, rot90, dropped = kept_augmentation(aug, consistency)
+            figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in consistency.items())
+            ui.info(
+                f"distill: teacher agreement with itself on augmented validation images: {figures}"
+            )
+            if dropped:
+                message = (
+                    f"The teacher is not invariant to {', '.join(dropped)} (agreement below "
+                    f"{100 * aug.min_teacher_agreement:.0f}%), so its cached logits would teach wrong "
+                    "targets for those views"
+                )
+                if aug.strict:
+                    raise DataError(
+                        f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90) "
+                        "or set distill.augment.strict=false to drop them automatically."
+                    )
+                ui.info(f"warning: {message}: training without them.")
         result = distill(
             self.config,
             ctx.x("train"),
@@ -89,6 +115,7 @@ class DistillStageRunner(Stage):
             teacher_val=t_val,
             y_val=ctx.y("val"),
             seed=ctx.recipe.seed,
+            augment=(flip, rot90),
         )
         art = _save_keras(
             result.model, workdir / "student.keras", parameters=int(result.model.count_params())
@@ -101,6 +128,14 @@ class DistillStageRunner(Stage):
                 "parameters": int(result.model.count_params()),
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
+                "augment": {
+                    "requested": aug.model_dump(),
+                    "used": {"flip": flip, "rot90": rot90},
+                    "dropped": dropped,
+                    "teacher_agreement": consistency,
+                }
+                if aug.enabled
+                else None,
                 "history": result.history,
             },
         )

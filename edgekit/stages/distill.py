@@ -71,6 +71,53 @@ def _metrics(num_classes: int, labeled: bool) -> list[Any]:
     return [accuracy, agreement] if labeled else [agreement]
 
 
+def _views(x: np.ndarray) -> dict[str, np.ndarray]:
+    """One transformed copy of every image per augmentation (quarter turns cycle 90/180/270)."""
+    out = {"flip_horizontal": x[:, :, ::-1], "flip_vertical": x[:, ::-1]}
+    if x.shape[1] == x.shape[2]:
+        out["rot90"] = np.stack([np.rot90(img, 1 + i % 3) for i, img in enumerate(x)])
+    return out
+
+
+def wanted_views(aug: Any) -> list[str]:
+    names = []
+    if aug.flip in ("horizontal", "both"):
+        names.append("flip_horizontal")
+    if aug.flip in ("vertical", "both"):
+        names.append("flip_vertical")
+    if aug.rot90:
+        names.append("rot90")
+    return names
+
+
+def teacher_consistency(
+    config: DistillStage, predict: Any, x: np.ndarray, teacher_logits: np.ndarray
+) -> dict[str, float]:
+    """Per augmentation the recipe asks for, the teacher's top-1 agreement on `x` with itself on
+    the transformed images. Reusing cached logits for augmented views is sound only where this is
+    close to 1."""
+    names = wanted_views(config.augment)
+    if not names or len(x) == 0:
+        return {}
+    views = _views(x)
+    ref = teacher_logits.argmax(-1)
+    return {
+        n: float(np.mean(np.asarray(predict(np.ascontiguousarray(views[n]))).argmax(-1) == ref))
+        for n in names
+        if n in views
+    }
+
+
+def kept_augmentation(aug: Any, consistency: dict[str, float]) -> tuple[str, bool, list[str]]:
+    """(flip, rot90) keeping only the augmentations the teacher agrees with itself on, and the
+    names of those dropped."""
+    ok = {n for n, a in consistency.items() if a >= aug.min_teacher_agreement}
+    dropped = [n for n in wanted_views(aug) if n not in ok]
+    h, v = "flip_horizontal" in ok, "flip_vertical" in ok
+    flip = "both" if h and v else "horizontal" if h else "vertical" if v else "none"
+    return flip, "rot90" in ok, dropped
+
+
 def distill(
     config: DistillStage,
     x_train: np.ndarray,
@@ -81,8 +128,12 @@ def distill(
     teacher_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
     seed: int = 0,
+    augment: tuple[str, bool] | None = None,
 ) -> DistillResult:
-    """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored."""
+    """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored.
+
+    `augment` = (flip, rot90) overrides the recipe's augmentation (the stage passes what survived
+    the teacher-consistency check)."""
     from edgekit.keras_compat import tf_keras
 
     if config.alpha > 0 and y_train is None:
@@ -92,6 +143,12 @@ def distill(
         )
     labeled = y_train is not None
     num_classes = int(teacher_train.shape[1])
+    flip, rot90 = augment if augment is not None else (config.augment.flip, config.augment.rot90)
+    if rot90 and x_train.shape[1] != x_train.shape[2]:
+        raise DataError(
+            f"augment.rot90 needs square images; these are {x_train.shape[1]}x{x_train.shape[2]}. "
+            "Set --set distill.augment.rot90=false."
+        )
     student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
     callbacks = []
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
@@ -125,6 +182,7 @@ def distill(
         callbacks=callbacks,
         seed=seed,
         description="distill",
+        augment=training.augmenter(flip, rot90, seed=seed),
     )
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.

@@ -16,9 +16,12 @@ API
     return them as float32 / int64 (soft targets stay float32). Raises `edgekit.errors.DataError`.
 ``steps_per_epoch(n, batch_size) -> int``
     Batches per epoch (the last one may be partial).
-``make_dataset(x, y=None, *, batch_size, shuffle=False, seed=0) -> tf.data.Dataset``
+``make_dataset(x, y=None, *, batch_size, shuffle=False, seed=0, augment=None) -> tf.data.Dataset``
     Batched (and optionally reshuffled each epoch, seeded) pipeline from NumPy arrays. ``y`` may be
-    an array, a tuple of arrays (several targets) or None.
+    an array, a tuple of arrays (several targets) or None. ``augment`` maps each image batch.
+``augmenter(flip="none", rot90=False, seed=0) -> callable | None``
+    A batch-level image augmentation (random mirror images, random quarter turns; each image of a
+    batch draws its own), None when both are off. Targets pass through unchanged.
 ``make_optimizer(name="adam", learning_rate=1e-3, *, schedule="constant", total_steps=None,
 weight_decay=0.0) -> tf_keras optimizer``
     ``name`` in adam / adamw / sgd (momentum 0.9); ``schedule`` constant or cosine (decays to 0
@@ -33,7 +36,7 @@ weight_decay=0.0) -> tf_keras optimizer``
     One `edgekit.ui.info` line per epoch with the logged metrics and the epoch's duration.
 ``fit(model, x, y, *, x_val=None, y_val=None, epochs, batch_size, optimizer="adam",
 learning_rate=1e-3, schedule="constant", weight_decay=0.0, loss=None, metrics=("accuracy",),
-callbacks=(), seed=0, description="fine-tune") -> dict[str, list[float]]``
+callbacks=(), seed=0, description="fine-tune", augment=None) -> dict[str, list[float]]``
     Compile ``model`` (with ``loss`` or `classification_loss`) and train it with seeded shuffling
     and per-epoch progress lines; returns the Keras history as plain floats. ``model`` is trained in
     place: callers pass a copy they own.
@@ -201,15 +204,64 @@ def make_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    augment: Any = None,
 ) -> Any:
-    """A batched tf.data pipeline over NumPy arrays; shuffled each epoch with `seed` when asked."""
+    """A batched tf.data pipeline over NumPy arrays; shuffled each epoch with `seed` when asked,
+    each image batch passed through `augment` (see `augmenter`) when given."""
     import tensorflow as tf
 
     elements: Any = x if y is None else (x, y)
     ds = tf.data.Dataset.from_tensor_slices(elements)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        # The batch index keys the random draws (stateless, so parallel maps stay reproducible);
+        # it restarts every epoch, but the reshuffle puts other images at each position.
+        ds = ds.enumerate().map(
+            (lambda i, xb: augment(xb, i))
+            if y is None
+            else (lambda i, b: (augment(b[0], i), b[1])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def augmenter(flip: str = "none", rot90: bool = False, seed: int = 0) -> Any:
+    """Random mirror images and quarter turns of NHWC image batches; None when both are off.
+
+    The returned function takes a batch and its index; each image draws its own transform from a
+    stateless generator keyed by (`seed`, index), so runs repeat exactly. Quarter turns need square
+    images (checked by the caller).
+    """
+    import tensorflow as tf
+
+    if flip not in ("none", "horizontal", "vertical", "both"):
+        raise UsageError(
+            f"Expected flip in none, horizontal, vertical, both. Received: flip={flip!r}"
+        )
+    if flip == "none" and not rot90:
+        return None
+
+    def apply(xb: Any, index: Any = 0) -> Any:
+        n = tf.shape(xb)[0]
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+        draws = tf.random.stateless_uniform([n, 3], seed=key)
+
+        def mask(column: int) -> Any:
+            return tf.reshape(draws[:, column] < 0.5, [-1, 1, 1, 1])
+
+        if flip in ("horizontal", "both"):
+            xb = tf.where(mask(0), tf.reverse(xb, axis=[2]), xb)
+        if flip in ("vertical", "both"):
+            xb = tf.where(mask(1), tf.reverse(xb, axis=[1]), xb)
+        if rot90:
+            k = tf.cast(tf.floor(draws[:, 2] * 4.0), tf.int32)
+            turns = tf.stack([tf.image.rot90(xb, i) for i in range(4)], axis=1)  # N, 4, H, W, C
+            xb = tf.gather(turns, tf.minimum(k, 3), axis=1, batch_dims=1)
+        return xb
+
+    return apply
 
 
 def make_optimizer(
@@ -299,6 +351,7 @@ def fit(
     callbacks: Sequence[Any] = (),
     seed: int = 0,
     description: str = "fine-tune",
+    augment: Any = None,
 ) -> dict[str, list[float]]:
     """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
 
@@ -322,7 +375,7 @@ def fit(
             raise UsageError("Pass `loss` when the targets are not a single label array.")
         loss = classification_loss(model, y, x)
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
-    train = make_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed)
+    train = make_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed, augment=augment)
     val = None
     if x_val is not None and y_val is not None and len(x_val):
         val = make_dataset(x_val, y_val, batch_size=batch_size)

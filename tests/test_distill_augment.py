@@ -1,0 +1,124 @@
+"""Distillation with augmentation: the batch augmenter, the teacher-consistency check that decides
+which augmentations may reuse the teacher's cached logits, and the stage end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekit.recipes import DistillStage
+from edgekit.stages.distill import kept_augmentation, teacher_consistency
+from edgekit.stages.training import augmenter, make_dataset
+from tests.test_compress import compress, digits_npz, teacher_keras3  # noqa: F401 - fixtures
+
+
+def _dihedral(img: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for m in (img, img[:, ::-1]):
+        out += [np.rot90(m, k) for k in range(4)]
+    return out
+
+
+def test_augmenter_off_is_none():
+    assert augmenter("none", False) is None
+
+
+def test_augmenter_only_mirrors_and_turns_each_image_and_repeats():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 6, 6, 2)).astype(np.float32)
+    f = augmenter("both", True, seed=5)
+    a = np.asarray(f(x, 0))
+    b = np.asarray(f(x, 0))
+    np.testing.assert_array_equal(a, b)  # same key, same draws
+    assert not np.array_equal(a, np.asarray(f(x, 1)))  # another batch index, other draws
+    seen = set()
+    for img, out in zip(x, a, strict=True):
+        matches = [i for i, v in enumerate(_dihedral(img)) if np.array_equal(v, out)]
+        assert matches, "every output is a mirror image / quarter turn of its input"
+        seen.add(matches[0])
+    assert len(seen) >= 6  # 64 images draw (nearly) all 8 transforms
+
+
+def test_horizontal_flip_only_mirrors_columns():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 3, 4, 2).repeat(32, axis=0)
+    out = np.asarray(augmenter("horizontal", False, seed=1)(x, 0))
+    flipped = [np.array_equal(o, x[0][:, ::-1]) for o in out]
+    same = [np.array_equal(o, x[0]) for o in out]
+    assert all(f or s for f, s in zip(flipped, same, strict=True))
+    assert 0 < sum(flipped) < 32
+
+
+def test_dataset_augments_images_and_keeps_targets():
+    x = np.random.default_rng(1).random((16, 4, 4, 3)).astype(np.float32)
+    y = np.arange(16)
+    ds = make_dataset(x, y, batch_size=8, augment=augmenter("vertical", False, seed=0))
+    xs, ys = zip(*[(a.numpy(), b.numpy()) for a, b in ds], strict=True)
+    np.testing.assert_array_equal(np.concatenate(ys), y)
+    got = np.concatenate(xs)
+    assert all(
+        np.array_equal(g, o) or np.array_equal(g, o[::-1]) for g, o in zip(got, x, strict=True)
+    )
+    assert not np.array_equal(got, x)
+
+
+def _stage(**augment):
+    return DistillStage.model_validate({"augment": augment})
+
+
+def test_consistency_keeps_what_the_teacher_is_invariant_to():
+    rng = np.random.default_rng(2)
+    x = rng.random((200, 8, 8, 3)).astype(np.float32)
+
+    def top_vs_bottom(v):  # class 0 when the top half is brighter: not invariant to vertical flips
+        top, bottom = v[:, :4].mean(axis=(1, 2, 3)), v[:, 4:].mean(axis=(1, 2, 3))
+        return np.stack([top - bottom, bottom - top], axis=1)
+
+    cfg = _stage(flip="both", rot90=True)
+    logits = top_vs_bottom(x)
+    agree = teacher_consistency(cfg, top_vs_bottom, x, logits)
+    assert set(agree) == {"flip_horizontal", "flip_vertical", "rot90"}
+    assert agree["flip_horizontal"] == 1.0 and agree["flip_vertical"] == 0.0
+    assert agree["rot90"] < 0.9
+    flip, rot90, dropped = kept_augmentation(cfg.augment, agree)
+    assert (flip, rot90, dropped) == ("horizontal", False, ["flip_vertical", "rot90"])
+
+
+def test_augment_schema_rejects_unknown_values():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        _stage(flip="sideways")
+    with pytest.raises(ValidationError):
+        _stage(shear=0.1)
+
+
+def test_rot90_needs_square_images():
+    from edgekit.errors import DataError
+    from edgekit.stages.distill import distill
+
+    x = np.zeros((4, 32, 40, 3), np.float32)
+    with pytest.raises(DataError, match="square"):
+        distill(_stage(rot90=True), x, np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
+
+
+@pytest.mark.slow
+def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_npz):  # noqa: F811
+    """Digits change meaning when mirrored: the stage measures it and drops the mirror images
+    (or stops, with strict)."""
+    r = compress(teacher_keras3, digits_npz, tmp_path / "s", "distill", "distill.epochs=1",
+                 "distill.augment.flip=both", "distill.augment.strict=true",
+                 "quantize.formats=[tflite]", "export.formats=[tflite]")  # fmt: skip
+    assert r.exit_code == 2
+    assert "not invariant to flip_horizontal" in r.stderr and "strict=false" in r.stderr
+    r = compress(teacher_keras3, digits_npz, tmp_path / "d", "distill", "distill.epochs=1",
+                 "distill.augment.flip=both", "quantize.formats=[tflite]",
+                 "export.formats=[tflite]")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    aug = report["stages"][0]["augment"]
+    assert aug["requested"]["flip"] == "both"
+    assert set(aug["teacher_agreement"]) == {"flip_horizontal", "flip_vertical"}
+    assert aug["dropped"] and aug["used"]["flip"] != "both"
+    assert all(0 <= a <= 1 for a in aug["teacher_agreement"].values())

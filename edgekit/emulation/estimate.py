@@ -6,7 +6,9 @@
 
 clock_ghz and big_cores are those of the profile's fastest cluster. The constants come from the
 profile (fitted to published figures, see `profile.published`); where they are null the result
-has the counts and `calibrated: false`, never a number made up here.
+has the counts and `calibrated: false`, never a number made up here. A profile with no
+memory.bandwidth_gbps has no memory term: benchmarks/calibrate_devices.py fits its cpi without
+one, so the cpi carries the memory time (`memory_term: false` in the result).
 """
 
 from __future__ import annotations
@@ -74,8 +76,6 @@ def estimate_latency(
         missing.append("cpu.clusters[].max_ghz")
     if threads > 1 and efficiency is None:
         missing.append("calibration.parallel_efficiency")
-    if moved > 0 and not bandwidth:
-        missing.append("memory.bandwidth_gbps")
     if missing:
         return {
             **result,
@@ -87,7 +87,8 @@ def estimate_latency(
     big = int(_get(fastest, "count") or 1)
     used = min(threads, big)
     ms_1 = instructions * float(cpi) / (clock * 1e6)
-    if moved > 0:
+    memory_term = bool(bandwidth)
+    if moved > 0 and memory_term:
         ms_1 += moved / (float(bandwidth) * 1e6)
     speedup = 1.0 + (used - 1) * float(efficiency or 0.0)
     ms = ms_1 / speedup
@@ -105,5 +106,6 @@ def estimate_latency(
         "threads_used": used,
         "parallel_efficiency": efficiency,
         "bandwidth_gbps": bandwidth,
+        "memory_term": memory_term,
         "formula": FORMULA,
     }

@@ -4,9 +4,10 @@
                   + bytes_moved / (bandwidth_gbps * 1e6)
     ms_Nthreads = ms_1thread / (1 + (min(N, big_cores) - 1) * parallel_efficiency)
 
-clock_ghz and big_cores are those of the profile's fastest cluster. The constants come from the
-profile (fitted to published figures, see `profile.published`); where they are null the result
-has the counts and `calibrated: false`, never a number made up here. A profile with no
+clock_ghz is the fastest cluster's; big_cores counts every core of its type (prime + siblings).
+The constants come from the profile (fitted to published figures, see `profile.published`);
+where they are null the result has the counts and `calibrated: false`, never a number made up
+here. A profile with no
 memory.bandwidth_gbps has no memory term: benchmarks/calibrate_devices.py fits its cpi without
 one, so the cpi carries the memory time (`memory_term: false` in the result).
 """
@@ -84,7 +85,11 @@ def estimate_latency(
             "reason": f"the profile has no {', '.join(missing)}; only the counts are reported",
         }
     clock = float(_get(fastest, "max_ghz"))
-    big = int(_get(fastest, "count") or 1)
+    # Big cores = every core of the fastest cluster's type: a prime core plus its siblings at a
+    # lower clock (SD855: 1 + 3 Cortex-A76) all run the threads, as profiles.Cpu.big_cores says.
+    big = sum(
+        int(_get(c, "count") or 1) for c in clusters if _get(c, "core") == _get(fastest, "core")
+    )
     used = min(threads, big)
     ms_1 = instructions * float(cpi) / (clock * 1e6)
     memory_term = bool(bandwidth)

@@ -45,16 +45,36 @@ def test_threads_are_capped_at_the_big_cores():
     assert eight["ms"] == pytest.approx(two["ms"]) and eight["threads_used"] == 2
 
 
+def test_big_cores_include_the_prime_cores_siblings():
+    # Snapdragon 855: 1 prime + 3 gold Cortex-A76 at a lower clock; 4 threads use all four.
+    p = profile(cpi={"float32": 0.5})
+    p.cpu.clusters = [
+        NS(core="cortex-a76", count=1, max_ghz=2.84),
+        NS(core="cortex-a76", count=3, max_ghz=2.42),
+        NS(core="cortex-a55", count=4, max_ghz=1.8),
+    ]
+    r = estimate_latency(4e6, 0, "float32", p, threads=8)
+    assert r["threads_used"] == 4 and r["clock_ghz"] == 2.84
+    assert r["ms"] == pytest.approx(4e6 * 0.5 / 2.84e6 / (1 + 3 * 0.7))
+
+
 def test_null_constants_give_counts_only_never_invented_numbers():
     r = estimate_latency(4e6, 1e6, "int8", profile(cpi=None), threads=1)
     assert r["calibrated"] is False and r["ms"] is None
     assert r["instructions"] == 4e6 and "calibration.cpi.int8" in r["reason"]
     r = estimate_latency(4e6, 0, "int8", profile(cpi={"int8": 0.3}, efficiency=None), threads=4)
     assert r["calibrated"] is False and "parallel_efficiency" in r["reason"]
-    r = estimate_latency(4e6, 5e5, "int8", profile(cpi={"int8": 0.3}, bandwidth=None))
-    assert r["calibrated"] is False and "bandwidth_gbps" in r["reason"]
     no_cal = NS(name="x", cpu=NS(clusters=[]), memory=NS(bandwidth_gbps=None), calibration=None)
     assert estimate_latency(1e6, None, "float32", no_cal)["calibrated"] is False
+
+
+def test_no_bandwidth_drops_the_memory_term_the_fit_had_none():
+    # calibrate_devices.py fits such profiles without the term: their cpi carries memory time.
+    p = profile(cpi={"float32": 0.5, "int8": 0.25}, bandwidth=None)
+    r = estimate_latency(4e6, 5e5, "int8", p)
+    assert r["calibrated"] and r["memory_term"] is False and r["ms"] == pytest.approx(0.5)
+    with_bw = estimate_latency(4e6, 5e5, "int8", profile(cpi={"int8": 0.25}))
+    assert with_bw["memory_term"] is True and with_bw["ms"] == pytest.approx(0.55)
 
 
 def test_dict_profiles_work_too():

@@ -96,10 +96,22 @@ def test_derived_flags_follow_features():
     assert load_profile("pixel-4").cpu.big_cores == 4  # 1 prime + 3 gold, all Cortex-A76
 
 
-def test_calibration_is_explicitly_missing_until_fitted():
+def test_calibration_is_fitted_and_sourced_or_explicitly_missing():
+    calibrated = set()
     for name in list_profiles():
-        c = load_profile(name).calibration
-        assert c.status == "uncalibrated" and c.cpi is None and not c.calibrated
+        p = load_profile(name)
+        c = p.calibration
+        if not c.calibrated:
+            assert c.status == "uncalibrated" and c.cpi is None
+            continue
+        calibrated.add(name)
+        # Fitted by the script, to figures the profile (or a same-core one) publishes.
+        assert set(c.cpi) == {"float32", "int8"} and 0 < c.parallel_efficiency <= 1
+        assert "benchmarks/calibrate_devices.py" in c.method
+        assert "benchmarks/calibrate_devices.py" in p.sources["calibration"]
+        assert any(f.abi == "aarch64" and f.delegate == "cpu" for f in p.published)
+    # The A53 profiles have only armv7 figures (rpi3) or none (redmi-note-4): not fitted.
+    assert calibrated == {"pixel-3a", "pixel-4", "rpi4"}
     with pytest.raises(RecipeError, match="set status: calibrated"):
         validate_profile(board(calibration={"cpi": {"float32": 1.0}}))
     with pytest.raises(RecipeError, match="needs cpi, parallel_efficiency and expected_error"):
@@ -222,7 +234,9 @@ def test_cli_lists_profiles():
     lines = r.output.strip().splitlines()
     assert len(lines) == len(list_profiles())
     rpi4 = next(line for line in lines if line.startswith("rpi4 "))
-    assert "4x cortex-a72 @1.5GHz" in rpi4 and "not calibrated" in rpi4
+    assert "4x cortex-a72 @1.5GHz" in rpi4 and "not calibrated" not in rpi4
+    rpi3 = next(line for line in lines if line.startswith("rpi3 "))
+    assert "not calibrated" in rpi3
     rows = json.loads(CliRunner().invoke(cli, ["devices", "--json"]).output)
     assert {r["name"] for r in rows} == set(list_profiles())
     assert all(set(r) >= {"title", "cpu", "accelerators", "calibrated"} for r in rows)

@@ -4,9 +4,12 @@
                   + bytes_moved / (bandwidth_gbps * 1e6)
     ms_Nthreads = ms_1thread / (1 + (min(N, big_cores) - 1) * parallel_efficiency)
 
-clock_ghz and big_cores are those of the profile's fastest cluster. The constants come from the
-profile (fitted to published figures, see `profile.published`); where they are null the result
-has the counts and `calibrated: false`, never a number made up here.
+clock_ghz is the fastest cluster's; big_cores counts every core of its type (prime + siblings).
+The constants come from the profile (fitted to published figures, see `profile.published`);
+where they are null the result has the counts and `calibrated: false`, never a number made up
+here. A profile with no
+memory.bandwidth_gbps has no memory term: benchmarks/calibrate_devices.py fits its cpi without
+one, so the cpi carries the memory time (`memory_term: false` in the result).
 """
 
 from __future__ import annotations
@@ -74,8 +77,6 @@ def estimate_latency(
         missing.append("cpu.clusters[].max_ghz")
     if threads > 1 and efficiency is None:
         missing.append("calibration.parallel_efficiency")
-    if moved > 0 and not bandwidth:
-        missing.append("memory.bandwidth_gbps")
     if missing:
         return {
             **result,
@@ -84,10 +85,15 @@ def estimate_latency(
             "reason": f"the profile has no {', '.join(missing)}; only the counts are reported",
         }
     clock = float(_get(fastest, "max_ghz"))
-    big = int(_get(fastest, "count") or 1)
+    # Big cores = every core of the fastest cluster's type: a prime core plus its siblings at a
+    # lower clock (SD855: 1 + 3 Cortex-A76) all run the threads, as profiles.Cpu.big_cores says.
+    big = sum(
+        int(_get(c, "count") or 1) for c in clusters if _get(c, "core") == _get(fastest, "core")
+    )
     used = min(threads, big)
     ms_1 = instructions * float(cpi) / (clock * 1e6)
-    if moved > 0:
+    memory_term = bool(bandwidth)
+    if moved > 0 and memory_term:
         ms_1 += moved / (float(bandwidth) * 1e6)
     speedup = 1.0 + (used - 1) * float(efficiency or 0.0)
     ms = ms_1 / speedup
@@ -105,5 +111,6 @@ def estimate_latency(
         "threads_used": used,
         "parallel_efficiency": efficiency,
         "bandwidth_gbps": bandwidth,
+        "memory_term": memory_term,
         "formula": FORMULA,
     }

@@ -91,14 +91,19 @@ def test_bench_rpi4_reports_static_counts_and_estimate(rpi4_report, models):
     assert row["latency_ms"] is None
     assert row["emulated_ms"]["source"] == "emulated" and row["emulated_ms"]["count"] == 5
     assert "NOT a latency" in row["emulated_ms"]["note"]
-    # Level 3: rpi4 has no fitted constants yet, so counts but no milliseconds.
+    # Level 3: rpi4 is calibrated (benchmarks/calibrate_devices.py): milliseconds from the counts.
+    from edgekit.emulation.estimate import estimate_latency
+
     est = row["estimate"]
-    assert est["source"] == "estimated" and est["calibrated"] is False
+    assert est["source"] == "estimated" and est["calibrated"] is True
     assert [e["threads"] for e in est["by_threads"]] == [1, 4]  # big cores of a Pi 4
-    assert all(e["ms"] is None for e in est["by_threads"])
+    one, four = (e["ms"] for e in est["by_threads"])
+    assert 0 < four < one
     assert est["instructions"] == ins["median"]
     assert est["bytes_moved"] == static["totals"]["bytes_moved"]
-    assert "uncalibrated" in est["note"] and "ms_1thread" in est["formula"]
+    again = estimate_latency(ins["median"], est["bytes_moved"], "int8", load_profile("rpi4"), 1)
+    assert again["ms"] == pytest.approx(one)
+    assert "ms_1thread" in est["formula"]
     assert rep["source"] == "estimated" and row["source"] == "estimated"
 
 
@@ -108,7 +113,7 @@ def test_device_bench_table(rpi4_report, capsys):
     bench_tables(rpi4_report)
     out = capsys.readouterr().out
     assert "instructions / invoke" in out and "NOT a latency" in out
-    assert "uncalibrated" in out and "MACs (static)" in out
+    assert "(estimate)" in out and "ms ±" in out and "MACs (static)" in out
     assert "no-dotprod" in out
 
 

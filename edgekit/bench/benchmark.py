@@ -72,25 +72,11 @@ def bench(
     latency.check_plan(warmup, warmup_seconds, runs, min_seconds)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UsageError(f"--batch must be an integer of at least 1. Received: {batch!r}")
-    if kind == "device":
-        from edgekit.emulation.target import bench_device
-
-        return bench_device(
-            paths,
-            target=str(target),
-            threads=threads,
-            batch=batch,
-            warmup=warmup,
-            warmup_seconds=warmup_seconds,
-            runs=runs,
-            min_seconds=min_seconds,
-            xnnpack=xnnpack,
-            samples=samples,
-            seed=seed,
-            **options,
-        )
     if kind is not None:
-        run = remote.bench_ssh if kind == "ssh" else remote.bench_adb
+        if kind == "device":
+            from edgekit.emulation.target import bench_device as run
+        else:
+            run = remote.bench_ssh if kind == "ssh" else remote.bench_adb
         return run(
             paths,
             target=str(target),

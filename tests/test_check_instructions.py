@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -38,18 +37,6 @@ def one_line_error(result, code: int = 2) -> str:
     lines = result.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("error: ") and "Traceback" not in result.stderr
     return lines[-1]
-
-
-@pytest.fixture(scope="module")
-def provisioned():
-    from edgekit.emulation import provision
-
-    if shutil.which("qemu-aarch64") is None and os.geteuid() != 0:
-        pytest.skip(
-            "qemu-aarch64 is not installed and this user cannot install it: "
-            "sudo apt-get install -y qemu-user, then `edgekit devices setup`"
-        )
-    return provision.setup()
 
 
 def _classifier(path: Path, *, depth: int, width: int = 16) -> Path:

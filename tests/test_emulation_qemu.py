@@ -9,8 +9,6 @@ Skipped only where provisioning is impossible: qemu-aarch64 missing and not root
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -28,16 +26,6 @@ A76, A53 = qemu.CORTEX_A76, qemu.CORTEX_A53
 def _cpu(name: str) -> dict:
     spec = A76 if name == "cortex-a76" else A53
     return {"qemu_cpu": name, "features": spec["features"], "midr": spec["midr"], "cores": 4}
-
-
-@pytest.fixture(scope="session")
-def provisioned():
-    if shutil.which("qemu-aarch64") is None and os.geteuid() != 0:
-        pytest.skip(
-            "qemu-aarch64 is not installed and this user cannot install it: "
-            "sudo apt-get install -y qemu-user, then `edgekit devices setup`"
-        )
-    return provision.setup()
 
 
 def _tiny_tflite(path: Path, *, width: int, size: int, int8: bool) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,6 @@ from test_runtimes_models import zoo
 
 from edgekit import api
 from edgekit.cli import cli
-from edgekit.emulation import provision
 from edgekit.emulation.profiles import bundled_profiles, list_profiles, load_profile
 from edgekit.emulation.static import analyze
 
@@ -31,16 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def models(request):
     return zoo(request.config)
-
-
-@pytest.fixture(scope="module")
-def provisioned():
-    if shutil.which("qemu-aarch64") is None and os.geteuid() != 0:
-        pytest.skip(
-            "qemu-aarch64 is not installed and this user cannot install it: "
-            "sudo apt-get install -y qemu-user, then `edgekit devices setup`"
-        )
-    return provision.setup()
 
 
 def invoke(*args):

@@ -73,21 +73,20 @@ class DistillStageRunner(Stage):
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
         from edgekit.stages.distill import distill, kept_augmentation, teacher_consistency
 
+        x_train, x_val = ctx.x("train"), ctx.x("val")
         if model.sha256 == ctx.teacher.sha256:
             t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
             predict = ctx.predict_teacher
         else:  # distilling from an intermediate model: run it once per sample as the teacher
             loaded = _load(ctx, model)
             predict = loaded.predict
-            t_train, t_val = (
-                as_logits(first_output(loaded.predict(ctx.x(s)))) for s in ("train", "val")
-            )
+            t_train, t_val = (as_logits(first_output(loaded.predict(x))) for x in (x_train, x_val))
         aug = self.config.augment
         consistency: dict[str, float] = {}
         flip, rot90, dropped = aug.flip, aug.rot90, []
         if aug.enabled and predict is not None:
             consistency = teacher_consistency(
-                self.config, lambda x: as_logits(first_output(predict(x))), ctx.x("val"), t_val
+                self.config, lambda x: as_logits(first_output(predict(x))), x_val, t_val
             )
             flip, rot90, dropped = kept_augmentation(aug, consistency)
             figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in consistency.items())
@@ -108,10 +107,10 @@ class DistillStageRunner(Stage):
                 ui.info(f"warning: {message}: training without them.")
         result = distill(
             self.config,
-            ctx.x("train"),
+            x_train,
             t_train,
             ctx.y("train") if self.config.alpha > 0 else None,
-            x_val=ctx.x("val"),
+            x_val=x_val,
             teacher_val=t_val,
             y_val=ctx.y("val"),
             seed=ctx.recipe.seed,

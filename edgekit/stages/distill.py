@@ -71,12 +71,16 @@ def _metrics(num_classes: int, labeled: bool) -> list[Any]:
     return [accuracy, agreement] if labeled else [agreement]
 
 
-def _views(x: np.ndarray) -> dict[str, np.ndarray]:
-    """One transformed copy of every image per augmentation (quarter turns cycle 90/180/270)."""
-    out = {"flip_horizontal": x[:, :, ::-1], "flip_vertical": x[:, ::-1]}
-    if x.shape[1] == x.shape[2]:
-        out["rot90"] = np.stack([np.rot90(img, 1 + i % 3) for i, img in enumerate(x)])
-    return out
+def _view(x: np.ndarray, name: str) -> np.ndarray | None:
+    """One transformed copy of every image (quarter turns cycle 90/180/270); None for quarter
+    turns of non-square images."""
+    if name == "flip_horizontal":
+        return x[:, :, ::-1]
+    if name == "flip_vertical":
+        return x[:, ::-1]
+    if x.shape[1] != x.shape[2]:
+        return None
+    return np.stack([np.rot90(img, 1 + i % 3) for i, img in enumerate(x)])
 
 
 def wanted_views(aug: Any) -> list[str]:
@@ -99,13 +103,14 @@ def teacher_consistency(
     names = wanted_views(config.augment)
     if not names or len(x) == 0:
         return {}
-    views = _views(x)
     ref = teacher_logits.argmax(-1)
-    return {
-        n: float(np.mean(np.asarray(predict(np.ascontiguousarray(views[n]))).argmax(-1) == ref))
-        for n in names
-        if n in views
-    }
+    agreement = {}
+    for n in names:
+        view = _view(x, n)
+        if view is not None:
+            pred = np.asarray(predict(np.ascontiguousarray(view))).argmax(-1)
+            agreement[n] = float(np.mean(pred == ref))
+    return agreement
 
 
 def kept_augmentation(aug: Any, consistency: dict[str, float]) -> tuple[str, bool, list[str]]:

@@ -123,7 +123,9 @@ class Augment(_Strict):
         "none", description="Random mirror images (each direction with probability 1/2)."
     )
     rot90: bool = Field(
-        False, description="Random quarter turns (0, 90, 180 or 270 degrees); square images only."
+        False,
+        description="Random quarter turns (0, 90, 180 or 270 degrees); square images only "
+        "(dropped with a warning on others, an error with strict).",
     )
     min_teacher_agreement: float = Field(
         0.95,
@@ -132,7 +134,9 @@ class Augment(_Strict):
         description="Least top-1 agreement of the teacher with itself on augmented views.",
     )
     strict: bool = Field(
-        False, description="Stop (instead of dropping the augmentation) when the teacher disagrees."
+        False,
+        description="Stop (instead of dropping the augmentation) when the teacher disagrees or "
+        "the images are not square (rot90).",
     )
 
     @property

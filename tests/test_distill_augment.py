@@ -122,3 +122,42 @@ def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_
     assert set(aug["teacher_agreement"]) == {"flip_horizontal", "flip_vertical"}
     assert aug["dropped"] and aug["used"]["flip"] != "both"
     assert all(0 <= a <= 1 for a in aug["teacher_agreement"].values())
+
+
+def test_stage_drops_rot90_on_non_square_images_for_that_reason(tmp_path):
+    """Quarter turns of non-square images cannot apply: the stage drops them saying why (an error
+    with strict) instead of measuring the teacher and calling it "not invariant to rot90"."""
+    from edgekit.keras_compat import keras
+
+    k = keras()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (80, 32, 40, 3)).astype(np.uint8)
+    data = tmp_path / "wide.npz"
+    np.savez(data, x=x, y=np.arange(80) % 4)
+    inp = k.Input((32, 40, 3))
+    model = k.Model(inp, k.layers.Dense(4)(k.layers.GlobalAveragePooling2D()(inp)))
+    teacher = tmp_path / "wide.keras"
+    model.save(teacher)
+    import yaml
+
+    from edgekit.resources import bundled
+
+    # distill + export only: an int8 step would judge a 1-epoch student on random images
+    recipe = yaml.safe_load(bundled("recipes")["distill"].read_text())
+    recipe["stages"] = [s for s in recipe["stages"] if s["stage"] in ("distill", "export")]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    tiny = ["distill.epochs=1", "distill.student.input_size=32", "distill.augment.rot90=true",
+            "distill.augment.flip=none", "export.formats=[tflite]"]  # fmt: skip
+    r = compress(teacher, data, tmp_path / "strict", str(tmp_path / "r.yaml"), *tiny,
+                 "distill.augment.strict=true")  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "rot90 needs square images; these are 32x40" in r.stderr
+    assert "not invariant" not in r.stderr and "Traceback" not in r.stderr
+    r = compress(teacher, data, tmp_path / "lenient", str(tmp_path / "r.yaml"), *tiny)
+    assert r.exit_code == 0, r.output
+    log = (tmp_path / "lenient" / "run.log").read_text()
+    assert "rot90 needs square images; these are 32x40: training without quarter turns" in log
+    assert "not invariant" not in log
+    aug = json.loads(r.stdout)["stages"][0]["augment"]
+    assert aug["dropped"] == ["rot90"] and aug["used"] == {"flip": "none", "rot90": False}
+    assert aug["teacher_agreement"] == {}

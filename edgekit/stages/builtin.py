@@ -71,9 +71,25 @@ class DistillStageRunner(Stage):
     name = "distill"
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
-        from edgekit.stages.distill import distill, kept_augmentation, teacher_consistency
+        from edgekit.stages.distill import (
+            distill,
+            kept_augmentation,
+            rot90_shape_problem,
+            teacher_consistency,
+        )
 
         x_train, x_val = ctx.x("train"), ctx.x("val")
+        # Quarter turns of non-square images: dropped (or an error with strict) for what they are,
+        # before any teacher is measured, not reported as a teacher that is not invariant to them.
+        requested = aug = self.config.augment
+        not_square: list[str] = []
+        problem = rot90_shape_problem(x_train.shape) if requested.rot90 else None
+        if problem and requested.strict:
+            raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
+        if problem:
+            ui.info(f"warning: {problem}: training without quarter turns.")
+            aug, not_square = requested.model_copy(update={"rot90": False}), ["rot90"]
+        config = self.config.model_copy(update={"augment": aug})
         if model.sha256 == ctx.teacher.sha256:
             t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
             predict = ctx.predict_teacher
@@ -81,12 +97,11 @@ class DistillStageRunner(Stage):
             loaded = _load(ctx, model)
             predict = loaded.predict
             t_train, t_val = (as_logits(first_output(loaded.predict(x))) for x in (x_train, x_val))
-        aug = self.config.augment
         consistency: dict[str, float] = {}
         flip, rot90, dropped = aug.flip, aug.rot90, []
         if aug.enabled and predict is not None:
             consistency = teacher_consistency(
-                self.config, lambda x: as_logits(first_output(predict(x))), x_val, t_val
+                config, lambda x: as_logits(first_output(predict(x))), x_val, t_val
             )
             flip, rot90, dropped = kept_augmentation(aug, consistency)
             figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in consistency.items())
@@ -106,7 +121,7 @@ class DistillStageRunner(Stage):
                     )
                 ui.info(f"warning: {message}: training without them.")
         result = distill(
-            self.config,
+            config,
             x_train,
             t_train,
             ctx.y("train") if self.config.alpha > 0 else None,
@@ -128,12 +143,12 @@ class DistillStageRunner(Stage):
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
                 "augment": {
-                    "requested": aug.model_dump(),
+                    "requested": requested.model_dump(),
                     "used": {"flip": flip, "rot90": rot90},
-                    "dropped": dropped,
+                    "dropped": not_square + dropped,
                     "teacher_agreement": consistency,
                 }
-                if aug.enabled
+                if requested.enabled
                 else None,
                 "history": result.history,
             },

@@ -83,6 +83,13 @@ def _view(x: np.ndarray, name: str) -> np.ndarray | None:
     return np.stack([np.rot90(img, 1 + i % 3) for i, img in enumerate(x)])
 
 
+def rot90_shape_problem(shape: tuple[int, ...]) -> str | None:
+    """Why quarter turns cannot apply to (N, H, W, C) images of this shape, or None."""
+    if shape[1] != shape[2]:
+        return f"distill.augment.rot90 needs square images; these are {shape[1]}x{shape[2]}"
+    return None
+
+
 def wanted_views(aug: Any) -> list[str]:
     names = []
     if aug.flip in ("horizontal", "both"):
@@ -149,11 +156,9 @@ def distill(
     labeled = y_train is not None
     num_classes = int(teacher_train.shape[1])
     flip, rot90 = augment if augment is not None else (config.augment.flip, config.augment.rot90)
-    if rot90 and x_train.shape[1] != x_train.shape[2]:
-        raise DataError(
-            f"augment.rot90 needs square images; these are {x_train.shape[1]}x{x_train.shape[2]}. "
-            "Set --set distill.augment.rot90=false."
-        )
+    problem = rot90_shape_problem(x_train.shape) if rot90 else None
+    if problem:
+        raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
     student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
     callbacks = []
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0

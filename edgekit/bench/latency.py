@@ -60,6 +60,36 @@ class LatencyStats:
         return d
 
 
+def settings(
+    *,
+    target: str,
+    threads: int | None,
+    batch: int,
+    warmup: int,
+    warmup_seconds: float,
+    runs: int | None,
+    min_seconds: float | None,
+    xnnpack: bool,
+    clock: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The `settings` block of a bench report, whatever ran it: the measurement plan as given
+    (`runs` is None when `min_seconds` decides the count), what the clock measured, then the
+    target's own settings."""
+    return {
+        "target": target,
+        "threads": threads,
+        "batch": batch,
+        "warmup": warmup,
+        "warmup_seconds": warmup_seconds,
+        "runs": None if min_seconds is not None else runs,
+        "min_seconds": min_seconds,
+        "xnnpack": xnnpack,
+        "clock": clock,
+        **extra,
+    }
+
+
 def summarize(samples_ms: Sequence[float], *, batch: int = 1) -> LatencyStats:
     """Statistics of a list of per-invoke times in ms (linear-interpolated percentiles)."""
     a = np.asarray(samples_ms, dtype=np.float64)

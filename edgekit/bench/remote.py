@@ -147,18 +147,18 @@ def bench_ssh(
     report = _report(
         rows,
         machine=res["machine"],
-        settings={
-            "target": str(t),
-            "threads": threads,
-            "batch": batch,
-            "warmup": warmup,
-            "warmup_seconds": warmup_seconds,
-            "runs": None if min_seconds is not None else runs,
-            "min_seconds": min_seconds,
-            "xnnpack": xnnpack,
-            "clock": "time.perf_counter_ns around invoke() only, on the device (edgekit runner)",
-            "remote_python": opts.python,
-        },
+        settings=latency.settings(
+            target=str(t),
+            threads=threads,
+            batch=batch,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            runs=runs,
+            min_seconds=min_seconds,
+            xnnpack=xnnpack,
+            clock="time.perf_counter_ns around invoke() only, on the device (edgekit runner)",
+            remote_python=opts.python,
+        ),
         peak_rss=res["peak_rss_mb"],
     )
     if len(rows) > 1:
@@ -412,19 +412,19 @@ def bench_adb(
             parsed = session.benchmark(p, plan)
             rows.append(_adb_row(p, parsed, device, plan))
         machine = device.machine_info()
-    settings = {
-        "target": device.target,
-        "threads": threads,
-        "batch": batch,
-        "warmup": warmup,
-        "warmup_seconds": warmup_seconds,
-        "runs": plan.runs if min_seconds is None else None,
-        "min_seconds": min_seconds,
-        "xnnpack": delegate == "xnnpack",
-        "delegate": delegate,
-        "taskset": plan.taskset,
-        "clock": "LiteRT benchmark_model on the device (its own timer around each run)",
-    }
+    settings = latency.settings(
+        target=device.target,
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        runs=plan.runs,
+        min_seconds=min_seconds,
+        xnnpack=delegate == "xnnpack",
+        clock="LiteRT benchmark_model on the device (its own timer around each run)",
+        delegate=delegate,
+        taskset=plan.taskset,
+    )
     report = _report(
         rows, machine=machine, settings=settings, peak_rss=_max(r["peak_rss_mb"] for r in rows)
     )

@@ -145,7 +145,7 @@ def bench_device(
             **opts,
         )
     from edgekit import ui
-    from edgekit.bench import remote
+    from edgekit.bench import latency, remote
     from edgekit.emulation import provision, qemu
     from edgekit.runtimes.base import check_threads
 
@@ -204,21 +204,21 @@ def bench_device(
             "emulated": True,
         },
         "device": _device_info(profile),
-        "settings": {
-            "target": profile.name,
-            "threads": threads,
-            "estimate_threads": [1, n_threads],
-            "batch": batch,
-            "warmup": warmup,
-            "warmup_seconds": warmup_seconds,
-            "runs": runs,
-            "min_seconds": None,
-            "xnnpack": xnnpack,
-            "clock": "QEMU wall time around invoke() (emulated, not a latency); instructions "
+        "settings": latency.settings(
+            target=profile.name,
+            threads=threads,
+            batch=batch,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            runs=runs,
+            min_seconds=None,
+            xnnpack=xnnpack,
+            clock="QEMU wall time around invoke() (emulated, not a latency); instructions "
             "counted per invoke by QEMU's plugin between marker syscalls",
-            "qemu_cpu": cpu,
-            "ignore_limits": ignore,
-        },
+            estimate_threads=[1, n_threads],
+            qemu_cpu=cpu,
+            ignore_limits=ignore,
+        ),
         "models": rows,
         "peak_rss_mb": None,
         "comparison": None,

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 
-from edgekit.cli import cli
 from edgekit.errors import TargetUnavailableError, UsageError
 from edgekit.runtimes import adb
 from edgekit.runtimes.adb import BenchmarkOutputError, BenchmarkPlan, parse_benchmark_output
@@ -149,19 +148,6 @@ def zoo_models(request) -> dict[str, Path]:
 def model(zoo_models) -> Path:
     """A real float .tflite, batch 1 (the runtime tests' zoo)."""
     return Path(zoo_models["f32_b1.tflite"])
-
-
-def invoke(*args):
-    return CliRunner().invoke(
-        cli, [str(a) for a in args], catch_exceptions=False, env={"EDGEKIT_QUIET": "1"}
-    )
-
-
-def one_line_error(result) -> str:
-    err = result.stderr.strip()
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_bench_adb_json_report(fake_adb, model):

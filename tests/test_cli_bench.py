@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import one_line_error
 from click.testing import CliRunner
 from test_runtimes_models import C, H, K, W, zoo
 
@@ -32,13 +33,6 @@ def npz(models, tmp_path_factory):
 
 def invoke(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    err = result.stderr.strip()
-    assert result.exit_code == 2, result.output
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_bench_table(models):

@@ -7,29 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 from test_export_android import LABELS, tiny_model_and_data
 
-from edgekit.cli import cli
 from edgekit.runtimes import open_runner
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return tiny_model_and_data(tmp_path_factory.mktemp("cli_tiny"), n=160)
-
-
-def invoke(*args):
-    return CliRunner().invoke(
-        cli, [str(a) for a in args], catch_exceptions=False, env={"EDGEKIT_QUIET": "1"}
-    )
-
-
-def one_line_error(result) -> str:
-    err = result.stderr.strip()
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_export_android_table(tiny, tmp_path):

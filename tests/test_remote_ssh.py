@@ -19,9 +19,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 
-from edgekit.cli import cli
 from edgekit.errors import UsageError
 from edgekit.runtimes.ssh import SshTarget
 
@@ -105,24 +104,11 @@ def models(request):
     return zoo(request.config)
 
 
-def invoke(*args):
-    return CliRunner().invoke(
-        cli, [str(a) for a in args], catch_exceptions=False, env={"EDGEKIT_QUIET": "1"}
-    )
-
-
 def ssh_args(sshd, *, key=None, python=None):
     return [
         "--target", sshd.url, "--ssh-key", key or sshd.key, "--known-hosts", sshd.known_hosts,
         "--remote-python", python or sys.executable,
     ]  # fmt: skip
-
-
-def one_line_error(result) -> str:
-    err = result.stderr.strip()
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_bench_over_ssh_returns_the_local_report(sshd, models):

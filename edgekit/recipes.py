@@ -88,6 +88,11 @@ class StudentConfig(_Strict):
         None,
         description="Square input side in pixels; None keeps the teacher's. Resized inside the model.",
     )
+    minimalistic: bool = Field(
+        False,
+        description="MobileNetV3 only: the 'minimalistic' variant (ReLU instead of hard-swish, no "
+        "squeeze-excite, 3x3 kernels only). Much faster in int8 on CPUs and edge accelerators.",
+    )
     dropout: float = Field(0.0, ge=0, lt=1)
     bn_momentum: float = Field(
         0.99,
@@ -106,6 +111,15 @@ class StudentConfig(_Strict):
                 f"MobileNet students need an input of at least 32 pixels. Received: input_size={v}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _minimalistic_v3(self) -> StudentConfig:
+        if self.minimalistic and self.arch == "mobilenet_v2":
+            raise ValueError(
+                "minimalistic applies to MobileNetV3 students only. Received: arch=mobilenet_v2, "
+                "minimalistic=true; set arch to mobilenet_v3_small or mobilenet_v3_large"
+            )
+        return self
 
 
 class Augment(_Strict):

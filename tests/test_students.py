@@ -42,3 +42,30 @@ def test_too_small_or_grey_inputs_are_refused():
         build_student(StudentConfig(), (16, 16, 3), 10)
     with pytest.raises(UsageError, match="RGB"):
         build_student(StudentConfig(), (32, 32, 1), 10)
+
+
+def test_minimalistic_v3_drops_hard_swish_and_squeeze_excite():
+    def op_kinds(model):
+        return {layer.__class__.__name__ for layer in model.layers}, {
+            layer.name for layer in model.layers
+        }
+
+    full_kinds, full_names = op_kinds(
+        build_student(StudentConfig(arch="mobilenet_v3_small", width=0.75), (32, 32, 3), 10)
+    )
+    mini_kinds, mini_names = op_kinds(
+        build_student(
+            StudentConfig(arch="mobilenet_v3_small", width=0.75, minimalistic=True), (32, 32, 3), 10
+        )
+    )
+    # Full MobileNetV3 has squeeze-excite blocks (a Multiply per block) and hard-swish activations.
+    assert any("squeeze_excite" in n for n in full_names) and "Multiply" in full_kinds
+    assert not any("squeeze_excite" in n for n in mini_names) and "Multiply" not in mini_kinds
+
+
+def test_minimalistic_is_refused_for_mobilenet_v2():
+    from edgekit.errors import RecipeError
+    from edgekit.recipes import load_recipe
+
+    with pytest.raises(RecipeError, match="minimalistic applies to MobileNetV3 students only"):
+        load_recipe("distill", ["distill.student.minimalistic=true"])

@@ -50,9 +50,13 @@ def build_student(
     if config.arch == "mobilenet_v2":
         base = apps.MobileNetV2(**common)
     elif config.arch == "mobilenet_v3_small":
-        base = apps.MobileNetV3Small(**common, minimalistic=False, include_preprocessing=False)
+        base = apps.MobileNetV3Small(
+            **common, minimalistic=config.minimalistic, include_preprocessing=False
+        )
     else:
-        base = apps.MobileNetV3Large(**common, minimalistic=False, include_preprocessing=False)
+        base = apps.MobileNetV3Large(
+            **common, minimalistic=config.minimalistic, include_preprocessing=False
+        )
     for layer in base.layers:
         if isinstance(layer, tfk.layers.BatchNormalization):
             layer.momentum = config.bn_momentum

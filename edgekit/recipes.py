@@ -117,7 +117,8 @@ class StudentConfig(_Strict):
         if self.minimalistic and self.arch == "mobilenet_v2":
             raise ValueError(
                 "minimalistic applies to MobileNetV3 students only. Received: arch=mobilenet_v2, "
-                "minimalistic=true; set arch to mobilenet_v3_small or mobilenet_v3_large"
+                "minimalistic=true; set minimalistic to false, or arch to mobilenet_v3_small or "
+                "mobilenet_v3_large"
             )
         return self
 

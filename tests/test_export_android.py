@@ -355,13 +355,13 @@ def _strip(model: bytes) -> bytes:
 
 @pytest.mark.slow
 def test_example_student_android_export_reads_back_and_runs(tflite_support_python, tmp_path):
-    """The distill recipe's student (MobileNetV2, width 0.35, as built by the recipe) on shapes data,
-    int8 with float I/O, Android-ready: tflite-support reads the metadata, LiteRT runs the file."""
+    """The distill recipe's student (as built by the recipe) on shapes data, int8 with float I/O,
+    Android-ready: tflite-support reads the metadata, LiteRT runs the file."""
     from edgekit.keras_compat import save_model
-    from edgekit.recipes import StudentConfig
+    from edgekit.recipes import load_recipe
     from edgekit.stages.students import build_student
 
-    student = build_student(StudentConfig(), (32, 32, 3), 4, seed=0)
+    student = build_student(load_recipe("distill").stages[0].student, (32, 32, 3), 4, seed=0)
     path = save_model(student, tmp_path / "student.keras")
     rep = api.export(
         path,

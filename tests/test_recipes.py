@@ -28,7 +28,8 @@ def test_every_bundled_recipe_validates(name):
 def test_distill_recipe_shape():
     r = load_recipe("distill")
     assert [s.stage for s in r.stages] == ["distill", "export", "quantize"]
-    assert r.stages[0].student.arch == "mobilenet_v2" and r.stages[0].student.width == 0.35
+    student = r.stages[0].student
+    assert (student.arch, student.width, student.minimalistic) == ("mobilenet_v3_large", 0.5, True)
     assert r.stages[2].modes == ["int8"] and set(r.stages[2].formats) == {"tflite", "onnx"}
 
 

@@ -68,4 +68,6 @@ def test_minimalistic_is_refused_for_mobilenet_v2():
     from edgekit.recipes import load_recipe
 
     with pytest.raises(RecipeError, match="minimalistic applies to MobileNetV3 students only"):
-        load_recipe("distill", ["distill.student.minimalistic=true"])
+        load_recipe(
+            "distill", ["distill.student.arch=mobilenet_v2", "distill.student.minimalistic=true"]
+        )

@@ -36,7 +36,10 @@ def is_adb(target: str) -> bool:
     return t == "adb" or t.startswith("adb:")
 
 
-def _tflite_only(paths: list[Any], where: str) -> list[Path]:
+def tflite_models(paths: list[Any], where: str, *, batch: int) -> list[Path]:
+    """The models a device runner (ssh, adb, qemu) takes: .tflite files only, each with one image
+    input whose shape is static and whose fixed batch, if any, is `batch`. Checked on the files,
+    before anything is sent; `where` names the target in the error."""
     from edgekit.artifacts import detect_format
 
     out = []
@@ -48,6 +51,8 @@ def _tflite_only(paths: list[Any], where: str) -> list[Path]:
                 "device). Export it with `edgekit export MODEL --format tflite` first."
             )
         out.append(Path(p))
+    for p in out:
+        _check_io(p, batch)
     return out
 
 
@@ -123,9 +128,7 @@ def bench_ssh(
     t = SshTarget.parse(target)
     opts = _ssh_options(options)
     threads = check_threads(threads)
-    models = _tflite_only(paths, "an ssh target")
-    for p in models:
-        _check_io(p, batch)
+    models = tflite_models(paths, "an ssh target", batch=batch)
     files, job = bench_job(
         models,
         threads=threads,
@@ -315,8 +318,7 @@ def predict_ssh(
 
     t = SshTarget.parse(target)
     opts = _ssh_options(options)
-    (model,) = _tflite_only([path], "an ssh target")
-    _check_io(model, 1)
+    (model,) = tflite_models([path], "an ssh target", batch=1)
     return run_predict(
         model,
         x,
@@ -379,9 +381,7 @@ def bench_adb(
     from edgekit.runtimes import adb as adbmod
 
     o = _split_options(options, ADB_OPTIONS, "adb")
-    models = _tflite_only(paths, "an adb target")
-    for p in models:
-        _check_io(p, batch)
+    models = tflite_models(paths, "an adb target", batch=batch)
     if batch != 1:
         raise UsageError(
             "benchmark_model feeds the model's own input shape; --batch applies to ssh and local "

@@ -158,9 +158,7 @@ def bench_device(
             "--min-seconds times emulated runs for a wall time that means nothing on the device; "
             "use --runs N for an emulated target."
         )
-    models = remote._tflite_only(paths, f"an emulated target ({profile.name})")
-    for p in models:
-        remote._check_io(p, batch)
+    models = remote.tflite_models(paths, f"an emulated target ({profile.name})", batch=batch)
     analyses = analyze_models(models, profile, ignore_limits=ignore)
     state = provision.require()
     files, job = remote.bench_job(
@@ -401,8 +399,7 @@ def evaluate_device(
     from edgekit.runtimes.base import check_threads
 
     threads = check_threads(threads) or 1
-    (path,) = remote._tflite_only([model], f"an emulated target ({profile.name})")
-    remote._check_io(path, 1)
+    (path,) = remote.tflite_models([model], f"an emulated target ({profile.name})", batch=1)
     (analysis,) = analyze_models([path], profile, ignore_limits=ignore)
     state = provision.require()
     cpu = profile.cpu.qemu_cpu

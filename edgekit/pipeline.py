@@ -205,31 +205,60 @@ def as_logits(outputs: np.ndarray) -> np.ndarray:
 
 def _teacher_outputs(ctx: RunContext, predict, split_names: list[str]) -> None:
     """Run the teacher once per sample and cache the logits in OUT/cache (keyed by teacher and data)."""
-    cache_dir = ctx.out / "cache"
     for name in split_names:
-        key = _hash_json(
-            [ctx.teacher.sha256, ctx.splits[name].fingerprint(), ctx.preprocessing.to_dict(), name]
-        )[:16]
-        path = cache_dir / f"teacher-{name}-{key}.npy"
-        if path.is_file():
-            ctx.teacher_outputs[name] = np.load(path)
-            continue
-        x = ctx.x(name)
-        batches = [x[i : i + 256] for i in range(0, len(x), 256)]
-        outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({name})")]
-        logits = as_logits(np.concatenate(outs, axis=0))
-        classes = len(ctx.labels) if ctx.labeled else None
-        if logits.ndim != 2 or (classes is not None and logits.shape[1] != classes):
-            raise UsageError(
-                f"The model outputs shape {logits.shape[1:]} but the data has "
-                f"{classes} classes. Use a classifier whose last layer matches the labels."
-            )
-        from edgekit.artifacts import atomic_path
+        ctx.teacher_outputs[name] = _cached_teacher_logits(ctx, predict, name)
 
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            np.save(tmp, logits)
-        ctx.teacher_outputs[name] = logits
+
+def teacher_view_outputs(ctx: RunContext, split: str, views: list[tuple[bool, int]]) -> np.ndarray:
+    """The teacher's logits on every view (see `training.augment_views`) of every image of
+    `split`, as (views, samples, classes); each view computed once and cached in OUT/cache."""
+    out = []
+    for view in views:
+        if view == (False, 0) and split in ctx.teacher_outputs:
+            out.append(ctx.teacher_outputs[split])
+        else:
+            out.append(_cached_teacher_logits(ctx, ctx.predict_teacher, split, view))
+    return np.stack(out)
+
+
+def _cached_teacher_logits(
+    ctx: RunContext, predict, name: str, view: tuple[bool, int] | None = None
+) -> np.ndarray:
+    cache_dir = ctx.out / "cache"
+    parts: list[Any] = [
+        ctx.teacher.sha256,
+        ctx.splits[name].fingerprint(),
+        ctx.preprocessing.to_dict(),
+        name,
+    ]
+    label = name
+    if view is not None and view != (False, 0):
+        parts.append(list(view))
+        label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
+    key = _hash_json(parts)[:16]
+    path = cache_dir / f"teacher-{label}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    x = ctx.x(name)
+    if view is not None and view != (False, 0):
+        from edgekit.stages.training import apply_view
+
+        x = apply_view(x, view)
+    batches = [x[i : i + 256] for i in range(0, len(x), 256)]
+    outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({label})")]
+    logits = as_logits(np.concatenate(outs, axis=0))
+    classes = len(ctx.labels) if ctx.labeled else None
+    if logits.ndim != 2 or (classes is not None and logits.shape[1] != classes):
+        raise UsageError(
+            f"The model outputs shape {logits.shape[1:]} but the data has "
+            f"{classes} classes. Use a classifier whose last layer matches the labels."
+        )
+    from edgekit.artifacts import atomic_path
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.save(tmp, logits)
+    return logits
 
 
 def _check_labels(ctx: RunContext) -> None:

@@ -126,12 +126,15 @@ class StudentConfig(_Strict):
 class Augment(_Strict):
     """Label-preserving augmentation of the training images during distillation.
 
-    The teacher runs once per training image and its logits are reused for every augmented view of
-    that image (no teacher pass per epoch), which assumes the teacher answers the same on the view.
-    The stage measures that assumption on the validation split (the teacher's top-1 agreement
-    between each image and its transformed copy, per augmentation) and reports it; an augmentation
-    below `min_teacher_agreement` is dropped with a warning (or, with `strict`, stops the run with
-    a one-line error), because the student would learn targets the teacher does not give.
+    Mirror images and quarter turns give at most eight distinct views of an image. With
+    `teacher_views` (the default) the teacher runs once on every view the augmentation can draw,
+    before training (up to 8 passes over the training split, cached in the run directory), and
+    each augmented image is taught the teacher's logits on that very view: no teacher pass per
+    epoch, and no wrong targets where the teacher answers a turned image differently. Without it
+    the teacher runs once per image and its logits are reused for every view, which assumes the
+    teacher is invariant: the stage measures that on the validation split (top-1 agreement between
+    each image and its transformed copy, per augmentation) and drops an augmentation below
+    `min_teacher_agreement` with a warning (or, with `strict`, stops with a one-line error).
     """
 
     flip: Literal["none", "horizontal", "vertical", "both"] = Field(
@@ -142,11 +145,18 @@ class Augment(_Strict):
         description="Random quarter turns (0, 90, 180 or 270 degrees); square images only "
         "(dropped with a warning on others, an error with strict).",
     )
+    teacher_views: bool = Field(
+        True,
+        description="Run the teacher on every distinct augmented view of each training image "
+        "(up to 8 passes, cached) and teach each view its own logits; false reuses the original "
+        "image's logits for all views.",
+    )
     min_teacher_agreement: float = Field(
         0.95,
         ge=0,
         le=1,
-        description="Least top-1 agreement of the teacher with itself on augmented views.",
+        description="Least top-1 agreement of the teacher with itself on augmented views "
+        "(checked only without teacher_views).",
     )
     strict: bool = Field(
         False,

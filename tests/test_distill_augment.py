@@ -10,7 +10,13 @@ import pytest
 
 from edgekit.recipes import DistillStage
 from edgekit.stages.distill import kept_augmentation, teacher_consistency
-from edgekit.stages.training import augmenter, make_dataset
+from edgekit.stages.training import (
+    apply_view,
+    augment_views,
+    augmenter,
+    make_dataset,
+    view_augmenter,
+)
 from tests.test_compress import compress, digits_npz, teacher_keras3  # noqa: F401 - fixtures
 
 
@@ -63,6 +69,75 @@ def test_dataset_augments_images_and_keeps_targets():
     assert not np.array_equal(got, x)
 
 
+@pytest.mark.parametrize(
+    ("flip", "rot90", "count"),
+    [("none", False, 1), ("horizontal", False, 2), ("vertical", False, 2), ("both", False, 4),
+     ("none", True, 4), ("horizontal", True, 8), ("vertical", True, 8), ("both", True, 8)],
+)  # fmt: skip
+def test_augment_views_are_the_distinct_views_the_augmenter_draws(flip, rot90, count):
+    rng = np.random.default_rng(3)
+    x = rng.random((256, 5, 5, 1)).astype(np.float32)
+    views = augment_views(flip, rot90)
+    assert len(views) == count and views[0] == (False, 0)
+    images = [apply_view(x[:1], v)[0] for v in views]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[:i])
+    # every image the random augmenter draws is one of these views, and all of them come up
+    f = augmenter(flip, rot90, seed=1)
+    drawn = np.asarray(f(x, 0)) if f is not None else x
+    hits = [
+        [j for j, v in enumerate(views) if np.array_equal(apply_view(x[i : i + 1], v)[0], d)]
+        for i, d in enumerate(drawn)
+    ]
+    assert all(len(h) == 1 for h in hits)
+    counts = np.bincount([h[0] for h in hits], minlength=count)
+    assert counts.min() > 256 / count / 2  # each about equally likely
+
+
+def test_view_augmenter_teaches_each_image_the_logits_of_the_view_it_drew():
+    rng = np.random.default_rng(4)
+    n, k = 64, 3
+    x = rng.random((n, 6, 6, 2)).astype(np.float32)
+    y = rng.integers(0, k, n)
+    views = augment_views("both", True)
+    # the "teacher" answers view v of image i with logits (v, i, -v): recognisable after the gather
+    teacher = np.stack(
+        [np.stack([np.full(n, v), np.arange(n), np.full(n, -v)], 1) for v in range(8)]
+    )
+    onehot = np.eye(k, dtype=np.float32)[y]
+    targets = np.concatenate([onehot, *teacher.astype(np.float32)], axis=1)
+    f = view_augmenter(views, k, seed=2)
+    xa, ya = (np.asarray(t) for t in f(x, 0, targets))
+    assert ya.shape == (n, 2 * k)
+    np.testing.assert_array_equal(ya[:, :k], onehot)  # labels unchanged
+    np.testing.assert_array_equal(ya[:, k + 1], np.arange(n))  # each row keeps its own image
+    for i in range(n):
+        v = int(ya[i, k])
+        np.testing.assert_array_equal(xa[i], apply_view(x[i : i + 1], views[v])[0])
+    assert len(set(ya[:, k].tolist())) >= 6
+    _, yb = (np.asarray(t) for t in f(x, 0, targets))
+    np.testing.assert_array_equal(ya, yb)  # stateless: the same batch index draws the same views
+    # through make_dataset: every batch goes through it, shuffled rows stay matched
+    ds = make_dataset(x, targets, batch_size=16, shuffle=True, seed=0, augment=f)
+    for xa, ya in ds:
+        for img, row in zip(xa.numpy(), ya.numpy(), strict=True):
+            i, v = int(row[k + 1]), int(row[k])
+            np.testing.assert_array_equal(img, apply_view(x[i : i + 1], views[v])[0])
+
+
+def test_distill_checks_the_per_view_teacher_logits_match_the_views():
+    from edgekit.errors import UsageError
+    from edgekit.stages.distill import distill
+
+    x = np.zeros((4, 8, 8, 3), np.float32)
+    cfg = _stage(flip="horizontal")
+    with pytest.raises(UsageError, match="views"):
+        distill(cfg, x, np.zeros((4, 3), np.float32), np.zeros(4, np.int64),
+                teacher_views=augment_views("horizontal", False))  # fmt: skip
+    with pytest.raises(UsageError, match="views"):
+        distill(cfg, x, np.zeros((2, 4, 3), np.float32), np.zeros(4, np.int64),
+                teacher_views=augment_views("both", False))  # fmt: skip
+
+
 def _stage(**augment):
     return DistillStage.model_validate({"augment": augment})
 
@@ -105,16 +180,18 @@ def test_rot90_needs_square_images():
 
 @pytest.mark.slow
 def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_npz):  # noqa: F811
-    """Digits change meaning when mirrored: the stage measures it and drops the mirror images
-    (or stops, with strict)."""
+    """Digits change meaning when mirrored. Reusing the original image's logits (teacher_views
+    off), the stage measures that and drops the mirror images (or stops, with strict); with the
+    teacher run on every view (the default) the mirrors stay, each taught its own logits."""
+    off = "distill.augment.teacher_views=false"
     r = compress(teacher_keras3, digits_npz, tmp_path / "s", "distill", "distill.epochs=1",
                  "distill.augment.flip=both", "distill.augment.rot90=false", "distill.augment.strict=true",
-                 "quantize.formats=[tflite]", "export.formats=[tflite]")  # fmt: skip
+                 off, "quantize.formats=[tflite]", "export.formats=[tflite]")  # fmt: skip
     assert r.exit_code == 2
     assert "not invariant to flip_horizontal" in r.stderr and "strict=false" in r.stderr
     r = compress(teacher_keras3, digits_npz, tmp_path / "d", "distill", "distill.epochs=1",
-                 "distill.augment.flip=both", "distill.augment.rot90=false", "quantize.formats=[tflite]",
-                 "export.formats=[tflite]")  # fmt: skip
+                 "distill.augment.flip=both", "distill.augment.rot90=false", off,
+                 "quantize.formats=[tflite]", "export.formats=[tflite]")  # fmt: skip
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     aug = report["stages"][0]["augment"]
@@ -122,6 +199,35 @@ def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_
     assert set(aug["teacher_agreement"]) == {"flip_horizontal", "flip_vertical"}
     assert aug["dropped"] and aug["used"]["flip"] != "both"
     assert all(0 <= a <= 1 for a in aug["teacher_agreement"].values())
+    assert aug["teacher_views"] is None
+    # default: the teacher runs on the 4 views {identity, mirror, vertical mirror, half turn}
+    args = ("distill", "distill.epochs=1", "distill.augment.flip=both", "distill.augment.rot90=false",
+            "distill.augment.strict=true", "quantize.formats=[tflite]", "export.formats=[tflite]")  # fmt: skip
+    r = compress(teacher_keras3, digits_npz, tmp_path / "v", *args)
+    assert r.exit_code == 0, r.output
+    aug = json.loads(r.stdout)["stages"][0]["augment"]
+    assert aug["dropped"] == [] and aug["used"] == {"flip": "both", "rot90": False}
+    assert aug["teacher_views"] == 4
+    assert aug["teacher_agreement"]["flip_horizontal"] < 0.95  # measured and reported all the same
+    cache = sorted((tmp_path / "v" / "cache").glob("teacher-train-*"))
+    assert len(cache) == 4  # the identity view is the plain teacher-train file
+    assert {p.name.split("-")[2] for p in cache if p.name.count("-") == 3} == {"mr0", "mr2", "r2"}
+    # the per-view logits are really the teacher's answers on the mirrored images
+    from edgekit.keras_compat import load_model
+    from edgekit.pipeline import as_logits
+
+    x = np.load(digits_npz)["x"].astype(np.float32) / 255.0
+    model = load_model(teacher_keras3)
+    mirrored = as_logits(np.asarray(model.predict(x[:, :, ::-1])))
+    cached_mr0 = np.load(next((tmp_path / "v" / "cache").glob("teacher-train-mr0-*")))
+    rows = [np.abs(mirrored - row).max(axis=1).min() for row in cached_mr0[:20]]
+    assert max(rows) < 1e-4, rows
+    # the stage re-run with other settings reuses the cached views instead of recomputing them
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache}
+    r = compress(teacher_keras3, digits_npz, tmp_path / "v", *args, "distill.epochs=2")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["stages"][0]["reused"] is False
+    assert {p.name: p.stat().st_mtime_ns for p in cache} == stamps
 
 
 def test_stage_drops_rot90_on_non_square_images_for_that_reason(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 from edgekit import ui
 from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UnsupportedModelError
-from edgekit.pipeline import as_logits, first_output
+from edgekit.pipeline import as_logits, first_output, teacher_view_outputs
 from edgekit.stages.base import Stage, StageOutput, register
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class DistillStageRunner(Stage):
             rot90_shape_problem,
             teacher_consistency,
         )
+        from edgekit.stages.training import apply_view, augment_views
 
         x_train, x_val = ctx.x("train"), ctx.x("val")
         # Quarter turns of non-square images: dropped (or an error with strict) for what they are,
@@ -103,11 +104,26 @@ class DistillStageRunner(Stage):
             consistency = teacher_consistency(
                 config, lambda x: as_logits(first_output(predict(x))), x_val, t_val
             )
-            flip, rot90, dropped = kept_augmentation(aug, consistency)
             figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in consistency.items())
             ui.info(
                 f"distill: teacher agreement with itself on augmented validation images: {figures}"
             )
+        views = None
+        if aug.enabled and aug.teacher_views and predict is not None:
+            views = augment_views(flip, rot90)
+            ui.info(
+                f"distill: running the teacher on {len(views)} views of each training image, so "
+                "that every augmented image is taught the teacher's answer on that view"
+            )
+            if predict is ctx.predict_teacher:
+                t_train = teacher_view_outputs(ctx, "train", views)
+            else:
+                t_train = np.stack(
+                    [t_train]
+                    + [as_logits(first_output(predict(apply_view(x_train, v)))) for v in views[1:]]
+                )
+        elif aug.enabled and predict is not None:
+            flip, rot90, dropped = kept_augmentation(aug, consistency)
             if dropped:
                 message = (
                     f"The teacher is not invariant to {', '.join(dropped)} (agreement below "
@@ -116,8 +132,9 @@ class DistillStageRunner(Stage):
                 )
                 if aug.strict:
                     raise DataError(
-                        f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90) "
-                        "or set distill.augment.strict=false to drop them automatically."
+                        f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90), "
+                        "set distill.augment.teacher_views=true, or set "
+                        "distill.augment.strict=false to drop them automatically."
                     )
                 ui.info(f"warning: {message}: training without them.")
         result = distill(
@@ -130,6 +147,7 @@ class DistillStageRunner(Stage):
             y_val=ctx.y("val"),
             seed=ctx.recipe.seed,
             augment=(flip, rot90),
+            teacher_views=views,
         )
         art = _save_keras(
             result.model, workdir / "student.keras", parameters=int(result.model.count_params())
@@ -145,6 +163,7 @@ class DistillStageRunner(Stage):
                 "augment": {
                     "requested": requested.model_dump(),
                     "used": {"flip": flip, "rot90": rot90},
+                    "teacher_views": len(views) if views else None,
                     "dropped": not_square + dropped,
                     "teacher_agreement": consistency,
                 }

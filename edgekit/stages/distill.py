@@ -2,7 +2,8 @@
 
 Loss per sample: alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T)),
 with t the teacher's logits and s the student's. The teacher's logits are computed once per sample
-by the pipeline (the teacher may be any format) and passed in; labels and teacher logits travel
+(once per sample and view when augmentation runs the teacher on every view) by the pipeline (the
+teacher may be any format) and passed in; labels and teacher logits travel
 packed in one target array so that plain `fit` (and its callbacks) does the training.
 alpha = 0 learns from the teacher alone and works with unlabeled data.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import DataError
+from edgekit.errors import DataError, UsageError
 from edgekit.recipes import DistillStage
 from edgekit.stages import training
 from edgekit.stages.students import build_student
@@ -141,11 +142,15 @@ def distill(
     y_val: np.ndarray | None = None,
     seed: int = 0,
     augment: tuple[str, bool] | None = None,
+    teacher_views: list[training.View] | None = None,
 ) -> DistillResult:
     """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored.
 
     `augment` = (flip, rot90) overrides the recipe's augmentation (the stage passes what survived
-    the teacher-consistency check)."""
+    the teacher-consistency check). With `teacher_views` (the views
+    `training.augment_views(flip, rot90)` gives, in that order) `teacher_train` holds the
+    teacher's logits on each view, shape (views, samples, classes), and every augmented image is
+    taught the logits of the view it drew."""
     from edgekit.keras_compat import tf_keras
 
     if config.alpha > 0 and y_train is None:
@@ -154,11 +159,32 @@ def distill(
             "Set --set distill.alpha=0 to learn from the teacher alone."
         )
     labeled = y_train is not None
-    num_classes = int(teacher_train.shape[1])
+    num_classes = int(teacher_train.shape[-1])
     flip, rot90 = augment if augment is not None else (config.augment.flip, config.augment.rot90)
     problem = rot90_shape_problem(x_train.shape) if rot90 else None
     if problem:
         raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
+    if teacher_views is not None:
+        expected = training.augment_views(flip, rot90)
+        if list(teacher_views) != expected or teacher_train.shape[:2] != (
+            len(expected),
+            len(x_train),
+        ):
+            raise UsageError(
+                f"teacher_train must hold the teacher's logits on the views {expected} "
+                f"(shape ({len(expected)}, {len(x_train)}, classes)); got views "
+                f"{list(teacher_views)} and shape {teacher_train.shape}"
+            )
+        # [labels | view 0 logits | view 1 logits | ...] per sample
+        targets = np.concatenate(
+            [pack_targets(y_train, teacher_train[0])[:, :num_classes]]
+            + [t.astype(np.float32) for t in teacher_train],
+            axis=1,
+        )
+        augmenter = training.view_augmenter(expected, num_classes, seed=seed)
+    else:
+        targets = pack_targets(y_train, teacher_train)
+        augmenter = training.augmenter(flip, rot90, seed=seed)
     student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
     callbacks = []
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
@@ -178,7 +204,7 @@ def distill(
     history = training.fit(
         student,
         x_train,
-        pack_targets(y_train, teacher_train),
+        targets,
         x_val=x_val if has_val else None,
         y_val=pack_targets(y_val if labeled else None, teacher_val) if has_val else None,
         epochs=config.epochs,
@@ -192,7 +218,7 @@ def distill(
         callbacks=callbacks,
         seed=seed,
         description="distill",
-        augment=training.augmenter(flip, rot90, seed=seed),
+        augment=augmenter,
     )
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.

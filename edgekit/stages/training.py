@@ -22,6 +22,15 @@ API
 ``augmenter(flip="none", rot90=False, seed=0) -> callable | None``
     A batch-level image augmentation (random mirror images, random quarter turns; each image of a
     batch draws its own), None when both are off. Targets pass through unchanged.
+``augment_views(flip, rot90) -> list[View]``
+    The distinct views (mirror, quarter turns) that `augmenter(flip, rot90)` draws, identity first;
+    it draws each with the same probability. At most the eight symmetries of the square.
+``apply_view(x, view) -> np.ndarray``
+    One view of an (N, H, W, C) batch in NumPy, pixel for pixel what the TensorFlow side draws.
+``view_augmenter(views, num_classes, seed=0) -> callable``
+    Distillation with the teacher run on every view: targets are [labels (K) | the teacher's
+    logits on each view (V*K)]; each image draws one of `views` and leaves with
+    [labels | the teacher's logits on that very view].
 ``make_optimizer(name="adam", learning_rate=1e-3, *, schedule="constant", total_steps=None,
 weight_decay=0.0) -> tf_keras optimizer``
     ``name`` in adam / adamw / sgd (momentum 0.9); ``schedule`` constant or cosine (decays to 0
@@ -215,7 +224,11 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if augment is not None:
+    if augment is not None and getattr(augment, "with_targets", False):
+        ds = ds.enumerate().map(
+            lambda i, b: augment(b[0], i, b[1]), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    elif augment is not None:
         # The batch index keys the random draws (stateless, so parallel maps stay reproducible);
         # it restarts every epoch, but the reshuffle puts other images at each position.
         ds = ds.enumerate().map(
@@ -261,6 +274,72 @@ def augmenter(flip: str = "none", rot90: bool = False, seed: int = 0) -> Any:
             xb = tf.gather(turns, tf.minimum(k, 3), axis=1, batch_dims=1)
         return xb
 
+    return apply
+
+
+# A view of a square image: mirrored first (the width axis reversed) when view[0], then turned
+# view[1] quarter turns counter-clockwise (np.rot90 / tf.image.rot90). A vertical mirror is
+# (True, 2); the eight views are the symmetries of the square.
+View = tuple[bool, int]
+
+
+def augment_views(flip: str, rot90: bool) -> list[View]:
+    """The distinct views `augmenter(flip, rot90)` draws, identity first. It draws each with the
+    same probability: with quarter turns and any mirror all eight (a vertical mirror is a
+    horizontal one turned twice); `both` mirrors without turns give {identity, horizontal,
+    vertical, half turn}."""
+    if rot90:
+        mirrors = (False, True) if flip != "none" else (False,)
+        return [(m, k) for m in mirrors for k in range(4)]
+    views: list[View] = [(False, 0)]
+    if flip in ("horizontal", "both"):
+        views.append((True, 0))
+    if flip in ("vertical", "both"):
+        views.append((True, 2))
+    if flip == "both":
+        views.append((False, 2))
+    return views
+
+
+def apply_view(x: np.ndarray, view: View) -> np.ndarray:
+    """`view` of every image of an (N, H, W, C) batch (square images when it turns)."""
+    mirror, turns = view
+    if mirror:
+        x = x[:, :, ::-1]
+    return np.ascontiguousarray(np.rot90(x, turns, axes=(1, 2)))
+
+
+def view_augmenter(views: Sequence[View], num_classes: int, seed: int = 0) -> Any:
+    """Random views with the teacher's logits for the view drawn (see the module API).
+
+    The returned function takes an image batch, its index and its targets [labels (K) | teacher
+    logits per view (len(views) * K), view-major] and returns (views of the images, [labels |
+    teacher logits of the view each image drew]). Draws are stateless, keyed by (`seed`, index).
+    """
+    import tensorflow as tf
+
+    views = list(views)
+    k, v = int(num_classes), len(views)
+    if v < 1:
+        raise UsageError("view_augmenter needs at least one view.")
+
+    def one(xb: Any, view: View) -> Any:
+        if view[0]:
+            xb = tf.reverse(xb, axis=[2])
+        return tf.image.rot90(xb, view[1]) if view[1] else xb
+
+    def apply(xb: Any, index: Any, yb: Any) -> Any:
+        n = tf.shape(xb)[0]
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+        drawn = tf.random.stateless_uniform([n], seed=key, minval=0, maxval=v, dtype=tf.int32)
+        images = tf.stack([one(xb, view) for view in views], axis=1)  # N, V, H, W, C
+        teacher = tf.reshape(yb[:, k:], [n, v, k])
+        return (
+            tf.gather(images, drawn, axis=1, batch_dims=1),
+            tf.concat([yb[:, :k], tf.gather(teacher, drawn, axis=1, batch_dims=1)], axis=1),
+        )
+
+    apply.with_targets = True  # type: ignore[attr-defined]
     return apply
 
 

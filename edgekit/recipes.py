@@ -126,15 +126,16 @@ class StudentConfig(_Strict):
 class Augment(_Strict):
     """Label-preserving augmentation of the training images during distillation.
 
-    Mirror images and quarter turns give at most eight distinct views of an image. With
-    `teacher_views` (the default) the teacher runs once on every view the augmentation can draw,
-    before training (up to 8 passes over the training split, cached in the run directory), and
-    each augmented image is taught the teacher's logits on that very view: no teacher pass per
-    epoch, and no wrong targets where the teacher answers a turned image differently. Without it
-    the teacher runs once per image and its logits are reused for every view, which assumes the
-    teacher is invariant: the stage measures that on the validation split (top-1 agreement between
-    each image and its transformed copy, per augmentation) and drops an augmentation below
-    `min_teacher_agreement` with a warning (or, with `strict`, stops with a one-line error).
+    Mirror images and quarter turns give at most eight distinct views of an image. The teacher's
+    logits on the original image can stand for every view only if the teacher answers the same on
+    them: the stage measures that on the validation split (top-1 agreement between each image and
+    its transformed copy, per augmentation). `teacher_views` decides what happens then:
+    `auto` (default) reuses the original image's logits (one teacher pass) when every augmentation
+    reaches `min_teacher_agreement`, and otherwise runs the teacher once on every view the
+    augmentation can draw (up to 8 passes over the training split, cached in the run folder) so
+    each augmented image is taught the teacher's logits on that very view; `true` always runs it
+    on every view; `false` never does and drops an augmentation below `min_teacher_agreement` with
+    a warning (or, with `strict`, stops with a one-line error).
     """
 
     flip: Literal["none", "horizontal", "vertical", "both"] = Field(
@@ -145,18 +146,19 @@ class Augment(_Strict):
         description="Random quarter turns (0, 90, 180 or 270 degrees); square images only "
         "(dropped with a warning on others, an error with strict).",
     )
-    teacher_views: bool = Field(
-        True,
+    teacher_views: bool | Literal["auto"] = Field(
+        "auto",
         description="Run the teacher on every distinct augmented view of each training image "
-        "(up to 8 passes, cached) and teach each view its own logits; false reuses the original "
-        "image's logits for all views.",
+        "(up to 8 passes, cached) and teach each view its own logits: true always, auto only when "
+        "the teacher is not invariant to an augmentation, false never (such augmentations are "
+        "dropped).",
     )
     min_teacher_agreement: float = Field(
         0.95,
         ge=0,
         le=1,
-        description="Least top-1 agreement of the teacher with itself on augmented views "
-        "(checked only without teacher_views).",
+        description="Least top-1 agreement of the teacher with itself on augmented views for "
+        "its original image's logits to stand for them.",
     )
     strict: bool = Field(
         False,

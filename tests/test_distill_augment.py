@@ -180,9 +180,9 @@ def test_rot90_needs_square_images():
 
 @pytest.mark.slow
 def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_npz):  # noqa: F811
-    """Digits change meaning when mirrored. Reusing the original image's logits (teacher_views
-    off), the stage measures that and drops the mirror images (or stops, with strict); with the
-    teacher run on every view (the default) the mirrors stay, each taught its own logits."""
+    """Digits change meaning when mirrored. With teacher_views off the stage measures that and
+    drops the mirror images (or stops, with strict); by default (auto) it runs the teacher on every
+    view instead, so the mirrors stay, each taught its own logits."""
     off = "distill.augment.teacher_views=false"
     r = compress(teacher_keras3, digits_npz, tmp_path / "s", "distill", "distill.epochs=1",
                  "distill.augment.flip=both", "distill.augment.rot90=false", "distill.augment.strict=true",
@@ -200,7 +200,8 @@ def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_
     assert aug["dropped"] and aug["used"]["flip"] != "both"
     assert all(0 <= a <= 1 for a in aug["teacher_agreement"].values())
     assert aug["teacher_views"] is None
-    # default: the teacher runs on the 4 views {identity, mirror, vertical mirror, half turn}
+    # default (auto), not invariant: the teacher runs on the 4 views {identity, mirror, vertical
+    # mirror, half turn}, and strict has nothing to stop
     args = ("distill", "distill.epochs=1", "distill.augment.flip=both", "distill.augment.rot90=false",
             "distill.augment.strict=true", "quantize.formats=[tflite]", "export.formats=[tflite]")  # fmt: skip
     r = compress(teacher_keras3, digits_npz, tmp_path / "v", *args)
@@ -267,3 +268,40 @@ def test_stage_drops_rot90_on_non_square_images_for_that_reason(tmp_path):
     aug = json.loads(r.stdout)["stages"][0]["augment"]
     assert aug["dropped"] == ["rot90"] and aug["used"] == {"flip": "none", "rot90": False}
     assert aug["teacher_agreement"] == {}
+
+
+def _square_run(tmp_path, *extra):
+    """A 1-epoch distill + export on 16 random square images per class with a teacher that is
+    exactly invariant to mirrors and turns (global average pooling of the pixels)."""
+    import yaml
+
+    from edgekit.keras_compat import keras
+    from edgekit.resources import bundled
+
+    k = keras()
+    data, teacher = tmp_path / "sq.npz", tmp_path / "sq.keras"
+    if not data.exists():
+        rng = np.random.default_rng(0)
+        np.savez(
+            data, x=rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8), y=np.arange(64) % 4
+        )
+        inp = k.Input((32, 32, 3))
+        k.Model(inp, k.layers.Dense(4)(k.layers.GlobalAveragePooling2D()(inp))).save(teacher)
+        recipe = yaml.safe_load(bundled("recipes")["distill"].read_text())
+        recipe["stages"] = [s for s in recipe["stages"] if s["stage"] in ("distill", "export")]
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    tiny = ["distill.epochs=1", "distill.student.input_size=32", "export.formats=[tflite]"]
+    out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+    r = compress(teacher, data, out, str(tmp_path / "r.yaml"), *tiny, *extra)
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)["stages"][0]["augment"]
+
+
+def test_invariant_teacher_keeps_one_pass_unless_asked(tmp_path):
+    out, aug = _square_run(tmp_path)  # the recipe's flips and quarter turns, teacher_views auto
+    assert aug["teacher_agreement"] == {"flip_horizontal": 1.0, "flip_vertical": 1.0, "rot90": 1.0}
+    assert aug["teacher_views"] is None and aug["dropped"] == []
+    assert len(list((out / "cache").glob("teacher-train-*"))) == 1
+    out, aug = _square_run(tmp_path, "distill.augment.teacher_views=true")
+    assert aug["teacher_views"] == 8 and aug["used"] == {"flip": "both", "rot90": True}
+    assert len(list((out / "cache").glob("teacher-train-*"))) == 8

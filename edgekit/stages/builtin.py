@@ -100,6 +100,7 @@ class DistillStageRunner(Stage):
             t_train, t_val = (as_logits(first_output(loaded.predict(x))) for x in (x_train, x_val))
         consistency: dict[str, float] = {}
         flip, rot90, dropped = aug.flip, aug.rot90, []
+        views = None
         if aug.enabled and predict is not None:
             consistency = teacher_consistency(
                 config, lambda x: as_logits(first_output(predict(x))), x_val, t_val
@@ -108,35 +109,43 @@ class DistillStageRunner(Stage):
             ui.info(
                 f"distill: teacher agreement with itself on augmented validation images: {figures}"
             )
-        views = None
-        if aug.enabled and aug.teacher_views and predict is not None:
-            views = augment_views(flip, rot90)
-            ui.info(
-                f"distill: running the teacher on {len(views)} views of each training image, so "
-                "that every augmented image is taught the teacher's answer on that view"
-            )
-            if predict is ctx.predict_teacher:
-                t_train = teacher_view_outputs(ctx, "train", views)
-            else:
-                t_train = np.stack(
-                    [t_train]
-                    + [as_logits(first_output(predict(apply_view(x_train, v)))) for v in views[1:]]
+            kept = kept_augmentation(aug, consistency)
+            if aug.teacher_views is True or (aug.teacher_views == "auto" and kept[2]):
+                views = augment_views(flip, rot90)
+                why = (
+                    f"it is not invariant to {', '.join(kept[2])}"
+                    if kept[2]
+                    else "distill.augment.teacher_views=true"
                 )
-        elif aug.enabled and predict is not None:
-            flip, rot90, dropped = kept_augmentation(aug, consistency)
-            if dropped:
-                message = (
-                    f"The teacher is not invariant to {', '.join(dropped)} (agreement below "
-                    f"{100 * aug.min_teacher_agreement:.0f}%), so its cached logits would teach wrong "
-                    "targets for those views"
+                ui.info(
+                    f"distill: running the teacher on {len(views)} views of each training image "
+                    f"({why}), so that every augmented image is taught the teacher's answer on it"
                 )
-                if aug.strict:
-                    raise DataError(
-                        f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90), "
-                        "set distill.augment.teacher_views=true, or set "
-                        "distill.augment.strict=false to drop them automatically."
+                if predict is ctx.predict_teacher:
+                    t_train = teacher_view_outputs(ctx, "train", views)
+                else:
+                    t_train = np.stack(
+                        [t_train]
+                        + [
+                            as_logits(first_output(predict(apply_view(x_train, v))))
+                            for v in views[1:]
+                        ]
                     )
-                ui.info(f"warning: {message}: training without them.")
+            else:
+                flip, rot90, dropped = kept
+        if dropped:
+            message = (
+                f"The teacher is not invariant to {', '.join(dropped)} (agreement below "
+                f"{100 * aug.min_teacher_agreement:.0f}%), so its logits on the original images "
+                "would teach wrong targets for those views"
+            )
+            if aug.strict:
+                raise DataError(
+                    f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90), set "
+                    "distill.augment.teacher_views=auto to run the teacher on every view, or set "
+                    "distill.augment.strict=false to drop them automatically."
+                )
+            ui.info(f"warning: {message}: training without them.")
         result = distill(
             config,
             x_train,

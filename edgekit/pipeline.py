@@ -225,6 +225,8 @@ def _cached_teacher_logits(
     ctx: RunContext, predict, name: str, view: tuple[bool, int] | None = None
 ) -> np.ndarray:
     cache_dir = ctx.out / "cache"
+    if view == (False, 0):
+        view = None  # the original images: the plain per-split cache file
     parts: list[Any] = [
         ctx.teacher.sha256,
         ctx.splits[name].fingerprint(),
@@ -232,7 +234,7 @@ def _cached_teacher_logits(
         name,
     ]
     label = name
-    if view is not None and view != (False, 0):
+    if view is not None:
         parts.append(list(view))
         label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
     key = _hash_json(parts)[:16]
@@ -240,7 +242,7 @@ def _cached_teacher_logits(
     if path.is_file():
         return np.load(path)
     x = ctx.x(name)
-    if view is not None and view != (False, 0):
+    if view is not None:
         from edgekit.stages.training import apply_view
 
         x = apply_view(x, view)

@@ -91,48 +91,46 @@ class DistillStageRunner(Stage):
             ui.info(f"warning: {problem}: training without quarter turns.")
             aug, not_square = requested.model_copy(update={"rot90": False}), ["rot90"]
         config = self.config.model_copy(update={"augment": aug})
-        if model.sha256 == ctx.teacher.sha256:
+        # distilling from an intermediate model: run it once per sample as the teacher
+        intermediate = model.sha256 != ctx.teacher.sha256
+        predict = _load(ctx, model).predict if intermediate else ctx.predict_teacher
+
+        def logits_of(x: np.ndarray) -> np.ndarray:
+            return as_logits(first_output(predict(x)))
+
+        if intermediate:
+            t_train, t_val = logits_of(x_train), logits_of(x_val)
+        else:
             t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
-            predict = ctx.predict_teacher
-        else:  # distilling from an intermediate model: run it once per sample as the teacher
-            loaded = _load(ctx, model)
-            predict = loaded.predict
-            t_train, t_val = (as_logits(first_output(loaded.predict(x))) for x in (x_train, x_val))
         consistency: dict[str, float] = {}
         flip, rot90, dropped = aug.flip, aug.rot90, []
         views = None
         if aug.enabled and predict is not None:
-            consistency = teacher_consistency(
-                config, lambda x: as_logits(first_output(predict(x))), x_val, t_val
-            )
+            consistency = teacher_consistency(config, logits_of, x_val, t_val)
             figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in consistency.items())
             ui.info(
                 f"distill: teacher agreement with itself on augmented validation images: {figures}"
             )
-            kept = kept_augmentation(aug, consistency)
-            if aug.teacher_views is True or (aug.teacher_views == "auto" and kept[2]):
+            kept_flip, kept_rot90, not_invariant = kept_augmentation(aug, consistency)
+            if aug.teacher_views is True or (aug.teacher_views == "auto" and not_invariant):
                 views = augment_views(flip, rot90)
                 why = (
-                    f"it is not invariant to {', '.join(kept[2])}"
-                    if kept[2]
+                    f"it is not invariant to {', '.join(not_invariant)}"
+                    if not_invariant
                     else "distill.augment.teacher_views=true"
                 )
                 ui.info(
                     f"distill: running the teacher on {len(views)} views of each training image "
                     f"({why}), so that every augmented image is taught the teacher's answer on it"
                 )
-                if predict is ctx.predict_teacher:
+                if not intermediate:
                     t_train = teacher_view_outputs(ctx, "train", views)
                 else:
                     t_train = np.stack(
-                        [t_train]
-                        + [
-                            as_logits(first_output(predict(apply_view(x_train, v))))
-                            for v in views[1:]
-                        ]
+                        [t_train] + [logits_of(apply_view(x_train, v)) for v in views[1:]]
                     )
             else:
-                flip, rot90, dropped = kept
+                flip, rot90, dropped = kept_flip, kept_rot90, not_invariant
         if dropped:
             message = (
                 f"The teacher is not invariant to {', '.join(dropped)} (agreement below "

@@ -30,12 +30,17 @@ class DistillResult:
 
 
 def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray:
-    """[one-hot labels (zeros when unlabeled) | teacher logits] as one float32 array."""
-    n, k = teacher_logits.shape
+    """[one-hot labels (zeros when unlabeled) | teacher logits] as one float32 array. Logits of
+    shape (views, samples, classes) are laid out view after view: [labels | view 0 | view 1 ...]."""
+    k = teacher_logits.shape[-1]
+    logits = np.asarray(teacher_logits, np.float32)
+    if logits.ndim == 3:
+        logits = np.concatenate(list(logits), axis=1)
+    n = logits.shape[0]
     onehot = np.zeros((n, k), np.float32)
     if y is not None:
         onehot[np.arange(n), y.astype(np.int64)] = 1.0
-    return np.concatenate([onehot, teacher_logits.astype(np.float32)], axis=1)
+    return np.concatenate([onehot, logits], axis=1)
 
 
 def distillation_loss(num_classes: int, alpha: float, temperature: float):
@@ -76,9 +81,9 @@ def _view(x: np.ndarray, name: str) -> np.ndarray | None:
     """One transformed copy of every image (quarter turns cycle 90/180/270); None for quarter
     turns of non-square images."""
     if name == "flip_horizontal":
-        return x[:, :, ::-1]
+        return training.apply_view(x, (True, 0))
     if name == "flip_vertical":
-        return x[:, ::-1]
+        return training.apply_view(x, (True, 2))
     if x.shape[1] != x.shape[2]:
         return None
     return np.stack([np.rot90(img, 1 + i % 3) for i, img in enumerate(x)])
@@ -175,15 +180,8 @@ def distill(
                 f"(shape ({len(expected)}, {len(x_train)}, classes)); got views "
                 f"{list(teacher_views)} and shape {teacher_train.shape}"
             )
-        # [labels | view 0 logits | view 1 logits | ...] per sample
-        targets = np.concatenate(
-            [pack_targets(y_train, teacher_train[0])[:, :num_classes]]
-            + [t.astype(np.float32) for t in teacher_train],
-            axis=1,
-        )
         augmenter = training.view_augmenter(expected, num_classes, seed=seed)
     else:
-        targets = pack_targets(y_train, teacher_train)
         augmenter = training.augmenter(flip, rot90, seed=seed)
     student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
     callbacks = []
@@ -204,7 +202,7 @@ def distill(
     history = training.fit(
         student,
         x_train,
-        targets,
+        pack_targets(y_train, teacher_train),
         x_val=x_val if has_val else None,
         y_val=pack_targets(y_val if labeled else None, teacher_val) if has_val else None,
         epochs=config.epochs,

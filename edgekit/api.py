@@ -18,6 +18,7 @@ def compress(
     overrides: list[str] | None = None,
     unsafe: bool = False,
     measure_latency: bool = True,
+    unlabeled: str | None = None,
 ) -> dict[str, Any]:
     """Run a compression recipe; returns the report (also written to OUT/report.json).
 
@@ -25,6 +26,9 @@ def compress(
         only, a .tflite/.onnx). None: the bundled example teacher.
     recipe: a bundled recipe name (`list_recipes()`) or a YAML path.
     data: "digits", "shapes", "shapes:64", an image folder, a .npz ... None: the example's data.
+    unlabeled: extra images without labels, in any `data` form (labels in it are ignored);
+        distillation (`distill.use_unlabeled`) teaches them with the teacher's outputs alone.
+        None: none, except that the bundled example brings its own pool.
     overrides: `key=value` strings, as `--set` on the command line (`distill.epochs=3`).
     unsafe: allow Lambda layers and custom objects in the model file (only for files you trust).
     """
@@ -38,6 +42,7 @@ def compress(
         overrides=overrides,
         unsafe=unsafe,
         measure_latency=measure_latency,
+        unlabeled=unlabeled,
     )
 
 

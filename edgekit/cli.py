@@ -76,6 +76,13 @@ def cli() -> None:
     "--data", "-d", help="digits, shapes, shapes:SIZE, an image folder, a .npz or a .tfrecord."
 )
 @click.option(
+    "--unlabeled",
+    "-u",
+    metavar="DATA",
+    help="Extra images without labels (any --data form; labels in it are ignored) that "
+    "distillation teaches with the teacher's outputs alone.",
+)
+@click.option(
     "--out", "-o", type=click.Path(), help="Run folder (default runs/<recipe>-<timestamp>)."
 )
 @click.option(
@@ -88,7 +95,7 @@ def cli() -> None:
     "--no-latency", is_flag=True, help="Skip the p50 latency measurement of each artifact."
 )
 @json_option
-def compress(model, recipe, data, out, overrides, unsafe, no_latency, as_json):
+def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency, as_json):
     """Compress a model with a recipe; verify every export.
 
     Prunes, distills into a MobileNet student, quantizes and exports to TFLite and ONNX, as the
@@ -100,6 +107,7 @@ def compress(model, recipe, data, out, overrides, unsafe, no_latency, as_json):
         model,
         recipe=recipe,
         data=data,
+        unlabeled=unlabeled,
         out=out,
         overrides=list(overrides),
         unsafe=unsafe,

@@ -40,6 +40,9 @@ from edgekit.errors import BudgetExceeded, DataError, UsageError
 from edgekit.recipes import Recipe, load_recipe
 
 TEACHER_ASSET = "teacher_shapes.keras"
+# The bundled example's unlabeled pool: fresh scenes of the reference task (another generator
+# seed than the labelled data's), as a real project has far more images than labels.
+EXAMPLE_UNLABELED = "shapes:seed=77,n=8400"
 
 
 @dataclass
@@ -48,7 +51,7 @@ class RunContext:
 
     recipe: Recipe
     out: Path
-    splits: dict[str, Any]  # name -> edgekit.data.Dataset
+    splits: dict[str, Any]  # name -> edgekit.data.Dataset ("unlabeled": the pool, if any)
     preprocessing: Any  # edgekit.data.Preprocessing
     labels: list[str]
     teacher: ModelArtifact
@@ -70,6 +73,12 @@ class RunContext:
     @property
     def labeled(self) -> bool:
         return self.splits["train"].y is not None
+
+    @property
+    def unlabeled_source(self) -> str | None:
+        """Where the unlabeled images came from (a spec or a path); None without any."""
+        pool = self.splits.get("unlabeled")
+        return pool.source if pool is not None else None
 
 
 def default_out_dir(recipe_name: str) -> Path:
@@ -105,8 +114,13 @@ def compress(
     overrides: list[str] | None = None,
     unsafe: bool = False,
     measure_latency: bool = True,
+    unlabeled: str | None = None,
 ) -> dict[str, Any]:
     """Run a recipe on a model and data; returns the report (also written to OUT/report.json).
+
+    `unlabeled`: a data spec of extra images without labels (labels in it are ignored) that
+    distillation teaches with the teacher's outputs alone (`distill.use_unlabeled`). The bundled
+    example brings its own pool when neither MODEL nor data is given.
 
     Raises BudgetExceeded (after writing everything) when the final artifact misses the recipe's
     accuracy budget.
@@ -114,13 +128,17 @@ def compress(
     from edgekit.data import Preprocessing, load_dataset
 
     rec = load_recipe(recipe, overrides)
+    wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
     if model is None:
         model_path, default_spec = bundled_teacher()
         if data is None:
             data = default_spec
+            if unlabeled is None and wants_pool:
+                unlabeled = EXAMPLE_UNLABELED
+            pool_note = f", with '{unlabeled}' as unlabeled images" if unlabeled else ""
             ui.info(
                 f"No MODEL or --data given: running recipe '{rec.name}' on the bundled example teacher "
-                f"({model_path.name}) and the '{data}' reference data."
+                f"({model_path.name}) and the '{data}' reference data{pool_note}."
             )
         else:
             ui.info(f"No MODEL given: using the bundled example teacher ({model_path.name}).")
@@ -146,6 +164,14 @@ def compress(
                 "Use data with the model's image size and channels."
             )
         splits = dataset.split(rec.data.split.fractions(), seed=rec.data.seed)
+        if unlabeled is not None:
+            if wants_pool:
+                splits["unlabeled"] = _unlabeled_pool(unlabeled, dataset, rec.data.seed)
+            else:
+                ui.info(
+                    f"warning: no stage of recipe '{rec.name}' uses unlabeled images "
+                    "(only distill with use_unlabeled does): ignoring --unlabeled."
+                )
         prep = Preprocessing(mean=rec.data.preprocessing.mean, std=rec.data.preprocessing.std)
         ctx = RunContext(
             recipe=rec,
@@ -174,6 +200,19 @@ def compress(
     if budget_error:
         raise BudgetExceeded(budget_error)
     return report
+
+
+def _unlabeled_pool(spec: str, dataset: Any, seed: int) -> Any:
+    """The images of `spec` without their labels, checked against the labelled data's shape."""
+    from edgekit.data import Dataset, load_dataset
+
+    pool = load_dataset(spec, image_size=dataset.image_shape[:2], seed=seed)
+    if tuple(pool.image_shape) != tuple(dataset.image_shape):
+        raise DataError(
+            f"Unlabeled images ({spec}) are {tuple(pool.image_shape)} but the data's are "
+            f"{tuple(dataset.image_shape)}. Use unlabeled images with the same channels."
+        )
+    return Dataset._trusted(pool.x, None, dataset.labels, f"{pool.name} (unlabeled)", pool.source)
 
 
 def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
@@ -409,6 +448,7 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
             "labels": ctx.labels,
             "image_shape": list(dataset.image_shape),
             "splits": {k: len(v) for k, v in ctx.splits.items()},
+            "unlabeled_source": ctx.unlabeled_source,
             "eval_samples": len(x_eval),
             "preprocessing": ctx.preprocessing.to_dict(),
         },
@@ -499,7 +539,11 @@ def _write_outputs(
                 "format": teacher.format,
                 "size_bytes": size_bytes(teacher.path),
             },
-            "data": {"spec": str(data_spec), **{k: v.fingerprint() for k, v in ctx.splits.items()}},
+            "data": {
+                "spec": str(data_spec),
+                "unlabeled_spec": ctx.unlabeled_source,
+                **{k: v.fingerprint() for k, v in ctx.splits.items()},
+            },
         },
         "outputs": outputs,
     }

@@ -190,6 +190,12 @@ class DistillStage(_Strict):
     optimizer: Optimizer = Optimizer(learning_rate=2e-3)
     early_stopping: EarlyStopping = EarlyStopping()
     augment: Augment = Augment()
+    use_unlabeled: bool = Field(
+        True,
+        description="Add the run's unlabeled images (compress --unlabeled; the bundled example "
+        "brings a pool) to the training set, taught by the teacher's outputs alone (no label "
+        "term). An epoch then passes over both. No unlabeled images given: nothing changes.",
+    )
 
 
 class PruneStage(_Strict):

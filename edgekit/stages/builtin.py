@@ -98,10 +98,7 @@ class DistillStageRunner(Stage):
         def logits_of(x: np.ndarray) -> np.ndarray:
             return as_logits(first_output(predict(x)))
 
-        if intermediate:
-            t_train, t_val = logits_of(x_train), logits_of(x_val)
-        else:
-            t_train, t_val = ctx.teacher_outputs["train"], ctx.teacher_outputs["val"]
+        t_val = logits_of(x_val) if intermediate else ctx.teacher_outputs["val"]
         consistency: dict[str, float] = {}
         flip, rot90, dropped = aug.flip, aug.rot90, []
         views = None
@@ -123,12 +120,6 @@ class DistillStageRunner(Stage):
                     f"distill: running the teacher on {len(views)} views of each training image "
                     f"({why}), so that every augmented image is taught the teacher's answer on it"
                 )
-                if not intermediate:
-                    t_train = teacher_view_outputs(ctx, "train", views)
-                else:
-                    t_train = np.stack(
-                        [t_train] + [logits_of(apply_view(x_train, v)) for v in views[1:]]
-                    )
             else:
                 flip, rot90, dropped = kept_flip, kept_rot90, not_invariant
         if dropped:
@@ -144,11 +135,38 @@ class DistillStageRunner(Stage):
                     "distill.augment.strict=false to drop them automatically."
                 )
             ui.info(f"warning: {message}: training without them.")
+
+        def teacher_logits(split: str, x: np.ndarray) -> np.ndarray:
+            """The teacher's logits on `x` (the images of `split`), (samples, classes); with
+            views (views, samples, classes). The bundled teacher's are cached in OUT/cache."""
+            if not intermediate:
+                out = teacher_view_outputs(ctx, split, views or [(False, 0)])
+                return out if views else out[0]
+            if views:
+                return np.stack([logits_of(apply_view(x, v)) for v in views])
+            return logits_of(x)
+
+        t_train = teacher_logits("train", x_train)
+        y_train = ctx.y("train") if config.alpha > 0 else None
+        pool = ctx.splits.get("unlabeled") if config.use_unlabeled else None
+        n_pool = len(pool) if pool is not None and predict is not None else 0
+        if n_pool:
+            ui.info(
+                f"distill: {n_pool} unlabeled images ({pool.source}) join the {len(x_train)} "
+                "labelled ones, taught by the teacher's outputs alone"
+            )
+            x_pool = ctx.x("unlabeled")
+            t_train = np.concatenate([t_train, teacher_logits("unlabeled", x_pool)], axis=-2)
+            x_train = np.concatenate([x_train, x_pool])
+            if y_train is not None:
+                y_train = np.concatenate(
+                    [np.asarray(y_train, np.int64), np.full(n_pool, -1, np.int64)]
+                )
         result = distill(
             config,
             x_train,
             t_train,
-            ctx.y("train") if self.config.alpha > 0 else None,
+            y_train,
             x_val=x_val,
             teacher_val=t_val,
             y_val=ctx.y("val"),
@@ -167,6 +185,7 @@ class DistillStageRunner(Stage):
                 "parameters": int(result.model.count_params()),
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
+                "unlabeled_samples": n_pool,
                 "augment": {
                     "requested": requested.model_dump(),
                     "used": {"flip": flip, "rot90": rot90},

@@ -30,8 +30,9 @@ class DistillResult:
 
 
 def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray:
-    """[one-hot labels (zeros when unlabeled) | teacher logits] as one float32 array. Logits of
-    shape (views, samples, classes) are laid out view after view: [labels | view 0 | view 1 ...]."""
+    """[one-hot labels (zeros when unlabeled) | teacher logits] as one float32 array. A label of
+    -1 marks one unlabeled sample among labelled ones. Logits of shape (views, samples, classes)
+    are laid out view after view: [labels | view 0 | view 1 ...]."""
     k = teacher_logits.shape[-1]
     logits = np.asarray(teacher_logits, np.float32)
     if logits.ndim == 3:
@@ -39,7 +40,9 @@ def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray
     n = logits.shape[0]
     onehot = np.zeros((n, k), np.float32)
     if y is not None:
-        onehot[np.arange(n), y.astype(np.int64)] = 1.0
+        y = np.asarray(y, np.int64)
+        rows = np.flatnonzero(y >= 0)
+        onehot[rows, y[rows]] = 1.0
     return np.concatenate([onehot, logits], axis=1)
 
 
@@ -57,7 +60,10 @@ def distillation_loss(num_classes: int, alpha: float, temperature: float):
         )
         total = (1.0 - alpha) * t * t * kl
         if alpha > 0:
-            total += alpha * tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=y_pred)
+            # Written out rather than tf.nn.softmax_cross_entropy_with_logits: that op's gradient
+            # is softmax - labels, which assumes labels sum to 1, so an unlabeled row (all-zero
+            # one-hot) would still push its predicted class down. Here such a row adds nothing.
+            total -= alpha * tf.reduce_sum(onehot * tf.nn.log_softmax(y_pred), axis=-1)
         return total
 
     return loss
@@ -69,7 +75,15 @@ def _metrics(num_classes: int, labeled: bool) -> list[Any]:
     k = num_classes
 
     def accuracy(y_true, y_pred):
-        return tf.cast(tf.equal(tf.argmax(y_true[:, :k], -1), tf.argmax(y_pred, -1)), tf.float32)
+        # Over the labelled rows only (unlabeled ones have an all-zero one-hot): per-sample
+        # values whose batch mean is the accuracy of the batch's labelled rows.
+        onehot = y_true[:, :k]
+        has_label = tf.reduce_sum(onehot, -1)
+        correct = tf.cast(tf.equal(tf.argmax(onehot, -1), tf.argmax(y_pred, -1)), tf.float32)
+        scale = tf.cast(tf.shape(has_label)[0], tf.float32) / tf.maximum(
+            tf.reduce_sum(has_label), 1.0
+        )
+        return correct * has_label * scale
 
     def agreement(y_true, y_pred):
         return tf.cast(tf.equal(tf.argmax(y_true[:, k:], -1), tf.argmax(y_pred, -1)), tf.float32)

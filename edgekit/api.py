@@ -28,7 +28,6 @@ def compress(
     data: "digits", "shapes", "shapes:64", an image folder, a .npz ... None: the example's data.
     unlabeled: extra images without labels, in any `data` form (labels in it are ignored);
         distillation (`distill.use_unlabeled`) teaches them with the teacher's outputs alone.
-        None: none, except that the bundled example brings its own pool.
     overrides: `key=value` strings, as `--set` on the command line (`distill.epochs=3`).
     unsafe: allow Lambda layers and custom objects in the model file (only for files you trust).
     """

@@ -40,9 +40,6 @@ from edgekit.errors import BudgetExceeded, DataError, UsageError
 from edgekit.recipes import Recipe, load_recipe
 
 TEACHER_ASSET = "teacher_shapes.keras"
-# The bundled example's unlabeled pool: fresh scenes of the reference task (another generator
-# seed than the labelled data's), as a real project has far more images than labels.
-EXAMPLE_UNLABELED = "shapes:seed=77,n=8400"
 
 
 @dataclass
@@ -119,8 +116,7 @@ def compress(
     """Run a recipe on a model and data; returns the report (also written to OUT/report.json).
 
     `unlabeled`: a data spec of extra images without labels (labels in it are ignored) that
-    distillation teaches with the teacher's outputs alone (`distill.use_unlabeled`). The bundled
-    example brings its own pool when neither MODEL nor data is given.
+    distillation teaches with the teacher's outputs alone (`distill.use_unlabeled`).
 
     Raises BudgetExceeded (after writing everything) when the final artifact misses the recipe's
     accuracy budget.
@@ -133,8 +129,6 @@ def compress(
         model_path, default_spec = bundled_teacher()
         if data is None:
             data = default_spec
-            if unlabeled is None and wants_pool:
-                unlabeled = EXAMPLE_UNLABELED
             pool_note = f", with '{unlabeled}' as unlabeled images" if unlabeled else ""
             ui.info(
                 f"No MODEL or --data given: running recipe '{rec.name}' on the bundled example teacher "

@@ -192,9 +192,9 @@ class DistillStage(_Strict):
     augment: Augment = Augment()
     use_unlabeled: bool = Field(
         True,
-        description="Add the run's unlabeled images (compress --unlabeled; the bundled example "
-        "brings a pool) to the training set, taught by the teacher's outputs alone (no label "
-        "term). An epoch then passes over both. No unlabeled images given: nothing changes.",
+        description="Add the run's unlabeled images (compress --unlabeled) to the training set, "
+        "taught by the teacher's outputs alone (no label term). An epoch then passes over both. "
+        "No unlabeled images given: nothing changes.",
     )
 
 

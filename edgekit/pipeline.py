@@ -206,7 +206,9 @@ def _unlabeled_pool(spec: str, dataset: Any, seed: int) -> Any:
             f"Unlabeled images ({spec}) are {tuple(pool.image_shape)} but the data's are "
             f"{tuple(dataset.image_shape)}. Use unlabeled images with the same channels."
         )
-    return Dataset._trusted(pool.x, None, dataset.labels, f"{pool.name} (unlabeled)", pool.source)
+    return Dataset(
+        pool.x, labels=dataset.labels, name=f"{pool.name} (unlabeled)", source=pool.source
+    )
 
 
 def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):

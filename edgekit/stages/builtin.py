@@ -152,7 +152,7 @@ class DistillStageRunner(Stage):
         n_pool = len(pool) if pool is not None and predict is not None else 0
         if n_pool:
             ui.info(
-                f"distill: {n_pool} unlabeled images ({pool.source}) join the {len(x_train)} "
+                f"distill: {n_pool} unlabeled images ({ctx.unlabeled_source}) join the {len(x_train)} "
                 "labelled ones, taught by the teacher's outputs alone"
             )
             x_pool = ctx.x("unlabeled")

@@ -16,9 +16,12 @@ API
     return them as float32 / int64 (soft targets stay float32). Raises `edgekit.errors.DataError`.
 ``steps_per_epoch(n, batch_size) -> int``
     Batches per epoch (the last one may be partial).
-``make_dataset(x, y=None, *, batch_size, shuffle=False, seed=0, augment=None) -> tf.data.Dataset``
+``make_dataset(x, y=None, *, batch_size, shuffle=False, seed=0, augment=None, autotune=False)
+-> tf.data.Dataset``
     Batched (and optionally reshuffled each epoch, seeded) pipeline from NumPy arrays. ``y`` may be
     an array, a tuple of arrays (several targets) or None. ``augment`` maps each image batch.
+    tf.data's autotuner is off unless ``autotune``: with it, Keras stalled for seconds between
+    epochs (destroying each epoch's iterator waits for the autotune thread).
 ``augmenter(flip="none", rot90=False, seed=0) -> callable | None``
     A batch-level image augmentation (random mirror images, random quarter turns; each image of a
     batch draws its own), None when both are off. Targets pass through unchanged.
@@ -214,9 +217,11 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     augment: Any = None,
+    autotune: bool = False,
 ) -> Any:
     """A batched tf.data pipeline over NumPy arrays; shuffled each epoch with `seed` when asked,
-    each image batch passed through `augment` (see `augmenter`) when given."""
+    each image batch passed through `augment` (see `augmenter`) when given. `autotune=True` turns
+    tf.data's autotuner back on (only benchmarks/epoch_gaps.py does, to measure it)."""
     import tensorflow as tf
 
     elements: Any = x if y is None else (x, y)
@@ -237,7 +242,13 @@ def make_dataset(
             else (lambda i, b: (augment(b[0], i), b[1])),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuner off: destroying an iterator (Keras makes one per epoch) waits for the
+    # root iterator's autotune thread, which sleeps in growing periods; on 2 cores that stalled
+    # training for 2-20 s between many epochs, with the CPU idle. AUTOTUNE values then take
+    # TensorFlow's static defaults, and epochs run as fast (benchmarks/epoch_gaps.py).
+    options = tf.data.Options()
+    options.autotune.enabled = bool(autotune)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def augmenter(flip: str = "none", rot90: bool = False, seed: int = 0) -> Any:

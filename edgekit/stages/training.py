@@ -242,10 +242,10 @@ def make_dataset(
             else (lambda i, b: (augment(b[0], i), b[1])),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    # tf.data's autotuner off: destroying an iterator (Keras makes one per epoch) waits for the
-    # root iterator's autotune thread, which sleeps in growing periods; on 2 cores that stalled
-    # training for 2-20 s between many epochs, with the CPU idle. AUTOTUNE values then take
-    # TensorFlow's static defaults, and epochs run as fast (benchmarks/epoch_gaps.py).
+    # tf.data's autotuner off: destroying an iterator (Keras makes one per epoch) waited for a
+    # thread of the root iterator, the CPU idle, 2-20 s between many epochs on 2 cores; with the
+    # autotuner off the waits are gone. AUTOTUNE values then take TensorFlow's static defaults,
+    # and epochs run as fast (benchmarks/epoch_gaps.py).
     options = tf.data.Options()
     options.autotune.enabled = bool(autotune)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

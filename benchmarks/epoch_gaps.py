@@ -2,7 +2,8 @@
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/epoch_gaps.py [--samples 2000] [--epochs 15] [--rounds 2]
 
-Trains the `distill` recipe's student (MobileNetV3Large 0.5 minimalistic @56) on random 32x32
+Trains the `distill` recipe's student (as the recipe sets it; docs/data.md's figures were taken
+when that was MobileNetV3Large 0.5 minimalistic @56) on random 32x32
 images with the recipe's flips and quarter turns, through `edgekit.stages.training.make_dataset`
 and tf_keras `fit`, alternating the two settings `--rounds` times in one process. A gap is the
 time from one epoch's `on_epoch_end` to the next `on_epoch_begin` (Keras destroys the last

@@ -134,3 +134,32 @@ def test_unlabeled_pool_with_other_channels_is_refused(tmp_path, teacher_keras3,
     assert "Unlabeled images (digits:channels=1) are (32, 32, 1)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "c").glob("stages/*"))
+
+
+def test_labels_only_training_needs_alpha_one_labels_and_classes():
+    from edgekit.errors import UsageError
+    from edgekit.recipes import DistillStage
+    from edgekit.stages.distill import distill
+
+    x, y = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, np.int64)
+    with pytest.raises(UsageError, match="alpha=1"):
+        distill(DistillStage(alpha=0.5), x, None, y, num_classes=3)
+    with pytest.raises(UsageError, match="num_classes"):
+        distill(DistillStage(alpha=1.0), x, None, y)
+
+
+def test_labels_only_training_reports_accuracy_and_no_agreement():
+    """The from-scratch baseline (benchmarks/compress_reference.py): no teacher, so no agreement."""
+    from edgekit.recipes import DistillStage
+    from edgekit.stages.distill import distill
+
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 48)
+    cfg = DistillStage.model_validate(
+        {"alpha": 1.0, "epochs": 1, "batch_size": 16,
+         "student": {"arch": "mobilenet_v2", "width": 0.35}}
+    )  # fmt: skip
+    res = distill(cfg, x[:32], None, y[:32], x_val=x[32:], y_val=y[32:], num_classes=3)
+    assert set(res.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert res.model.output_shape == (None, 3)

@@ -69,7 +69,7 @@ def distillation_loss(num_classes: int, alpha: float, temperature: float):
     return loss
 
 
-def _metrics(num_classes: int, labeled: bool) -> list[Any]:
+def _metrics(num_classes: int, labeled: bool, teacher: bool = True) -> list[Any]:
     import tensorflow as tf
 
     k = num_classes
@@ -88,7 +88,7 @@ def _metrics(num_classes: int, labeled: bool) -> list[Any]:
     def agreement(y_true, y_pred):
         return tf.cast(tf.equal(tf.argmax(y_true[:, k:], -1), tf.argmax(y_pred, -1)), tf.float32)
 
-    return [accuracy, agreement] if labeled else [agreement]
+    return [accuracy] * labeled + [agreement] * teacher
 
 
 def _view(x: np.ndarray, name: str) -> np.ndarray | None:
@@ -153,7 +153,7 @@ def kept_augmentation(aug: Any, consistency: dict[str, float]) -> tuple[str, boo
 def distill(
     config: DistillStage,
     x_train: np.ndarray,
-    teacher_train: np.ndarray,
+    teacher_train: np.ndarray | None,
     y_train: np.ndarray | None = None,
     *,
     x_val: np.ndarray | None = None,
@@ -162,6 +162,7 @@ def distill(
     seed: int = 0,
     augment: tuple[str, bool] | None = None,
     teacher_views: list[training.View] | None = None,
+    num_classes: int | None = None,
 ) -> DistillResult:
     """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored.
 
@@ -169,8 +170,23 @@ def distill(
     the teacher-consistency check). With `teacher_views` (the views
     `training.augment_views(flip, rot90)` gives, in that order) `teacher_train` holds the
     teacher's logits on each view, shape (views, samples, classes), and every augmented image is
-    taught the logits of the view it drew."""
+    taught the logits of the view it drew.
+
+    With `teacher_train=None` the same student trains on labels alone (the from-scratch
+    baseline): that needs alpha = 1, labels and `num_classes`, and no agreement is reported."""
     from edgekit.keras_compat import tf_keras
+
+    with_teacher = teacher_train is not None
+    if not with_teacher:
+        if config.alpha != 1.0 or y_train is None or not num_classes:
+            raise UsageError(
+                "Training without teacher logits is labels-only: it needs alpha=1, labels and "
+                f"num_classes. Received alpha={config.alpha}, "
+                f"labels={'none' if y_train is None else len(y_train)}, num_classes={num_classes}."
+            )
+        teacher_train = np.zeros((len(x_train), num_classes), np.float32)
+        if x_val is not None:
+            teacher_val = np.zeros((len(x_val), num_classes), np.float32)
 
     if config.alpha > 0 and y_train is None:
         raise DataError(
@@ -226,7 +242,7 @@ def distill(
         schedule=opt.schedule,
         weight_decay=opt.weight_decay,
         loss=distillation_loss(num_classes, config.alpha, config.temperature),
-        metrics=_metrics(num_classes, labeled),
+        metrics=_metrics(num_classes, labeled, teacher=with_teacher),
         callbacks=callbacks,
         seed=seed,
         description="distill",

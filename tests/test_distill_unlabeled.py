@@ -146,6 +146,8 @@ def test_labels_only_training_needs_alpha_one_labels_and_classes():
         distill(DistillStage(alpha=0.5), x, None, y, num_classes=3)
     with pytest.raises(UsageError, match="num_classes"):
         distill(DistillStage(alpha=1.0), x, None, y)
+    with pytest.raises(UsageError, match="val labels=none"):
+        distill(DistillStage(alpha=1.0), x, None, y, x_val=x, num_classes=3)
 
 
 def test_labels_only_training_reports_accuracy_and_no_agreement():

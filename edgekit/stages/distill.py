@@ -178,11 +178,14 @@ def distill(
 
     with_teacher = teacher_train is not None
     if not with_teacher:
-        if config.alpha != 1.0 or y_train is None or not num_classes:
+        no_val_labels = x_val is not None and y_val is None
+        if config.alpha != 1.0 or y_train is None or not num_classes or no_val_labels:
             raise UsageError(
-                "Training without teacher logits is labels-only: it needs alpha=1, labels and "
-                f"num_classes. Received alpha={config.alpha}, "
-                f"labels={'none' if y_train is None else len(y_train)}, num_classes={num_classes}."
+                "Training without teacher logits is labels-only: it needs alpha=1, labels (for "
+                f"x_val too) and num_classes. Received alpha={config.alpha}, "
+                f"labels={'none' if y_train is None else len(y_train)}, "
+                f"val labels={'none' if no_val_labels else 'given or no x_val'}, "
+                f"num_classes={num_classes}."
             )
         teacher_train = np.zeros((len(x_train), num_classes), np.float32)
         if x_val is not None:

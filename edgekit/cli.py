@@ -73,14 +73,18 @@ def cli() -> None:
     help="Bundled recipe name or a YAML path.",
 )
 @click.option(
-    "--data", "-d", help="digits, shapes, shapes:SIZE, an image folder, a .npz or a .tfrecord."
+    "--data",
+    "-d",
+    help="digits, shapes, shapes:SIZE, fashion-mnist, an image folder (or a folder of IDX "
+    "files), a .npz or a .tfrecord.",
 )
 @click.option(
     "--unlabeled",
     "-u",
     metavar="DATA",
     help="Extra images without labels (any --data form; labels in it are ignored) that "
-    "distillation teaches with the teacher's outputs alone.",
+    "distillation teaches with the teacher's outputs alone. The bundled example brings its own "
+    "pool; 'none' leaves it out.",
 )
 @click.option(
     "--out", "-o", type=click.Path(), help="Run folder (default runs/<recipe>-<timestamp>)."

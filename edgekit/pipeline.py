@@ -40,6 +40,10 @@ from edgekit.errors import BudgetExceeded, DataError, UsageError
 from edgekit.recipes import Recipe, load_recipe
 
 TEACHER_ASSET = "teacher_shapes.keras"
+# The bundled example's unlabeled pool: fresh scenes of the reference task from a generator seed
+# that neither the labelled data (0), the teacher's training (1000-1009) nor its fresh test (999) use.
+EXAMPLE_POOL = "shapes:seed=77,n=10000"
+NO_POOL = "none"
 
 
 @dataclass
@@ -116,7 +120,8 @@ def compress(
     """Run a recipe on a model and data; returns the report (also written to OUT/report.json).
 
     `unlabeled`: a data spec of extra images without labels (labels in it are ignored) that
-    distillation teaches with the teacher's outputs alone (`distill.use_unlabeled`).
+    distillation teaches with the teacher's outputs alone (`distill.use_unlabeled`). The bundled
+    example (no `model`, no `data`) brings its own pool (`EXAMPLE_POOL`); "none" leaves it out.
 
     Raises BudgetExceeded (after writing everything) when the final artifact misses the recipe's
     accuracy budget.
@@ -125,24 +130,9 @@ def compress(
 
     rec = load_recipe(recipe, overrides)
     wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
-    if model is None:
-        model_path, default_spec = bundled_teacher()
-        if data is None:
-            data = default_spec
-            pool_note = f", with '{unlabeled}' as unlabeled images" if unlabeled else ""
-            ui.info(
-                f"No MODEL or --data given: running recipe '{rec.name}' on the bundled example teacher "
-                f"({model_path.name}) and the '{data}' reference data{pool_note}."
-            )
-        else:
-            ui.info(f"No MODEL given: using the bundled example teacher ({model_path.name}).")
-    else:
-        model_path = Path(model)
-        if data is None:
-            raise UsageError(
-                "Pass --data (digits, shapes, an image folder or a .npz) to compress your own model; "
-                "only the bundled example teacher comes with data."
-            )
+    model_path, data, unlabeled, message = resolve_inputs(rec, model, data, unlabeled)
+    if message:
+        ui.info(message)
     teacher = ModelArtifact.from_path(model_path)
     out_dir = ensure_writable_dir(out or default_out_dir(rec.name))
     log_handle = ui.add_log_file(out_dir / "run.log")
@@ -157,15 +147,13 @@ def compress(
                 f"Data images are {tuple(dataset.image_shape)} but the model expects {tuple(input_shape)}. "
                 "Use data with the model's image size and channels."
             )
-        splits = dataset.split(rec.data.split.fractions(), seed=rec.data.seed)
-        if unlabeled is not None:
-            if wants_pool:
-                splits["unlabeled"] = _unlabeled_pool(unlabeled, dataset, rec.data.seed)
-            else:
-                ui.info(
-                    f"warning: no stage of recipe '{rec.name}' uses unlabeled images "
-                    "(only distill with use_unlabeled does): ignoring --unlabeled."
-                )
+        if unlabeled is not None and not wants_pool:
+            ui.info(
+                f"warning: no stage of recipe '{rec.name}' uses unlabeled images "
+                "(only distill with use_unlabeled does): ignoring --unlabeled."
+            )
+            unlabeled = None
+        splits = make_splits(rec, dataset, unlabeled)
         prep = Preprocessing(mean=rec.data.preprocessing.mean, std=rec.data.preprocessing.std)
         ctx = RunContext(
             recipe=rec,
@@ -194,6 +182,85 @@ def compress(
     if budget_error:
         raise BudgetExceeded(budget_error)
     return report
+
+
+def make_splits(rec: Recipe, dataset: Any, unlabeled: str | None = None) -> dict[str, Any]:
+    """The run's data splits: the recipe's split of `dataset`, the training split cut to
+    `data.labelled_fraction` of its labels, and "unlabeled" (the rest of the training split and
+    the images of `unlabeled`, labels dropped) when there are any."""
+    from edgekit.data import Dataset
+
+    splits = dataset.split(rec.data.split.fractions(), seed=rec.data.seed)
+    pools, sources = [], []
+    fraction = rec.data.labelled_fraction
+    if fraction < 1:
+        train = splits["train"]
+        if not train.labeled:
+            raise DataError(
+                f"data.labelled_fraction={fraction:g} keeps part of the labels, but the data are "
+                "unlabeled. Remove the setting, or use labelled data."
+            )
+        parts = train.split({"labelled": fraction, "rest": 1.0 - fraction}, seed=rec.data.seed)
+        splits["train"] = parts["labelled"]
+        pools.append(parts["rest"].x)
+        sources.append(
+            f"{len(parts['rest'])} images of the training split without their labels "
+            f"(data.labelled_fraction={fraction:g} kept {len(parts['labelled'])})"
+        )
+    if unlabeled is not None:
+        pool = _unlabeled_pool(unlabeled, dataset, rec.data.seed)
+        pools.append(pool.x)
+        sources.append(pool.source)
+    if pools:
+        x = pools[0] if len(pools) == 1 else np.concatenate(pools)
+        splits["unlabeled"] = Dataset(
+            x, labels=dataset.labels, name="unlabeled images", source=" + ".join(sources)
+        )
+    return splits
+
+
+def resolve_inputs(
+    rec: Recipe, model: str | os.PathLike | None, data: str | None, unlabeled: str | None
+) -> tuple[Path, str, str | None, str | None]:
+    """(teacher path, data spec, unlabeled spec or None, the line that says so or None).
+
+    No model: the bundled example teacher; no data either: its reference data and, when a stage
+    uses unlabeled images, its pool (`EXAMPLE_POOL`). `unlabeled="none"` means no pool."""
+    wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
+    no_pool = unlabeled is not None and unlabeled.strip().lower() == NO_POOL
+    if no_pool:
+        unlabeled = None
+    if model is not None:
+        if data is None:
+            raise UsageError(
+                "Pass --data (digits, shapes, fashion-mnist, an image folder or a .npz) to compress "
+                "your own model; only the bundled example teacher comes with data."
+            )
+        return Path(model), data, unlabeled, None
+    model_path, default_spec = bundled_teacher()
+    if data is not None:
+        return (
+            model_path,
+            data,
+            unlabeled,
+            (f"No MODEL given: using the bundled example teacher ({model_path.name})."),
+        )
+    if unlabeled is None and wants_pool and not no_pool:
+        unlabeled = EXAMPLE_POOL
+        note = (
+            f" and its pool of unlabeled scenes ('{unlabeled}'; --unlabeled none leaves them out)"
+        )
+    else:
+        note = f", with '{unlabeled}' as unlabeled images" if unlabeled else ""
+    return (
+        model_path,
+        default_spec,
+        unlabeled,
+        (
+            f"No MODEL or --data given: running recipe '{rec.name}' on the bundled example teacher "
+            f"({model_path.name}), the '{default_spec}' reference data{note}."
+        ),
+    )
 
 
 def _unlabeled_pool(spec: str, dataset: Any, seed: int) -> Any:

@@ -66,6 +66,15 @@ class DataConfig(_Strict):
     max_eval_samples: int | None = Field(
         None, gt=0, description="Cap on evaluated samples (None: all)."
     )
+    labelled_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Fraction of the training split whose labels are kept (stratified by class, "
+        "seeded by `seed`); the other images of the training split join the unlabeled ones, which "
+        "distillation teaches with the teacher's outputs alone. 1 keeps every label. For "
+        "measuring what a teacher adds when labels are scarce.",
+    )
 
 
 class Optimizer(_Strict):

@@ -135,6 +135,21 @@ def test_view_augmenter_teaches_each_image_the_logits_of_the_view_it_drew():
             np.testing.assert_array_equal(img, apply_view(x[i : i + 1], views[v])[0])
 
 
+def test_view_augmenter_on_non_square_images_mirrors_and_half_turns_only():
+    rng = np.random.default_rng(5)
+    n, k = 32, 2
+    x = rng.random((n, 6, 4, 3)).astype(np.float32)  # not square: no quarter turns
+    views = augment_views("both", False)
+    assert {t for _, t in views} == {0, 2}
+    teacher = np.stack([np.stack([np.full(n, v), np.arange(n)], 1) for v in range(len(views))])
+    targets = np.concatenate([np.zeros((n, k), np.float32), *teacher.astype(np.float32)], axis=1)
+    xa, ya = (np.asarray(t) for t in view_augmenter(views, k, seed=3)(x, 0, targets))
+    assert xa.shape == x.shape
+    for i in range(n):
+        np.testing.assert_array_equal(xa[i], apply_view(x[i : i + 1], views[int(ya[i, k])])[0])
+    assert len(set(ya[:, k].tolist())) == len(views)
+
+
 def test_distill_checks_the_per_view_teacher_logits_match_the_views():
     from edgekit.errors import UsageError
     from edgekit.stages.distill import distill

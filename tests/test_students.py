@@ -37,11 +37,20 @@ def test_resize_inside_and_bn_momentum():
     assert momenta == {0.9}
 
 
-def test_too_small_or_grey_inputs_are_refused():
+def test_too_small_or_two_channel_inputs_are_refused():
     with pytest.raises(UsageError, match="at least 32x32"):
         build_student(StudentConfig(), (16, 16, 3), 10)
     with pytest.raises(UsageError, match="RGB"):
-        build_student(StudentConfig(), (32, 32, 1), 10)
+        build_student(StudentConfig(), (32, 32, 2), 10)
+
+
+def test_grey_students_take_one_channel():
+    # Fashion-MNIST: 28x28 grey, resized inside; the first convolution reads one channel
+    m = build_student(StudentConfig(arch="mobilenet_v3_large", width=0.5, minimalistic=True,
+                                    input_size=32), (28, 28, 1), 10)  # fmt: skip
+    assert m.input_shape == (None, 28, 28, 1) and m.output_shape == (None, 10)
+    first_conv = next(layer for layer in m.layers if layer.__class__.__name__ == "Conv2D")
+    assert first_conv.kernel.shape[2] == 1
 
 
 def test_minimalistic_v3_drops_hard_swish_and_squeeze_excite():

@@ -83,6 +83,8 @@ class Dataset:
         labels: class names; index i names class i. Defaults to "0", "1", ... from y.
         name: a short name for reports ("shapes", "digits", a file name).
         source: where the data came from (a spec or a path), for reports.
+        test_indices: the examples of the data set's own published test part (Fashion-MNIST's
+            10,000 t10k images), or None. `split` makes them the `eval` split.
     """
 
     def __init__(
@@ -92,28 +94,42 @@ class Dataset:
         labels: Sequence[str] | None = None,
         name: str = "arrays",
         source: str = "",
+        test_indices: Any = None,
     ) -> None:
         x = _check_x(x)
         y = _check_y(y, len(x))
         labels = _check_labels(labels, y)
-        self._init(x, y, labels, name, source or name)
+        self._init(x, y, labels, name, source or name, _check_test_indices(test_indices, len(x)))
 
     def _init(
-        self, x: np.ndarray, y: np.ndarray | None, labels: list[str], name: str, source: str
+        self,
+        x: np.ndarray,
+        y: np.ndarray | None,
+        labels: list[str],
+        name: str,
+        source: str,
+        test_indices: np.ndarray | None = None,
     ) -> None:
         self.x = x
         self.y = y
         self.labels = labels
         self.name = name
         self.source = source
+        self.test_indices = test_indices
 
     @classmethod
     def _trusted(
-        cls, x: np.ndarray, y: np.ndarray | None, labels: list[str], name: str, source: str
+        cls,
+        x: np.ndarray,
+        y: np.ndarray | None,
+        labels: list[str],
+        name: str,
+        source: str,
+        test_indices: np.ndarray | None = None,
     ) -> Dataset:
         # Subsets and splits of a validated data set skip the O(N) checks.
         ds = cls.__new__(cls)
-        ds._init(x, y, list(labels), name, source)
+        ds._init(x, y, list(labels), name, source, test_indices)
         return ds
 
     # --- description -------------------------------------------------------------------------
@@ -150,6 +166,7 @@ class Dataset:
             "num_classes": self.num_classes,
             "labels": list(self.labels),
             "fingerprint": self.fingerprint(),
+            **({} if self.test_indices is None else {"test_part": len(self.test_indices)}),
         }
 
     def fingerprint(self) -> dict[str, Any]:
@@ -163,6 +180,9 @@ class Dataset:
         if self.y is not None:
             h.update(b"y:")
             h.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
+        if self.test_indices is not None:
+            h.update(b"test:")
+            h.update(np.ascontiguousarray(self.test_indices, dtype="<i8").tobytes())
         return {"count": len(self), "sha256": h.hexdigest()}
 
     # --- derived data sets ---------------------------------------------------------------------
@@ -193,6 +213,10 @@ class Dataset:
         interleaved by their rank within a shuffled class), and the order is cut in the order of
         `fractions`; sizes follow the fractions (largest remainder). Fractions may add up to less
         than 1 (the rest is left out). Every named part gets at least one example, else DataError.
+
+        A data set with its own published test part (`test_indices`: Fashion-MNIST's t10k images)
+        keeps it whole as `eval`, so accuracies compare with published figures; the other
+        fractions then divide the remaining examples (scaled by 1 / (1 - eval)).
         """
         fractions = dict(DEFAULT_SPLIT if fractions is None else fractions)
         if not fractions:
@@ -207,6 +231,8 @@ class Dataset:
             raise DataError(
                 f"Split fractions add up to {total:.3g}; expected at most 1. Received: {fractions}."
             )
+        if self.test_indices is not None and "eval" in fractions:
+            return self._split_with_test_part(fractions, seed)
         n = len(self)
         counts = _largest_remainder(n, list(fractions.values()), total)
         empty = [k for k, c in zip(fractions, counts, strict=True) if c == 0]
@@ -223,6 +249,20 @@ class Dataset:
             out[k] = self.subset(order[start : start + c])
             start += c
         return out
+
+    def _split_with_test_part(self, fractions: dict[str, float], seed: int) -> dict[str, Dataset]:
+        test = np.asarray(self.test_indices, np.int64)
+        rest = np.setdiff1d(np.arange(len(self)), test)
+        others = {k: f for k, f in fractions.items() if k != "eval"}
+        scale = 1.0 / max(1e-9, 1.0 - fractions["eval"])
+        scaled = {k: min(1.0, f * scale) for k, f in others.items()}
+        if sum(scaled.values()) > 1:
+            total = sum(scaled.values())
+            scaled = {k: f / total for k, f in scaled.items()}
+        parts = self.subset(rest).split(scaled, seed) if scaled else {}
+        out = {k: parts[k] for k in fractions if k != "eval"}
+        out["eval"] = self.subset(test)
+        return {k: out[k] for k in fractions}
 
     def _stratified_order(self, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -248,7 +288,7 @@ class Dataset:
         if (h, w) == self.image_shape[:2]:
             return self
         x = resize_images(self.x, (h, w))
-        return Dataset._trusted(x, self.y, self.labels, self.name, self.source)
+        return Dataset._trusted(x, self.y, self.labels, self.name, self.source, self.test_indices)
 
     # --- iteration -----------------------------------------------------------------------------
     def batches(
@@ -406,6 +446,20 @@ def _check_labels(labels: Sequence[str] | None, y: np.ndarray | None) -> list[st
                 "Add examples of other classes, or pass the data without labels."
             )
     return labels
+
+
+def _check_test_indices(indices: Any, n: int) -> np.ndarray | None:
+    if indices is None:
+        return None
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or len(idx) == 0:
+        raise DataError("Expected test_indices as a non-empty 1-D array of example indices.")
+    if idx.min() < 0 or idx.max() >= n or len(np.unique(idx)) != len(idx) or len(idx) >= n:
+        raise DataError(
+            f"Expected distinct test_indices in [0, {n}) leaving examples to train on. Received "
+            f"{len(idx)} indices from {idx.min()} to {idx.max()}."
+        )
+    return idx.astype(np.int64)
 
 
 def _largest_remainder(n: int, fractions: list[float], total: float) -> list[int]:

@@ -32,7 +32,9 @@ _BUILTIN_OPTIONS: dict[str, dict[str, int]] = {
         "classes": _shapes.DEFAULT_CLASSES,
     },
     "digits": {"size": 32, "channels": 3},
+    "fashion-mnist": {"size": 28, "channels": 1, "part": 0},
 }
+_IDX_PARTS = ("all", "train", "test")
 BUILTIN_DATASETS: dict[str, str] = {
     "shapes": (
         f"procedural shapes, {_shapes.DEFAULT_CLASSES} classes "
@@ -42,6 +44,11 @@ BUILTIN_DATASETS: dict[str, str] = {
     ),
     "digits": (
         "UCI handwritten digits from scikit-learn, 1797 images, 10 classes, options size, channels"
+    ),
+    "fashion-mnist": (
+        "Zalando's Fashion-MNIST (Debian package dataset-fashion-mnist): 70,000 grey 28x28 product "
+        "photos, 10 classes, its 10,000 test images held out as eval; options size, channels, "
+        "part (all, train, test)"
     ),
 }
 _PATH_OPTIONS: dict[str, dict[str, str]] = {
@@ -140,7 +147,20 @@ def _load_builtin(
         channels = _int_option(opts, "channels", allowed["channels"], 1, 3, what)
         if channels == 2:
             raise DataError(f"Expected channels 1 or 3 for {what}. Received: channels=2.")
-        ds = _load_digits(size, channels, spec)
+        if name == "digits":
+            ds = _load_digits(size, channels, spec)
+        else:
+            part = opts.get("part", "all")
+            if part not in _IDX_PARTS:
+                raise DataError(
+                    f"Expected part in {', '.join(_IDX_PARTS)} for {what}. Received: part={part!r}."
+                )
+            from edgekit.data.idx import FASHION_MNIST_LABELS, fashion_mnist_dir
+
+            ds = load_idx(fashion_mnist_dir(), part=part, labels=FASHION_MNIST_LABELS, spec=spec)
+            ds = _with_channels(ds, channels)
+            if size != ds.image_shape[0]:
+                ds = ds.resized((size, size))
     if hw is not None and ds.image_shape[:2] != hw:
         ds = ds.resized(hw)
     return ds
@@ -199,10 +219,49 @@ def _path_kind(p: Path) -> str:
 def _load_path(p: Path, opts: dict[str, str], hw: tuple[int, int] | None) -> Dataset:
     kind = _path_kind(p)
     if kind == "folder":
+        from edgekit.data.idx import is_idx_folder
+
+        if is_idx_folder(p):
+            return load_idx(p)
         return load_image_folder(p, image_size=hw)
     if kind == "npz":
         return load_npz(p)
     return load_tfrecord(p, image_size=hw, **opts)
+
+
+# --- IDX (MNIST, Fashion-MNIST, KMNIST) --------------------------------------------------------
+def load_idx(
+    folder: str | os.PathLike,
+    *,
+    part: str = "all",
+    labels: Sequence[str] | None = None,
+    spec: str | None = None,
+) -> Dataset:
+    """A folder of MNIST-style IDX files (`train-*` and `t10k-*`, gzipped or not) as one data set:
+    the training part, then the test part, which is kept whole as the `eval` split (see
+    `edgekit.data.idx`). Class names come from `labels`, a `labels.txt` beside the files, or
+    "0", "1", ..."""
+    from edgekit.data.idx import load_idx_folder
+
+    root = Path(folder)
+    x, y, n_train = load_idx_folder(root, part)
+    if labels is None and (root / "labels.txt").is_file():
+        labels = [ln.strip() for ln in (root / "labels.txt").read_text().splitlines() if ln.strip()]
+    if labels is None:
+        labels = [str(i) for i in range(int(y.max()) + 1)]
+    test = np.arange(n_train, len(x)) if part == "all" and n_train < len(x) else None
+    try:
+        return Dataset(x, y, labels, name=root.name or str(root), source=spec or str(root),
+                       test_indices=test)  # fmt: skip
+    except DataError as e:
+        raise DataError(f"{root}: {e}") from None
+
+
+def _with_channels(ds: Dataset, channels: int) -> Dataset:
+    if ds.image_shape[2] == channels:
+        return ds
+    x = np.repeat(ds.x, channels, axis=-1) if ds.image_shape[2] == 1 else ds.x[..., :1]
+    return Dataset._trusted(x, ds.y, ds.labels, ds.name, ds.source, ds.test_indices)
 
 
 # --- .npz --------------------------------------------------------------------------------------

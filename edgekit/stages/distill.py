@@ -20,6 +20,10 @@ from edgekit.recipes import DistillStage
 from edgekit.stages import training
 from edgekit.stages.students import build_student
 
+# Training steps per call into TensorFlow: the same steps, a Python round trip every 8 of them
+# instead of every one (benchmarks/train_throughput.py). Distillation has no per-step callback.
+STEPS_PER_EXECUTION = 8
+
 
 @dataclass
 class DistillResult:
@@ -250,6 +254,7 @@ def distill(
         seed=seed,
         description="distill",
         augment=augmenter,
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.

@@ -1,7 +1,8 @@
 """Student networks for distillation: tf_keras Applications MobileNets, built flat.
 
-The student takes the teacher's input (pixels after edgekit's preprocessing), resizes inside the
-model when its input size differs, and outputs logits. Applications are built on a tensor
+The student takes the teacher's input (pixels after edgekit's preprocessing; RGB or grey: a grey
+student's first convolution has one input channel), resizes inside the model when its input size
+differs, and outputs logits. Applications are built on a tensor
 (`input_tensor=`) rather than nested as a sub-model, so tfmot's prune and QAT wrappers reach every
 layer.
 """
@@ -24,10 +25,10 @@ def build_student(
     tfk.utils.set_random_seed(seed)
     h, w, c = input_shape
     size = config.input_size or h
-    if min(h, w) < 1 or c != 3:
+    if min(h, w) < 1 or c not in (1, 3):
         raise UsageError(
-            f"MobileNet students need RGB input (H, W, 3). Received a teacher input of shape {input_shape}; "
-            "convert grey images to RGB in the data."
+            f"MobileNet students take RGB (H, W, 3) or grey (H, W, 1) images. Received a teacher "
+            f"input of shape {input_shape}; convert the images to RGB or grey in the data."
         )
     if size < 32:
         raise UsageError(

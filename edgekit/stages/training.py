@@ -48,7 +48,8 @@ weight_decay=0.0) -> tf_keras optimizer``
     One `edgekit.ui.info` line per epoch with the logged metrics and the epoch's duration.
 ``fit(model, x, y, *, x_val=None, y_val=None, epochs, batch_size, optimizer="adam",
 learning_rate=1e-3, schedule="constant", weight_decay=0.0, loss=None, metrics=("accuracy",),
-callbacks=(), seed=0, description="fine-tune", augment=None) -> dict[str, list[float]]``
+callbacks=(), seed=0, description="fine-tune", augment=None, steps_per_execution=1)
+-> dict[str, list[float]]``
     Compile ``model`` (with ``loss`` or `classification_loss`) and train it with seeded shuffling
     and per-epoch progress lines; returns the Keras history as plain floats. ``model`` is trained in
     place: callers pass a copy they own.
@@ -334,19 +335,24 @@ def view_augmenter(views: Sequence[View], num_classes: int, seed: int = 0) -> An
     if v < 1:
         raise UsageError("view_augmenter needs at least one view.")
 
-    def one(xb: Any, view: View) -> Any:
-        if view[0]:
-            xb = tf.reverse(xb, axis=[2])
-        return tf.image.rot90(xb, view[1]) if view[1] else xb
+    mirrors = tf.constant([m for m, _ in views], tf.bool)
+    turns_used = sorted({t for _, t in views})  # quarter turns of the views ({0, 2} on non-square)
+    turn_slot = tf.constant([turns_used.index(t) for _, t in views], tf.int32)
 
     def apply(xb: Any, index: Any, yb: Any) -> Any:
         n = tf.shape(xb)[0]
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
         drawn = tf.random.stateless_uniform([n], seed=key, minval=0, maxval=v, dtype=tf.int32)
-        images = tf.stack([one(xb, view) for view in views], axis=1)  # N, V, H, W, C
+        # Each image is mirrored or not, then turned: one mirror and one turn per quarter turn
+        # in use for the whole batch, not all V views (pixel for pixel the same images).
+        mirror = tf.reshape(tf.gather(mirrors, drawn), [-1, 1, 1, 1])
+        xb = tf.where(mirror, tf.reverse(xb, axis=[2]), xb)
+        if turns_used != [0]:
+            turned = tf.stack([tf.image.rot90(xb, t) if t else xb for t in turns_used], axis=1)
+            xb = tf.gather(turned, tf.gather(turn_slot, drawn), axis=1, batch_dims=1)
         teacher = tf.reshape(yb[:, k:], [n, v, k])
         return (
-            tf.gather(images, drawn, axis=1, batch_dims=1),
+            xb,
             tf.concat([yb[:, :k], tf.gather(teacher, drawn, axis=1, batch_dims=1)], axis=1),
         )
 
@@ -442,11 +448,15 @@ def fit(
     seed: int = 0,
     description: str = "fine-tune",
     augment: Any = None,
+    steps_per_execution: int = 1,
 ) -> dict[str, list[float]]:
     """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
 
     `optimizer` is a name (see `make_optimizer`) or a ready tf_keras optimizer. `loss` defaults to
     `classification_loss`. Validation data is used when both `x_val` and `y_val` are given.
+    `steps_per_execution` > 1 runs that many steps per call into TensorFlow (the same steps, less
+    Python per step); per-batch callbacks then see one batch per call, so keep 1 with callbacks
+    that act every step (tfmot's UpdatePruningStep).
     """
     check_positive("epochs", epochs, integer=True)
     check_positive("batch_size", batch_size, integer=True)
@@ -464,7 +474,13 @@ def fit(
         if not isinstance(y, np.ndarray):
             raise UsageError("Pass `loss` when the targets are not a single label array.")
         loss = classification_loss(model, y, x)
-    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
+    check_positive("steps_per_execution", steps_per_execution, integer=True)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=list(metrics),
+        steps_per_execution=min(int(steps_per_execution), steps),
+    )
     train = make_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed, augment=augment)
     val = None
     if x_val is not None and y_val is not None and len(x_val):

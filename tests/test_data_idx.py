@@ -66,8 +66,6 @@ def test_idx_folder_loads_train_then_test_with_the_test_part_as_eval(tmp_path):
     # the same files give the same fingerprint; the test part is part of it
     again = load_dataset(str(tmp_path / "mnistlike"))
     assert again.fingerprint() == ds.fingerprint()
-    train_only = load_dataset(f"{tmp_path / 'mnistlike'}")
-    assert train_only.test_indices is not None
 
 
 def test_resize_and_channels_keep_the_test_part(tmp_path):

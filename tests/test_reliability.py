@@ -314,3 +314,37 @@ def test_full_disk_is_one_line_and_keeps_earlier_stages(tmp_path, data_and_teach
         "export": True,
         "quantize": False,
     }
+
+
+def test_export_stopped_by_sigterm_leaves_no_file(tmp_path, data_and_teacher):
+    data, teacher = data_and_teacher
+    dest = tmp_path / "out" / "model_int8.tflite"
+    args = ["export", teacher, "--quantize", "int8", "--data", data, "--out", dest]
+    p = Edgekit(args, tmp_path / "logs", "export", EDGEKIT_QUIET="0")
+    wait_for_line(p.err_path, r"Calibrating \(TFLite\): ", p)  # inside the converter
+    p.signal(SIGTERM)
+    assert_interrupted(
+        p, SIGTERM, r"interrupted by SIGTERM during .*; nothing is half-written; rerun .*"
+    )
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_full_disk_under_a_keras_or_h5_writer_names_the_folder(tmp_path, small_disk):
+    """Keras and h5py report a full disk in their own exceptions; edgekit still says it in one
+    line naming the folder, and leaves nothing behind."""
+    from edgekit.artifacts import disk_full_from
+    from edgekit.errors import DiskFull, EdgekitError
+    from edgekit.keras_compat import save_model, tf_keras
+
+    tfk = tf_keras()
+    inp = tfk.Input((32, 32, 3))
+    model = tfk.Model(inp, tfk.layers.Dense(10)(tfk.layers.Flatten()(inp)))  # 120 KB of weights
+    filler = fill(small_disk, leave=16 * 1024)
+    for name in ("m.keras", "m.h5"):
+        with pytest.raises(EdgekitError) as e:
+            save_model(model, small_disk / name)
+        full = disk_full_from(e.value)
+        assert isinstance(full, DiskFull), e.value
+        assert str(full).startswith(f"No space left in {small_disk} while writing {name}: ")
+        assert [q.name for q in small_disk.iterdir()] == ["filler"]
+    filler.unlink()

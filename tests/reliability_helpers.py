@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,3 +154,42 @@ SIGINT, SIGTERM, SIGKILL, SIGSTOP, SIGCONT = (
     signal.SIGSTOP,
     signal.SIGCONT,
 )
+
+
+def mount_small_disk(tmp_path: Path, size: str = "4m"):
+    """Yield a small tmpfs (root only); pytest.skip with the reason where none can be mounted."""
+    import pytest
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs for the full-disk test")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): no full-disk test")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` up to `leave` free bytes with one file."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        block = b"\0" * (1 << 16)
+        try:
+            while True:
+                f.write(block)
+                f.flush()
+        except OSError:
+            pass
+    size = filler.stat().st_size
+    while shutil.disk_usage(disk).free < leave and size > 0:
+        size = max(0, size - 4096)
+        os.truncate(filler, size)
+    return filler

@@ -9,9 +9,6 @@ tmpfs, where root may mount one) is one line naming the folder and the space nee
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +22,10 @@ from reliability_helpers import (
     Edgekit,
     assert_interrupted,
     edgekit_lines,
+    fill,
     leftovers,
     log_size,
+    mount_small_disk,
     run,
     snapshot,
     wait_for_line,
@@ -244,40 +243,7 @@ def test_interrupts_and_kill_9_resume_prune_qat_and_export(tmp_path, data_and_te
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MB tmpfs (root only); skipped with the reason where it cannot be mounted."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs for the full-disk test")
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): no full-disk test")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """Fill `disk` up to `leave` free bytes with one file."""
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        block = b"\0" * (1 << 16)
-        try:
-            while True:
-                f.write(block)
-                f.flush()
-        except OSError:
-            pass
-    size = filler.stat().st_size
-    while shutil.disk_usage(disk).free < leave and size > 0:
-        size = max(0, size - 4096)
-        os.truncate(filler, size)
-    return filler
+    yield from mount_small_disk(tmp_path)
 
 
 def test_full_disk_is_one_line_and_keeps_earlier_stages(tmp_path, data_and_teacher, small_disk):

@@ -27,6 +27,8 @@ from reliability_helpers import (
     assert_interrupted,
     edgekit_lines,
     env,
+    fill,
+    mount_small_disk,
     run,
     snapshot,
 )
@@ -236,3 +238,21 @@ def test_labels_beyond_the_model_are_reported_as_the_labels_go(tmp_path, models)
     p = run(["eval", models["base"], "--data", data], tmp_path, "named", 60)
     (line,) = edgekit_lines(p.stderr)
     assert "the data names 100 classes" in line, line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from mount_small_disk(tmp_path, "1m")
+
+
+def test_baseline_create_on_a_full_disk_is_one_line(tmp_path, models, data, small_disk):
+    out = small_disk / "baseline.json"
+    filler = fill(small_disk, leave=8 * 1024)  # the lock fits; the baseline (~20 KB) does not
+    p = run(["baseline", "create", models["base"], "--data", data, "--out", out,
+             "--latency-seconds", "0.3"], tmp_path, "full", 60)  # fmt: skip
+    assert p.proc.returncode == 2, p.stderr
+    (line,) = edgekit_lines(p.stderr)
+    assert line.startswith(f"error: No space left in {small_disk} while writing baseline.json: ")
+    assert " needed" in line
+    assert sorted(q.name for q in small_disk.iterdir()) == ["filler"]
+    filler.unlink()

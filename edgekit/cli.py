@@ -46,6 +46,8 @@ class EdgekitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EdgekitError as e:
+            if _received_signal is not None:  # e.g. an import cut short became "not installed"
+                _exit_interrupted(ctx, _received_signal)
             from edgekit.artifacts import disk_full_from
 
             e = disk_full_from(e) or e  # a full disk under a stage's error: say that

@@ -142,12 +142,13 @@ def show_device(name_or_path: str) -> dict[str, Any]:
     return load_profile(name_or_path).resolved()
 
 
-def setup_devices(force: bool = False) -> dict[str, Any]:
+def setup_devices(force: bool = False, wait: bool = True) -> dict[str, Any]:
     """Provision the emulated arm64 targets (qemu-user, an arm64 Python sysroot, the aarch64
-    LiteRT wheel, the instruction-counting plugin) in edgekit's cache; idempotent."""
+    LiteRT wheel, the instruction-counting plugin) in edgekit's cache; idempotent. A setup
+    already running on the same cache is waited for (wait=False: RunLocked at once)."""
     from edgekit.emulation.provision import setup
 
-    return setup(force=force)
+    return setup(force=force, wait=wait)
 
 
 def devices_status() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any
 
 import click
@@ -28,22 +29,43 @@ json_option = click.option(
 
 
 class EdgekitGroup(click.Group):
-    """Maps edgekit errors to one line on stderr and the error's exit code (also under CliRunner)."""
+    """Maps edgekit errors to one line on stderr and the error's exit code (also under CliRunner).
+
+    An interrupt (Ctrl-C, SIGTERM under `main()`) prints one line saying what was running and
+    exits 128 + the signal (130 / 143); a full disk is one line and exit 2."""
+
+    group_class = type  # subgroups (devices, recipes, baseline) are EdgekitGroups too
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name:  # the command words, for the interrupt line ("devices setup")
+            ctx.meta.setdefault("edgekit.command", []).append(name)
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except EdgekitError as e:
+            if _received_signal is not None:  # e.g. an import cut short became "not installed"
+                _exit_interrupted(ctx, _received_signal)
+            from edgekit.artifacts import disk_full_from
+
+            e = disk_full_from(e) or e  # a full disk under a stage's error: say that
             click.echo(f"error: {_one_line(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo(
-                "Interrupted; completed stages are kept and a re-run resumes from them.", err=True
-            )
-            ctx.exit(130)
+        except KeyboardInterrupt as e:
+            _exit_interrupted(ctx, getattr(e, "signum", signal.SIGINT))
         except Exception as e:  # an edgekit bug, not bad input: say so without a wall of text
+            if _received_signal is not None:  # a library turned the interrupt into its own error
+                _exit_interrupted(ctx, _received_signal)
+            from edgekit.artifacts import disk_full_from
+
+            full = disk_full_from(e)
+            if full is not None:
+                click.echo(f"error: {_one_line(str(full))}", err=True)
+                ctx.exit(full.exit_code)
             if os.environ.get("EDGEKIT_DEBUG"):
                 raise
             click.echo(
@@ -52,6 +74,48 @@ class EdgekitGroup(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+# What a rerun does after an interrupt, per command (default: nothing half-written was left).
+_RERUN = {
+    "compress": "rerun the same command to resume (finished stages are kept)",
+    "setup": "rerun the same command to continue (finished parts are kept)",
+}
+
+
+def _exit_interrupted(ctx: click.Context, signum: int) -> None:
+    from edgekit import ui
+
+    words = ctx.meta.get("edgekit.command", [])
+    what = ui.interrupted_activity() or " ".join(["edgekit", *words])
+    rerun = _RERUN.get(
+        words[-1] if words else "", "nothing is half-written; rerun the same command"
+    )
+    by = " by SIGTERM" if signum == signal.SIGTERM else ""
+    click.echo(f"interrupted{by} during {what}; {rerun}", err=True)
+    ctx.exit(128 + int(signum))
+
+
+_received_signal: int | None = None
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT / SIGTERM: raise Interrupted in the main thread; `finally` blocks clean up."""
+    global _received_signal
+    from edgekit.errors import Interrupted
+
+    if _received_signal is None:
+        _received_signal = signum
+        from edgekit import ui
+
+        ui.note_interrupt()
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM (and SIGINT) raise edgekit's Interrupted, as Ctrl-C raises KeyboardInterrupt."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
 
 
 @click.group(
@@ -289,16 +353,20 @@ def devices_show(name, as_json):
 
 @devices.command("setup")
 @click.option("--force", is_flag=True, help="Rebuild everything, even what is already there.")
+@click.option(
+    "--no-wait", is_flag=True, help="Fail at once (exit 2) if another setup holds the cache."
+)
 @json_option
-def devices_setup(force, as_json):
+def devices_setup(force, no_wait, as_json):
     """Provision the emulated arm64 targets once (qemu-user, an arm64 Python, aarch64 LiteRT).
 
     Downloads about 55 MB into edgekit's cache (EDGEKIT_CACHE, else ~/.cache/edgekit); installing
-    qemu-user needs root. A second call finds everything in place and returns at once.
+    qemu-user needs root. A second call finds everything in place and returns at once; one
+    started while another runs waits for it (two CI jobs on one cache).
     """
     from edgekit import api
 
-    result = api.setup_devices(force=force)
+    result = api.setup_devices(force=force, wait=not no_wait)
     if as_json:
         emit_json(result)
         return
@@ -714,6 +782,7 @@ def check(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    install_signal_handlers()
     cli.main(args=argv, prog_name="edgekit")
 
 

@@ -496,6 +496,8 @@ def load_model(
     config = _read_config(p, fmt)
     if config is not None:
         _refuse_unsafe(p, config, unsafe=unsafe, custom_objects=custom_objects or {})
+    if fmt == "savedmodel" and not unsafe:
+        _refuse_file_ops(p)  # a graph that reads or writes files is refused before it can run
     custom_objects = dict(custom_objects or {})
     is_tf_keras_savedmodel = fmt == "savedmodel" and (p / "keras_metadata.pb").is_file()
     flavor = "savedmodel"
@@ -661,6 +663,23 @@ def _refuse_unsafe(p: Path, config: dict, *, unsafe: bool, custom_objects: dict[
         raise ModelLoadError(
             f"{p.name} contains a Lambda layer '{_layer_name(d)}' with Python code inside; "
             f"loading it would run that code. {_UNSAFE_HINT}"
+        )
+
+
+def _refuse_file_ops(p: Path) -> None:
+    from edgekit.modelscan import file_ops
+
+    try:
+        found = file_ops(p)
+    except Exception as e:  # an unreadable graph: the load below says what is wrong
+        if isinstance(e, EdgekitError):
+            raise
+        return
+    if found:
+        ops = ", ".join(sorted({op for op, _ in found}))
+        raise ModelLoadError(
+            f"{p.name} is a SavedModel whose graph can run {ops} (ops that read or write files "
+            f"or run code outside the model); running it could touch this machine. {_UNSAFE_HINT}"
         )
 
 

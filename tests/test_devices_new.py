@@ -48,9 +48,7 @@ def test_parse_cpuinfo_reads_every_core():
 
 def test_an_unknown_core_gets_the_nearest_calibrated_class_and_the_extrapolated_band(tmp_path):
     fit = cores.load_fit()
-    res = api.new_device(
-        "my-865", cpuinfo=SM8250, clusters=CLUSTERS, out=tmp_path / "my-865.yaml"
-    )
+    res = api.new_device("my-865", cpuinfo=SM8250, clusters=CLUSTERS, out=tmp_path / "my-865.yaml")
     assert res["core_class"] == "cortex-a77" and res["constants_from"] == ["cortex-a76"]
     assert res["status"] == "extrapolated" and res["int8_kernels"] == "dotprod"
     assert res["basis"] == {"float32": "extrapolated", "int8": "extrapolated"}
@@ -64,7 +62,12 @@ def test_an_unknown_core_gets_the_nearest_calibrated_class_and_the_extrapolated_
         ("cortex-a55", 4, 1.8),
     ]
     assert prof.cpu.big_cores == 4 and prof.cpu.qemu_cpu == "cortex-a76"
-    assert prof.cpu.midr == {"implementer": "0x41", "variant": "0x1", "part": "0xd0d", "revision": "0"}
+    assert prof.cpu.midr == {
+        "implementer": "0x41",
+        "variant": "0x1",
+        "part": "0xd0d",
+        "revision": "0",
+    }
     # constants: the A76's, held to the A77's own (wider) issue bound
     a76 = fit.classes["cortex-a76"]
     assert prof.calibration.cpi["float32"] == pytest.approx(a76["float32"].cpi, abs=1e-4)
@@ -100,7 +103,10 @@ def test_cli_devices_new_writes_a_profile_that_bench_targets_accept(tmp_path):
     assert "status extrapolated" in r.output and "cortex-a76" in r.output and "±" in r.output
     shown = CliRunner().invoke(cli, ["devices", "show", str(out), "--json"])
     data = json.loads(shown.output)
-    assert data["calibration"]["status"] == "extrapolated" and data["derived"]["bounds"]["max_ipc"] == 6
+    assert (
+        data["calibration"]["status"] == "extrapolated"
+        and data["derived"]["bounds"]["max_ipc"] == 6
+    )
     assert yaml.safe_load(out.read_text())["sources"]["cpu.midr"].startswith("/proc/cpuinfo")
     again = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output and again.output.count("\n") == 1

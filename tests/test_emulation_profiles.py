@@ -156,7 +156,9 @@ def test_calibration_is_fitted_and_sourced_or_explicitly_missing():
             board(calibration={**extra, "basis": {"float32": "fitted"}}, sources=sourced)
         )
     with pytest.raises(RecipeError, match=r"calibration.basis.int8"):
-        validate_profile(board(calibration={**extra, "basis": {"int8": "guessed"}}, sources=sourced))
+        validate_profile(
+            board(calibration={**extra, "basis": {"int8": "guessed"}}, sources=sourced)
+        )
 
 
 def test_the_big_cores_need_a_core_class_and_a_midr_with_sdot_needs_an_sdot_qemu_model():

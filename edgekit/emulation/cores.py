@@ -249,9 +249,7 @@ def distance(a: CoreClass, b: CoreClass) -> tuple[int, float, float, float]:
     pipe = int(a.pipeline != b.pipeline)
     ipc = abs(math.log(a.max_ipc / b.max_ipc))
     dec = (
-        abs(math.log(a.decode_width / b.decode_width))
-        if a.decode_width and b.decode_width
-        else 0.0
+        abs(math.log(a.decode_width / b.decode_width)) if a.decode_width and b.decode_width else 0.0
     )
     isa = abs(_isa_version(a) - _isa_version(b))
     return pipe, round(ipc, 9), round(dec, 9), round(isa, 9)

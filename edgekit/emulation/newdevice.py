@@ -80,7 +80,7 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
         raise UsageError(
             "Expected the /proc/cpuinfo of an arm64 device (blocks with 'processor', "
             "'CPU implementer', 'CPU part' and 'Features' lines). Received none: on the phone run "
-            "`adb shell cat /proc/cpuinfo > cpuinfo.txt`, or pass --adb."
+            "`adb shell cat /proc/cpuinfo > cpuinfo.txt`, or pass --device adb."
         )
     if not any("asimd" in c["features"] for c in parsed):
         raise UsageError(
@@ -158,7 +158,7 @@ def _clusters(
         raise UsageError(
             "/proc/cpuinfo has no clocks: pass the SoC's clusters fastest first as COUNTxGHZ, "
             "e.g. --clusters 1x2.84,3x2.42,4x1.8 (the vendor's spec sheet lists them), or read "
-            "them from the device with --adb."
+            "them from the device with --device adb."
         )
     if any(a[1] < b[1] for a, b in itertools.pairwise(given)):
         raise UsageError(f"Expected clusters fastest first. Received: {given}")

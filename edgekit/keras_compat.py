@@ -161,6 +161,7 @@ def tf_keras() -> Any:
         import tf_keras as _tf_keras
 
     _register_bridge_activations(_tf_keras)
+    _bridge_layer_classes(_tf_keras)
     return _tf_keras
 
 
@@ -1100,7 +1101,15 @@ class _Bridge:
         if not type(op).__module__.startswith("keras."):
             raise self._unsupported(op, "it is a custom layer class, which tf_keras cannot know")
         name = self._unique_name(op.name)
-        if cls_name == "Lambda":
+        bridged = _bridge_layer_classes(self.tfk).get(cls_name)
+        if bridged is not None:
+            try:
+                layer = bridged.from_keras3(op, name)
+            except Exception as e:
+                raise self._unsupported(
+                    op, f"its config does not fit edgekit's tf_keras twin ({_first_line(e)})"
+                ) from None
+        elif cls_name == "Lambda":
             layer = self.tfk.layers.Lambda(
                 op.function, arguments=dict(op.arguments or {}), name=name
             )
@@ -1225,3 +1234,99 @@ class _Bridge:
                 d.assign(value)
                 n += 1
         return n
+
+
+# Keras 3 layers that tf_keras lacks (Keras Applications define them in their own modules:
+# ConvNeXt's LayerScale and StochasticDepth, InceptionResNetV2's CustomScaleLayer), rebuilt as
+# tf_keras layers with the same config, weights and arithmetic. Registered as "edgekit>Name" so
+# that bridged (pruned) models save and load again as tf_keras models.
+_bridge_classes: dict[str, type] = {}
+
+
+def _bridge_layer_classes(tfk: Any) -> dict[str, type]:
+    if _bridge_classes:
+        return _bridge_classes
+    import tensorflow as tf
+
+    reg = tfk.saving.register_keras_serializable
+
+    @reg(package="edgekit", name="LayerScale")
+    class LayerScale(tfk.layers.Layer):
+        """x * gamma, one learned scale per channel (ConvNeXt)."""
+
+        def __init__(self, init_values: float, projection_dim: int, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.init_values = float(init_values)
+            self.projection_dim = int(projection_dim)
+
+        @classmethod
+        def from_keras3(cls, op: Any, name: str) -> Any:
+            return cls(op.init_values, op.projection_dim, name=name, trainable=op.trainable)
+
+        def build(self, input_shape: Any) -> None:
+            self.gamma = self.add_weight(
+                name="gamma",
+                shape=(self.projection_dim,),
+                initializer=tfk.initializers.Constant(self.init_values),
+                trainable=True,
+            )
+            super().build(input_shape)
+
+        def call(self, x: Any) -> Any:
+            return x * self.gamma
+
+        def get_config(self) -> dict[str, Any]:
+            return {
+                **super().get_config(),
+                "init_values": self.init_values,
+                "projection_dim": self.projection_dim,
+            }
+
+    @reg(package="edgekit", name="StochasticDepth")
+    class StochasticDepth(tfk.layers.Layer):
+        """Drops the whole residual branch of a random share of the batch while training."""
+
+        def __init__(self, drop_path_rate: float, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.drop_path_rate = float(drop_path_rate)
+
+        @classmethod
+        def from_keras3(cls, op: Any, name: str) -> Any:
+            return cls(op.drop_path_rate, name=name, trainable=op.trainable)
+
+        def call(self, x: Any, training: Any = None) -> Any:
+            keep = 1.0 - self.drop_path_rate
+
+            def dropped() -> Any:
+                shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+                return (x / keep) * tf.floor(keep + tf.random.uniform(shape, 0, 1, x.dtype))
+
+            if training is None:
+                training = tfk.backend.learning_phase()
+            return tfk.backend.in_train_phase(dropped, x, training=training)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "drop_path_rate": self.drop_path_rate}
+
+    @reg(package="edgekit", name="CustomScaleLayer")
+    class CustomScaleLayer(tfk.layers.Layer):
+        """inputs[0] + inputs[1] * scale: InceptionResNetV2's scaled residual."""
+
+        def __init__(self, scale: float, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.scale = float(scale)
+
+        @classmethod
+        def from_keras3(cls, op: Any, name: str) -> Any:
+            return cls(op.scale, name=name, trainable=op.trainable)
+
+        def call(self, inputs: Any) -> Any:
+            return inputs[0] + inputs[1] * self.scale
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "scale": self.scale}
+
+    _bridge_classes.update(
+        LayerScale=LayerScale, StochasticDepth=StochasticDepth, CustomScaleLayer=CustomScaleLayer
+    )
+    return _bridge_classes

@@ -62,9 +62,16 @@ def convert(
 
     serve = serving_function(loaded, input_name=input_name)
     spec = serve.input_signature[0]
+    graph_def, in_names, out_names = _inference_graph(serve)
     try:
         with _quiet_logger():
-            model, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+            model, _ = tf2onnx.convert.from_graph_def(
+                graph_def,
+                input_names=in_names,
+                output_names=out_names,
+                opset=opset,
+                custom_op_handlers=_custom_op_handlers(),
+            )
     except Exception as e:
         raise UnsupportedModelError(f"ONNX conversion (tf2onnx) failed: {_one_line(e)}") from e
 
@@ -291,6 +298,62 @@ def inspect_onnx(path: str | os.PathLike) -> dict[str, Any]:
         "uint8_initializers": len(uint8_inits),
         "initializer_dtypes": sorted(onnx.TensorProto.DataType.Name(d).lower() for d in dtypes),
     }
+
+
+# --- the TensorFlow graph tf2onnx converts ---------------------------------------------------
+
+# Function attributes that keep grappler from inlining a call. Keras 3 runs some ops through a
+# `tf.function(jit_compile=True)` on CPU (grouped convolutions: ConvNeXt's depthwise layers), and
+# tf2onnx leaves such a call as a StatefulPartitionedCall it cannot convert. Inlined, the call is
+# a plain Conv2D that tf2onnx maps to a grouped ONNX Conv. TFLite's converter inlines them itself.
+_NO_INLINE_ATTRS = ("_XlaMustCompile", "_noinline", "_XlaCompile", "_XlaScope")
+
+
+def _inference_graph(serve: Any) -> tuple[Any, list[str], list[str]]:
+    """The serving function as a frozen GraphDef with every function call inlinable, and its
+    input / output tensor names (outputs in output_0, output_1 ... order)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    cf = serve.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(
+        cf, lower_control_flow=False, aggressive_inlining=True
+    )
+    graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    for fn in graph_def.library.function:
+        for key in _NO_INLINE_ATTRS:
+            if key in fn.attr:
+                del fn.attr[key]
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    for node in nodes:
+        for key in _NO_INLINE_ATTRS:
+            if key in node.attr:
+                del node.attr[key]
+    in_names = [t.name for t in frozen.inputs if t.dtype.name != "resource"]
+    # Flattened outputs follow the sorted dict keys (output_0, output_1, output_10, output_2 ...);
+    # order them by output index so that output_i of the ONNX model is the model's output i.
+    keys = sorted(cf.structured_outputs)
+    by_key = dict(zip(keys, [t.name for t in frozen.outputs], strict=True))
+    out_names = [by_key[k] for k in sorted(keys, key=lambda k: int(k.rsplit("_", 1)[1]))]
+    return graph_def, in_names, out_names
+
+
+def _custom_op_handlers() -> dict[str, Any]:
+    """tf2onnx handlers for TensorFlow ops it has no converter for (name -> (handler, args))."""
+    return {"Erfc": (_erfc_handler, [])}
+
+
+def _erfc_handler(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """Erfc(x) = 1 - Erf(x). Keras' exact GELU (ConvNeXt, ViT-style blocks) computes
+    0.5 * x * erfc(-x / sqrt(2)); ONNX has Erf but no Erfc."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -331,9 +331,16 @@ def _serving_saved_model(
     serve = serving_function(loaded, batch_size=batch_size)
     module = tf.Module()
     module.serve = serve
+    # An exported model is never differentiated: without this, saving tries to serialize the
+    # custom gradients of ops such as Keras 3's swish (tf.nn.silu with its `beta` captured) and
+    # fails with "Found invalid capture" on EfficientNet-style models.
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     try:
         tf.saved_model.save(
-            module, str(path), signatures={signature_name: serve.get_concrete_function()}
+            module,
+            str(path),
+            signatures={signature_name: serve.get_concrete_function()},
+            options=options,
         )
     except Exception as e:
         raise UnsupportedModelError(

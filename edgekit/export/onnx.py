@@ -27,6 +27,10 @@ QType = Literal["QInt8", "QUInt8"]
 CalibrateMethod = Literal["MinMax", "Entropy", "Percentile"]
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+ROUTE_NAMES = {
+    "edgekit": "edgekit (frozen inference graph -> tf2onnx, edgekit's op handlers)",
+    "keras": "keras (Keras 3 model.export(format='onnx'))",
+}
 _CALIB_BATCH = 16
 
 
@@ -36,6 +40,7 @@ def convert(
     *,
     opset: int = 17,
     input_name: str | None = None,
+    route: str = "auto",
 ) -> dict[str, Any]:
     """Convert a loaded model (`edgekit.keras_compat.LoadedModel`) to a float32 `.onnx` file.
 
@@ -47,15 +52,64 @@ def convert(
         out_path: where to write the `.onnx` file (atomically).
         opset: ONNX opset, 13 to 21.
         input_name: the graph input's name (default: the model's input name, cleaned).
+        route: "edgekit" (the frozen inference graph through tf2onnx, with edgekit's op
+            handlers), "keras" (Keras 3's own `model.export(format="onnx")`, Keras 3 models
+            only) or "auto" (edgekit's, then Keras' when edgekit's fails). `route` in the
+            report says which made the file.
 
     Returns:
         A dict: path, format, size_bytes, precision, opset, producer, inputs, outputs, op_types.
     """
     if not isinstance(opset, int) or not 13 <= opset <= 21:
         raise UsageError(f"Expected opset between 13 and 21. Received: opset={opset!r}")
+    from edgekit.export.tflite import ROUTES, _keras_exportable
 
-    import onnx
+    if route not in ROUTES:
+        raise UsageError(f"Expected route in {', '.join(ROUTES)}. Received: route={route!r}")
+    if route == "keras" and not _keras_exportable(loaded):
+        raise UsageError(
+            "route='keras' uses Keras 3's model.export(format='onnx'), which needs a Keras 3 "
+            f"model; this is a {loaded.flavor} model. Use route='edgekit'."
+        )
+
     import tensorflow as tf
+    import tf2onnx
+
+    notes: list[str] = []
+    used = route
+    if route != "keras":
+        try:
+            model = _checked(_edgekit_route(loaded, opset, input_name))
+            used = "edgekit"
+        except UnsupportedModelError as e:
+            if route == "edgekit" or not _keras_exportable(loaded):
+                raise
+            try:
+                model = _checked(_keras_route(loaded, opset, input_name))
+            except UnsupportedModelError as e2:
+                raise UnsupportedModelError(f"{e} Keras' own exporter failed too: {e2}") from e
+            used = "keras"
+            notes.append(f"edgekit's route failed ({e}); Keras' own ONNX exporter made the file.")
+    else:
+        model = _checked(_keras_route(loaded, opset, input_name))
+
+    data = model.SerializeToString()
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(data)
+    info = inspect_onnx(out_path)
+    return {
+        "path": str(out_path),
+        "format": "onnx",
+        "size_bytes": len(data),
+        "precision": "float32",
+        "converter": f"tf2onnx {tf2onnx.__version__}, tensorflow {tf.__version__}",
+        "route": ROUTE_NAMES[used],
+        "notes": notes,
+        **info,
+    }
+
+
+def _edgekit_route(loaded: Any, opset: int, input_name: str | None) -> Any:
     import tf2onnx
 
     from edgekit.export.tflite import serving_function
@@ -74,8 +128,34 @@ def convert(
             )
     except Exception as e:
         raise UnsupportedModelError(f"ONNX conversion (tf2onnx) failed: {_one_line(e)}") from e
-
     _rename_io(model, [spec.name], [f"output_{i}" for i in range(len(model.graph.output))])
+    return model
+
+
+def _keras_route(loaded: Any, opset: int, input_name: str | None) -> Any:
+    import onnx
+
+    from edgekit.export.tflite import _tensor_name
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-keras-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            with _quiet_logger():
+                loaded.model.export(str(path), format="onnx", opset_version=opset, verbose=False)
+            model = onnx.load(str(path))
+        except Exception as e:
+            raise UnsupportedModelError(
+                f"Keras' ONNX export failed: {type(e).__name__}: {_one_line(e)}"
+            ) from e
+    name = _tensor_name(input_name or getattr(loaded, "input_name", None) or "input")
+    _rename_io(model, [name], [f"output_{i}" for i in range(len(model.graph.output))])
+    return model
+
+
+def _checked(model: Any) -> Any:
+    """The converted model, refused when it holds ops ONNX lacks or does not validate."""
+    import onnx
+
     # tf2onnx keeps going past ops it cannot convert and leaves the TensorFlow op in the graph.
     unknown = sorted(
         {
@@ -94,19 +174,7 @@ def convert(
         onnx.checker.check_model(model)
     except Exception as e:
         raise UnsupportedModelError(f"The converted ONNX model is invalid: {_one_line(e)}") from e
-
-    data = model.SerializeToString()
-    with atomic_path(out_path) as tmp:
-        tmp.write_bytes(data)
-    info = inspect_onnx(out_path)
-    return {
-        "path": str(out_path),
-        "format": "onnx",
-        "size_bytes": len(data),
-        "precision": "float32",
-        "converter": f"tf2onnx {tf2onnx.__version__}, tensorflow {tf.__version__}",
-        **info,
-    }
+    return model
 
 
 def quantize_int8(

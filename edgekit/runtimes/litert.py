@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ModelLoadError, TargetUnavailableError, UnsupportedModelError
+from edgekit.errors import (
+    KernelPrepareError,
+    ModelLoadError,
+    TargetUnavailableError,
+    UnsupportedModelError,
+)
 from edgekit.runtimes.base import Runner, TensorInfo, dequantize, quantize
+
+# LiteRT's message when a kernel refuses one node at allocate_tensors(), and the check it names
+# ("kernel_util.cc:349 no_integer_overflow_from_quantization was not true.").
+_PREPARE_FAILED = re.compile(r"Node number (?P<node>\d+) \((?P<op>\w+)\) failed to prepare")
+_KERNEL_CHECK = re.compile(r"\.cc:\d+ ([^.]+)")
 
 
 def import_interpreter() -> tuple[Any, str, str]:
@@ -122,6 +133,20 @@ class LiteRTRunner(Runner):
                 err = e
         if err is not None:
             detail = " ".join(f"{err} {native['text']}".split())[:300]
+            prepare = _PREPARE_FAILED.search(detail)
+            if prepare:
+                # A valid file whose node the kernel refuses (e.g. int16x8 depthwise convolutions
+                # whose scales overflow the kernel's fixed-point multiplier): not a damaged file.
+                before = detail[: prepare.start()]
+                checks = _KERNEL_CHECK.findall(before)
+                why = checks[-1].strip(" .") if checks else "the kernel refused its parameters"
+                raise KernelPrepareError(
+                    f"LiteRT cannot run {Path(path).name}: node {prepare['node']} "
+                    f"({prepare['op']}) failed to prepare ({why}). This LiteRT build has no kernel "
+                    "for that op with these quantization parameters; export it in another mode.",
+                    node=int(prepare["node"]),
+                    op=prepare["op"],
+                )
             raise ModelLoadError(
                 f"LiteRT cannot load {Path(path).name}: {detail}. The file is truncated, damaged "
                 "or uses ops this LiteRT build lacks; re-export it."

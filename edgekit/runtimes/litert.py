@@ -27,6 +27,17 @@ from edgekit.runtimes.base import Runner, TensorInfo, dequantize, quantize
 # ("kernel_util.cc:349 no_integer_overflow_from_quantization was not true.").
 _PREPARE_FAILED = re.compile(r"Node number (?P<node>\d+) \((?P<op>\w+)\) failed to prepare")
 _KERNEL_CHECK = re.compile(r"\.cc:\d+ ([^.]+)")
+_OUTPUT_N = re.compile(r"output_(\d+)")
+
+
+def _in_output_order(details: list[dict[str, Any]], names: dict[int, str]) -> list[dict[str, Any]]:
+    """Outputs named output_0, output_1 ... (edgekit's and Keras' exports) in that order;
+    LiteRT lists a signature's outputs sorted by name (output_10 before output_2)."""
+    nums = [_OUTPUT_N.fullmatch(names.get(d["index"], "")) for d in details]
+    if not all(nums):
+        return details
+    order = sorted(range(len(details)), key=lambda i: int(nums[i][1]))  # type: ignore[index]
+    return [details[i] for i in order]
 
 
 def import_interpreter() -> tuple[Any, str, str]:
@@ -154,6 +165,7 @@ class LiteRTRunner(Runner):
         self._in = self._it.get_input_details()
         self._out = self._it.get_output_details()
         in_names, out_names = self._signature_names()
+        self._out = _in_output_order(self._out, out_names)
         self.inputs = [_tensor_info(d, in_names.get(d["index"])) for d in self._in]
         self.outputs = [_tensor_info(d, out_names.get(d["index"])) for d in self._out]
         self._validate_io()

@@ -215,6 +215,14 @@ class LoadedModel:
             outputs = list(m.outputs or [])
         except (AttributeError, ValueError):
             inputs, outputs = [], []
+        if (not inputs or not outputs) and self.flavor == "keras3":
+            wrapped = _functional_wrapper(m)
+            if wrapped is not None:
+                # A subclassed model that was built (its build config records the input shape):
+                # called once on a keras.Input it becomes one node of a functional model, which
+                # every stage takes. Its own class does the computing.
+                self.model = m = wrapped
+                inputs, outputs = list(m.inputs), list(m.outputs)
         if not inputs or not outputs:
             raise UnsupportedModelError(
                 f"{self._where()} has no defined inputs (a subclassed or unbuilt model). "
@@ -417,6 +425,27 @@ class LoadedModel:
         else:
             res = [np.concatenate(p) for p in parts]
         return res[0] if len(res) == 1 else res
+
+
+def _functional_wrapper(m: Any) -> Any:
+    """A functional model around a built subclassed Keras 3 model, or None when it was never
+    built with one image input."""
+    try:
+        cfg = m.get_build_config() or {}
+    except Exception:
+        return None
+    shape = cfg.get("input_shape")
+    if not isinstance(shape, list | tuple) or len(shape) != 4:
+        return None
+    if not all(isinstance(d, int) or d is None for d in shape):
+        return None
+    k = keras()
+    try:
+        # Built on one sample or one batch: the batch dimension stays open.
+        inp = k.Input(shape=tuple(shape[1:]), name="image")
+        return k.Model(inp, m(inp), name=m.name)
+    except Exception:
+        return None
 
 
 def _history_name(t: Any) -> str:
@@ -985,9 +1014,10 @@ class _Bridge:
     def _check_graph(self, m: Any) -> None:
         if not self._is_sequential(m) and not hasattr(m, "_nodes_by_depth"):
             raise UnsupportedModelError(
-                f"Model '{m.name}' ({type(m).__name__}) is a subclassed Keras 3 model; only "
-                "functional and Sequential models can be rebuilt for tf_keras. Rebuild it with "
-                "the functional API."
+                f"Model '{m.name}' ({type(m).__name__}) is a subclassed Keras 3 model; tfmot "
+                "(prune, qat) needs it rebuilt layer by layer for tf_keras, which only works for "
+                "functional and Sequential models. Rebuild it with the functional API, or use "
+                "the quantize recipe (no tfmot)."
             )
         try:
             ok = bool(m.inputs)
@@ -1099,7 +1129,12 @@ class _Bridge:
             return self.layers[id(op)]  # a shared layer: reuse it (and its weights)
         cls_name = type(op).__name__
         if not type(op).__module__.startswith("keras."):
-            raise self._unsupported(op, "it is a custom layer class, which tf_keras cannot know")
+            raise self._unsupported(
+                op,
+                "it is a custom layer class, which tfmot's tf_keras cannot run (tfmot needs "
+                "Keras 2 layers); write the layer for tf_keras and pass a tf-keras model, or use "
+                "the quantize recipe (no tfmot)",
+            )
         name = self._unique_name(op.name)
         bridged = _bridge_layer_classes(self.tfk).get(cls_name)
         if bridged is not None:

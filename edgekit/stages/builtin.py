@@ -47,6 +47,14 @@ def _as_tf_keras(ctx: RunContext, model: ModelArtifact) -> tuple[Any, dict[str, 
             f"{model.path} is a plain TensorFlow SavedModel without Keras layers; pruning and QAT need the "
             "Keras model (.keras or .h5). Export it from Keras, or use the 'quantize' recipe instead."
         )
+    if len(loaded.output_names) > 1:
+        # Checked before any training: the fine-tuning loop trains one class output.
+        raise UnsupportedModelError(
+            f"{Path(model.path).name} has {len(loaded.output_names)} outputs "
+            f"({', '.join(loaded.output_names)}); pruning and QAT fine-tune one class output and "
+            "cannot train the others. Use the quantize recipe (post-training, every output "
+            "verified), or prune a single-output version of the model."
+        )
     if loaded.flavor == "tf_keras":
         return loaded.model, {"bridge": "not needed (tf-keras model)"}
     result = to_tf_keras(loaded, ctx.x("val", 16))

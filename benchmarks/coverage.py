@@ -67,22 +67,23 @@ class Entry:
 
 def _apps() -> dict[str, tuple[str, dict[str, Any], int]]:
     """Keras Applications (Keras 3): constructor name, keyword arguments, smallest input."""
+    # Cheapest first, so that a run cut short still has whole rows.
     return {
-        "ResNet50": ("ResNet50", {}, 32),
-        "ResNet50V2": ("ResNet50V2", {}, 32),
         "MobileNet": ("MobileNet", {"alpha": 0.25}, 32),
         "MobileNetV2": ("MobileNetV2", {"alpha": 0.35}, 32),
-        "MobileNetV3Small": ("MobileNetV3Small", {"minimalistic": False}, 32),
+        "MobileNetV3Small": ("MobileNetV3Small", {}, 32),
         "MobileNetV3Large": ("MobileNetV3Large", {}, 32),
         "EfficientNetB0": ("EfficientNetB0", {}, 32),
         "EfficientNetV2B0": ("EfficientNetV2B0", {}, 32),
         "DenseNet121": ("DenseNet121", {}, 32),
         "NASNetMobile": ("NASNetMobile", {}, 32),
         "ConvNeXtTiny": ("ConvNeXtTiny", {}, 32),
+        "ResNet50": ("ResNet50", {}, 32),
+        "ResNet50V2": ("ResNet50V2", {}, 32),
+        "VGG16": ("VGG16", {}, 32),
         "Xception": ("Xception", {}, 71),
         "InceptionV3": ("InceptionV3", {}, 75),
         "InceptionResNetV2": ("InceptionResNetV2", {}, 75),
-        "VGG16": ("VGG16", {}, 32),
     }
 
 
@@ -90,13 +91,7 @@ FAST = {"MobileNetV2", "two_outputs", "nested", "subclassed", "custom_layer"}
 
 
 def entries() -> dict[str, Entry]:
-    out = {
-        name: Entry(name, f"keras.applications.{ctor}", size, name in FAST)
-        for name, (ctor, _, size) in _apps().items()
-    }
-    out["RegNetX002"] = Entry(
-        "RegNetX002", "tf_keras.applications.RegNetX002 (tf-keras)", 32, False
-    )
+    out = {}
     for name, what in (
         ("two_outputs", "functional, class + box heads (Keras 3)"),
         ("nested", "functional holding a Sequential backbone (Keras 3)"),
@@ -104,6 +99,11 @@ def entries() -> dict[str, Entry]:
         ("custom_layer", "functional with a registered custom layer (Keras 3)"),
     ):
         out[name] = Entry(name, what, 32, name in FAST)
+    out["RegNetX002"] = Entry(
+        "RegNetX002", "tf_keras.applications.RegNetX002 (tf-keras)", 32, False
+    )
+    for name, (ctor, _, size) in _apps().items():
+        out[name] = Entry(name, f"keras.applications.{ctor}", size, name in FAST)
     return out
 
 
@@ -300,8 +300,9 @@ def data_spec(entry: Entry, n: int = SAMPLES) -> str:
 def prepare(name: str, folder: Path, n: int = SAMPLES) -> tuple[Path, str, dict[str, Any]]:
     """Build, train the heads and save one architecture; returns (model file, data spec, figures)."""
     from edgekit.data import Preprocessing, load_dataset
-    from edgekit.keras_compat import save_model
+    from edgekit.keras_compat import keras, save_model
 
+    keras().utils.set_random_seed(0)  # the same weights in every run and process
     entry = entries()[name]
     spec = data_spec(entry, n)
     ds = load_dataset(spec)
@@ -485,31 +486,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.json and args.json.is_file():
         done = {r["arch"]: r for r in json.loads(args.json.read_text())["results"]}
     t0 = time.perf_counter()
-    results = []
+    results = dict(done)
     for name in names:
-        if name in done:
-            results.append(done[name])
+        have = results.get(name, {}).get("cells", {})
+        todo = [p for p in paths if p not in have]
+        if not todo:
             continue
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = Path(f.name)
         cmd = [sys.executable, __file__, "--worker", name, "--result", str(out)]
-        cmd += ["--paths", ",".join(paths)]
+        cmd += ["--paths", ",".join(todo)]
         proc = subprocess.run(cmd, cwd=ROOT)
         if proc.returncode == 0 and out.stat().st_size:
-            results.append(json.loads(out.read_text()))
+            res = json.loads(out.read_text())
         else:
             reason = f"worker exited {proc.returncode}"
-            results.append(
-                {"arch": name, "cells": {p: {"status": "crash", "reason": reason} for p in paths}}
-            )
+            res = {"arch": name, "cells": {p: {"status": "crash", "reason": reason} for p in todo}}
         out.unlink(missing_ok=True)
+        merged = {**results.get(name, {}), **{k: v for k, v in res.items() if k != "cells"}}
+        merged["cells"] = {**have, **res.get("cells", {})}
+        merged["seconds_by_run"] = [*results.get(name, {}).get("seconds_by_run", [])]
+        merged["seconds_by_run"].append(res.get("seconds"))
+        results[name] = merged
         if args.json:
-            _write(args.json, results, paths, t0)
+            _write(args.json, list(results.values()), list(PATHS), t0)
+    results = [results[n] for n in names if n in results]
     table = markdown(results, paths)
     counts = summary(results, paths)
     command = "python benchmarks/coverage.py " + " ".join(argv or sys.argv[1:])
-    if args.json:
-        _write(args.json, results, paths, t0)
     if not args.markdown:
         print(f"command: {command.strip()}")
         print(

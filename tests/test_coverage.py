@@ -1,0 +1,149 @@
+"""The fast half of the coverage matrix (benchmarks/coverage.py has the whole): models users bring,
+built and head-trained as the benchmark does, taken from their files through `edgekit export`
+(every path verified) and the recipes. Real TensorFlow, LiteRT, ONNX Runtime and tfmot.
+
+Known limits are asserted as such: their one-line error names the layer and the alternative.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import invoke, one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _matrix():
+    name = "edgekit_coverage_matrix"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "coverage.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+cov = _matrix()
+N = 200  # images per model: 140 train, 20 val, 20 calib, 20 eval
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """name -> (model file, data spec, training figures), built on first use."""
+    made: dict[str, tuple[Path, str, dict]] = {}
+    root = tmp_path_factory.mktemp("zoo")
+
+    def get(name: str):
+        if name not in made:
+            made[name] = cov.prepare(name, root, N)
+        return made[name]
+
+    return get
+
+
+def _cell(zoo, tmp_path, name, path):
+    model, spec, _ = zoo(name)
+    return cov.run_path(model, spec, path, tmp_path)
+
+
+FAST_EXPORTS = [
+    (arch, path)
+    for arch in ("MobileNetV2", "two_outputs", "nested", "subclassed", "custom_layer")
+    for path in cov.EXPORT_PATHS
+]
+
+
+@pytest.mark.parametrize(("arch", "path"), FAST_EXPORTS, ids=[f"{a}-{p}" for a, p in FAST_EXPORTS])
+def test_export_paths(zoo, tmp_path, arch, path):
+    cell = _cell(zoo, tmp_path, arch, path)
+    assert cell["status"] == "pass", cell
+    assert cell["route"].startswith("edgekit")
+    if arch == "two_outputs":  # both heads compared, the class head judged as class scores
+        assert cell["outputs"] == ["class", "box"]
+
+
+def test_heads_are_trained_so_int8_agreement_means_something(zoo):
+    _, _, figures = zoo("MobileNetV2")
+    assert figures["head_layers"] == ["predictions"]
+    # Near-uniform outputs would make top-1 agreement a coin toss: the head has learned.
+    assert figures["train_accuracy"] >= 0.5, figures
+
+
+def test_efficientnet_converts_to_tflite(zoo, tmp_path):
+    """EfficientNet's swish captures constants in custom gradients; tracing must not need them."""
+    cell = _cell(zoo, tmp_path, "EfficientNetB0", "tflite_float")
+    assert cell["status"] == "pass", cell
+
+
+def test_quantize_recipe_takes_two_outputs(zoo, tmp_path):
+    cell = _cell(zoo, tmp_path, "two_outputs", "quantize")
+    assert cell["status"] == "pass", cell
+    assert len([a for a in cell["artifacts"] if a.endswith((".tflite", ".onnx"))]) == 8
+
+
+@pytest.mark.parametrize(
+    ("arch", "words"),
+    [
+        ("two_outputs", ["has 2 outputs (class, box)", "quantize recipe"]),
+        ("subclassed", ["subclassed Keras 3 model", "quantize recipe"]),
+        ("custom_layer", ["'channel_scale' (ChannelScale)", "quantize recipe"]),
+    ],
+)
+def test_prune_limits_fail_early_naming_layer_and_alternative(zoo, tmp_path, arch, words):
+    model, spec, _ = zoo(arch)
+    r = invoke("compress", model, "--recipe", "prune", "--data", spec, "--out", tmp_path / "run",
+               "--no-latency")  # fmt: skip
+    err = one_line_error(r)
+    for w in words:
+        assert w in err, err
+    # Refused before any training: no stage folder was completed.
+    assert (
+        not list((tmp_path / "run" / "stages").glob("0*"))
+        if (tmp_path / "run" / "stages").exists()
+        else True
+    )
+
+
+def test_prune_recipe_on_nested_model(zoo, tmp_path):
+    cell = _cell(zoo, tmp_path, "nested", "prune")
+    assert cell["status"] == "pass", cell
+
+
+def test_export_output_option_names_the_class_head(zoo, tmp_path):
+    model, spec, _ = zoo("two_outputs")
+    out = tmp_path / "m.tflite"
+    r = invoke("export", model, "--data", spec, "--out", out, "--output", "class", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    v = rep["verification"]
+    assert rep["class_output"] == "class" and v["class_output"] == "class"
+    assert set(v["max_abs_error_per_output"]) == {"class", "box"}
+    assert rep["accuracy"]["top1"] == pytest.approx(v["accuracy"], abs=0.2)
+    # The box head as "class scores" is allowed (the user says so); a name it lacks is not.
+    r = invoke("export", model, "--data", spec, "--out", tmp_path / "b.tflite", "--output", "nope")
+    err = one_line_error(r)
+    assert "no output 'nope'" in err and "0: class, 1: box" in err
+    assert not (tmp_path / "b.tflite").exists()
+
+
+def test_matrix_table_renders(zoo, tmp_path):
+    """The benchmark's own table: one row per architecture, one reason per failed cell."""
+    cells = {"tflite_float": {"status": "pass", "route": "keras (Keras 3 ...)"}}
+    cells["prune"] = {"status": "fail", "reason": "Layer 'x' (Y) cannot ... | z"}
+    text = cov.markdown([{"arch": "A", "cells": cells}], ["tflite_float", "prune"])
+    assert text.splitlines()[2] == (
+        "| A | pass (via Keras' exporter) | FAIL: Layer 'x' (Y) cannot ... / z |"
+    )
+
+
+@pytest.mark.slow
+def test_convnext_through_onnx_and_prune(zoo, tmp_path):
+    """ConvNeXt: exact GELU (Erfc), grouped convolutions compiled with XLA, LayerScale."""
+    for path in ("onnx_float", "prune"):
+        cell = _cell(zoo, tmp_path, "ConvNeXtTiny", path)
+        assert cell["status"] == "pass", cell

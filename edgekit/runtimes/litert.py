@@ -28,6 +28,12 @@ from edgekit.runtimes.base import Runner, TensorInfo, dequantize, quantize
 _PREPARE_FAILED = re.compile(r"Node number (?P<node>\d+) \((?P<op>\w+)\) failed to prepare")
 _KERNEL_CHECK = re.compile(r"\.cc:\d+ ([^.]+)")
 _OUTPUT_N = re.compile(r"output_(\d+)")
+_CHECK_HINTS = {
+    # The fused activation's bound (6 for ReLU6) divided by the output scale must fit in int32:
+    # it does not when the layer's output is (nearly) constant on the calibration images.
+    "no_integer_overflow_from_quantization": ": the layer's output range on the calibration "
+    "images is (nearly) zero, too small for the kernel's fixed-point scale",
+}
 
 
 def _in_output_order(details: list[dict[str, Any]], names: dict[int, str]) -> list[dict[str, Any]]:
@@ -151,6 +157,7 @@ class LiteRTRunner(Runner):
                 before = detail[: prepare.start()]
                 checks = _KERNEL_CHECK.findall(before)
                 why = checks[-1].strip(" .") if checks else "the kernel refused its parameters"
+                why += _CHECK_HINTS.get(why.split(" ", 1)[0], "")
                 raise KernelPrepareError(
                     f"LiteRT cannot run {Path(path).name}: node {prepare['node']} "
                     f"({prepare['op']}) failed to prepare ({why}). This LiteRT build has no kernel "

@@ -93,6 +93,9 @@ def convert(
     else:
         model = _checked(_keras_route(loaded, opset, input_name))
 
+    # Which route made the graph travels with the file (quantized models made from it say so).
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "edgekit_route", ROUTE_NAMES[used]
     data = model.SerializeToString()
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(data)
@@ -282,6 +285,7 @@ def quantize_int8(
         "source": str(src),
         "notes": notes,
         **info,
+        "route": before.get("route"),
     }
 
 
@@ -331,6 +335,7 @@ def quantize_dynamic(
         if info["quantized_nodes"]
         else ["no MatMul/Gemm to quantize; weights stay float"],
         **info,
+        "route": inspect_onnx(src).get("route"),
     }
 
 
@@ -365,6 +370,7 @@ def inspect_onnx(path: str | os.PathLike) -> dict[str, Any]:
         "int8_initializers": len(int8_inits),
         "uint8_initializers": len(uint8_inits),
         "initializer_dtypes": sorted(onnx.TensorProto.DataType.Name(d).lower() for d in dtypes),
+        "route": next((p.value for p in model.metadata_props if p.key == "edgekit_route"), None),
     }
 
 

@@ -556,7 +556,7 @@ def _one_line(text: str, limit: int = 240) -> str:
 
 def cell_text(cell: dict[str, Any] | None) -> str:
     if cell is None:
-        return "-"
+        return "not run"
     if cell["status"] == "pass":
         notes = []
         if cell.get("route") and not str(cell["route"]).startswith("edgekit"):
@@ -582,10 +582,10 @@ def markdown(results: list[dict[str, Any]], paths: list[str]) -> str:
 
 
 def summary(results: list[dict[str, Any]], paths: list[str]) -> dict[str, int]:
-    counts = {"pass": 0, "fail": 0, "crash": 0}
+    counts = {"pass": 0, "fail": 0, "crash": 0, "not run": 0}
     for r in results:
         for p in paths:
-            counts[r.get("cells", {}).get(p, {}).get("status", "fail")] += 1
+            counts[r.get("cells", {}).get(p, {}).get("status", "not run")] += 1
     return counts
 
 
@@ -600,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="Write every figure to this file.")
     ap.add_argument("--resume", action="store_true", help="Skip architectures in --json already.")
     ap.add_argument("--markdown", action="store_true", help="Print the table as Markdown only.")
+    ap.add_argument(
+        "--table-only", action="store_true", help="Print the table of --json; run nothing."
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -625,7 +628,15 @@ def main(argv: list[str] | None = None) -> int:
         done = {r["arch"]: r for r in json.loads(args.json.read_text())["results"]}
     t0 = time.perf_counter()
     results = dict(done)
-    for name in names:
+    saved: dict[str, Any] = {}
+    if args.table_only:
+        if not (args.json and args.json.is_file()):
+            ap.error("--table-only needs --json FILE from an earlier run")
+        saved = json.loads(args.json.read_text())
+        results = {r["arch"]: r for r in saved["results"]}
+        for n in names:  # architectures the run did not reach: a row of "not run"
+            results.setdefault(n, {"arch": n, "cells": {}})
+    for name in [] if args.table_only else names:
         have = results.get(name, {}).get("cells", {})
         todo = [p for p in paths if p not in have]
         if not todo:
@@ -654,10 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/coverage.py " + " ".join(argv or sys.argv[1:])
     if not args.markdown:
         print(f"command: {command.strip()}")
-        print(
-            f"{len(results)} architectures x {len(paths)} paths in "
-            f"{time.perf_counter() - t0:.0f} s: {counts}"
-        )
+        took = saved.get("seconds") if args.table_only else time.perf_counter() - t0
+        print(f"{len(results)} architectures x {len(paths)} paths in {took or 0:.0f} s: {counts}")
     print(table)
     return 0 if counts["crash"] == 0 else 1
 

@@ -63,6 +63,8 @@ def export(
     author: str = "unknown",
     license: str = "unspecified",
     unsafe: bool = False,
+    output: int | str | None = None,
+    route: str = "auto",
 ) -> dict[str, Any]:
     """Convert one model to TFLite or ONNX and verify it, as the compress recipes do (no training).
 
@@ -80,6 +82,11 @@ def export(
     io_type: int8 / uint8 input and output tensors for --quantize int8 TFLite.
     mean / std: the model's preprocessing, (pixels - mean) / std (default 0 and 255: [0, 1]).
     labels: class labels (a file with one per line, or a list); default: the data's labels.
+    output: the output (name or index) holding the class scores of a multi-output model:
+        accuracy, top-1 agreement and the Android labels concern it (default: the first).
+        Every output is verified.
+    route: "auto" (edgekit's converter, then Keras 3's own exporter if it fails), "edgekit" or
+        "keras"; the report's conversion.route names the one that made the file.
     """
     from edgekit.export.single import export as _export
 
@@ -100,6 +107,8 @@ def export(
         author=author,
         license=license,
         unsafe=unsafe,
+        output=output,
+        route=route,
     )
 
 

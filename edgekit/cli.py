@@ -225,6 +225,12 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
 @click.option(
     "--unsafe", is_flag=True, help="Allow Lambda layers / custom objects (trusted files only)."
 )
+@click.option(
+    "--output",
+    "class_output",
+    help="Multi-output models: the output (name or index) holding the class scores "
+    "[default: the first]. Every output is verified.",
+)
 @json_option
 def export_cmd(
     model,
@@ -243,6 +249,7 @@ def export_cmd(
     author,
     license_,
     unsafe,
+    class_output,
     as_json,
 ):
     """Convert one model to TFLite or ONNX and verify it (no training).
@@ -269,6 +276,7 @@ def export_cmd(
         author=author,
         license=license_,
         unsafe=unsafe,
+        output=class_output,
     )
     if as_json:
         emit_json(report)

@@ -173,7 +173,7 @@ def count(path: Path, profile: Any, runs: int = RUNS) -> dict[str, Any]:
     if f.is_file():
         return {**json.loads(f.read_text()), "cached": True}
     from edgekit.artifacts import write_bytes_atomic
-    from edgekit.emulation import qemu
+    from edgekit.targets.emulated import qemu
 
     cpu = profile.cpu
     t0 = time.monotonic()
@@ -198,7 +198,7 @@ def count(path: Path, profile: Any, runs: int = RUNS) -> dict[str, Any]:
 
 def measure(rows: list[dict[str, Any]], profiles: dict[str, Any], jobs: int) -> None:
     """Fill instructions and bytes_moved into every row (counting what the cache lacks)."""
-    from edgekit.emulation.static import analyze
+    from edgekit.targets.emulated.static import analyze
 
     paths = build_models({(r["model"], r["precision"]) for r in rows})
     moved = {
@@ -248,7 +248,7 @@ def measure(rows: list[dict[str, Any]], profiles: dict[str, Any], jobs: int) -> 
 
 def predict(r: dict[str, Any], prof: Any, cpi: float, eff: float) -> float:
     """The estimate in ms, as edgekit/emulation/estimate.py computes it."""
-    from edgekit.emulation.estimate import estimate_latency
+    from edgekit.targets.emulated.estimate import estimate_latency
 
     cal = {"cpi": {r["precision"]: cpi}, "parallel_efficiency": eff, "expected_error": None}
     view = {"cpu": prof.cpu, "memory": prof.memory, "calibration": cal}
@@ -388,7 +388,7 @@ def _int8_note(fitted: list[dict[str, Any]], prof: Any, profiles: dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from edgekit.emulation.profiles import list_profiles, load_profile
+    from edgekit.profiles import list_profiles, load_profile
 
     names = args.profiles or [n for n in list_profiles() if not load_profile(n).host]
     profiles = {n: load_profile(n) for n in names}

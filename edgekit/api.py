@@ -130,14 +130,14 @@ def show_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict[s
 
 def list_devices() -> list[dict[str, Any]]:
     """Bundled device profiles, one summary each: name, title, kind, cpu, accelerators, calibrated."""
-    from edgekit.emulation.profiles import list_profiles, load_profile
+    from edgekit.profiles import list_profiles, load_profile
 
     return [load_profile(name).summary() for name in list_profiles()]
 
 
 def show_device(name_or_path: str) -> dict[str, Any]:
     """One device profile (bundled name or YAML path), validated, with its derived values."""
-    from edgekit.emulation.profiles import load_profile
+    from edgekit.profiles import load_profile
 
     return load_profile(name_or_path).resolved()
 
@@ -145,14 +145,14 @@ def show_device(name_or_path: str) -> dict[str, Any]:
 def setup_devices(force: bool = False) -> dict[str, Any]:
     """Provision the emulated arm64 targets (qemu-user, an arm64 Python sysroot, the aarch64
     LiteRT wheel, the instruction-counting plugin) in edgekit's cache; idempotent."""
-    from edgekit.emulation.provision import setup
+    from edgekit.targets.emulated.provision import setup
 
     return setup(force=force)
 
 
 def devices_status() -> dict[str, Any]:
     """What the emulated targets have provisioned, what is missing and the command that fixes it."""
-    from edgekit.emulation.provision import status
+    from edgekit.targets.emulated.provision import status
 
     return status()
 

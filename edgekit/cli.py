@@ -439,7 +439,7 @@ def bench(
     if as_json:
         emit_json(report)
         return
-    from edgekit.bench.render import bench_tables
+    from edgekit.report.bench import bench_tables
 
     bench_tables(report)
 
@@ -538,7 +538,7 @@ def eval_cmd(
     if as_json:
         emit_json(result)
         return
-    from edgekit.bench.render import eval_tables
+    from edgekit.report.bench import eval_tables
 
     eval_tables(result)
 
@@ -622,7 +622,7 @@ def baseline_create(
     if as_json:
         emit_json(info)
         return
-    from edgekit.check.report import baseline_rows
+    from edgekit.report.check import baseline_rows
     from edgekit.ui import render_table
 
     render_table(baseline_rows(info), title=f"edgekit baseline: {out}")
@@ -702,7 +702,7 @@ def check(
     if as_json:
         emit_json(report)
     else:
-        from edgekit.check.report import print_table
+        from edgekit.report.check import print_table
 
         print_table(report)
     if report["verdict"] == "fail":

@@ -46,7 +46,7 @@ def bench(
     target: "cpu" / "gpu" (this machine), "ssh://user@host[:port]" (a Linux board, through
     edgekit's remote runner), "adb" / "adb:SERIAL" (an Android device, through LiteRT's
     benchmark_model) or a device profile name / .yaml (emulated: static analysis, instruction
-    counts and a latency estimate; see edgekit.emulation.target); every report says where its
+    counts and a latency estimate; see edgekit.targets.emulated.target); every report says where its
     figures come from (`source`). warmup / warmup_seconds / runs None: the defaults (10, 0.1 s,
     100; for an emulated device 1, 0 s, 5).
     """
@@ -60,7 +60,7 @@ def bench(
     kind = remote.dispatch(target)
     emulated = False
     if kind == "device":
-        from edgekit.emulation.target import is_emulated
+        from edgekit.targets.emulated.target import is_emulated
 
         emulated = is_emulated(target)
     if warmup is None:
@@ -74,7 +74,7 @@ def bench(
         raise UsageError(f"--batch must be an integer of at least 1. Received: {batch!r}")
     if kind is not None:
         if kind == "device":
-            from edgekit.emulation.target import bench_device as run
+            from edgekit.targets.emulated.target import bench_device as run
         else:
             run = remote.bench_ssh if kind == "ssh" else remote.bench_adb
         return run(

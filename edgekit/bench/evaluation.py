@@ -85,7 +85,7 @@ def evaluate(
 
     kind = remote.dispatch(target)
     if kind == "device":
-        from edgekit.emulation.target import evaluate_device
+        from edgekit.targets.emulated.target import evaluate_device
 
         return evaluate_device(
             model,

@@ -94,7 +94,7 @@ def _split_options(options: dict[str, Any], allowed: tuple[str, ...], where: str
 
 
 def _ssh_options(options: dict[str, Any]) -> Any:
-    from edgekit.runtimes.ssh import SshOptions
+    from edgekit.targets.ssh import SshOptions
 
     o = _split_options(options, SSH_OPTIONS, "ssh")
     return SshOptions(
@@ -123,7 +123,7 @@ def bench_ssh(
 ) -> dict[str, Any]:
     """The benchmark of `edgekit bench`, run on an ssh target by edgekit's remote runner."""
     from edgekit.runtimes.base import check_threads
-    from edgekit.runtimes.ssh import SshTarget, run_job
+    from edgekit.targets.ssh import SshTarget, run_job
 
     t = SshTarget.parse(target)
     opts = _ssh_options(options)
@@ -314,7 +314,7 @@ def predict_ssh(
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Run preprocessed inputs through a .tflite on an ssh target; the float32 outputs and the
     runner's description (runtime, machine ...)."""
-    from edgekit.runtimes.ssh import SshTarget, run_job
+    from edgekit.targets.ssh import SshTarget, run_job
 
     t = SshTarget.parse(target)
     opts = _ssh_options(options)
@@ -378,7 +378,7 @@ def bench_adb(
 ) -> dict[str, Any]:
     """LiteRT's benchmark_model on an Android device, one model after the other."""
     from edgekit import ui
-    from edgekit.runtimes import adb as adbmod
+    from edgekit.targets import adb as adbmod
 
     o = _split_options(options, ADB_OPTIONS, "adb")
     models = tflite_models(paths, "an adb target", batch=batch)
@@ -497,7 +497,7 @@ def _adb_row(p: Path, parsed: dict[str, Any], device: Any, plan: Any) -> dict[st
 
 def is_profile(target: str) -> bool:
     """A bundled device profile name or a path to a profile .yaml."""
-    from edgekit.emulation.profiles import list_profiles
+    from edgekit.profiles import list_profiles
 
     t = str(target)
     return t in list_profiles() or Path(t).suffix in (".yaml", ".yml")
@@ -514,7 +514,7 @@ def dispatch(target: str) -> str | None:
         return None
     if is_profile(target):
         return "device"
-    from edgekit.emulation.profiles import list_profiles
+    from edgekit.profiles import list_profiles
 
     raise UsageError(
         f"Unknown target {str(target)!r}. Expected cpu, gpu, ssh://user@host[:port], "

@@ -356,7 +356,7 @@ def create_baseline(
                 f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
             )
     if latency and profile is not None:
-        from edgekit.emulation import provision
+        from edgekit.targets.emulated import provision
 
         provision.require()  # not provisioned: the one-line `edgekit devices setup` error, now
     elif latency:

@@ -378,7 +378,7 @@ def latency_plan(
         )
     if not enabled:
         return None
-    from edgekit.emulation import provision
+    from edgekit.targets.emulated import provision
 
     require_tflite(model)
     provision.require()
@@ -682,9 +682,9 @@ def check(
     config: a file; None finds edgekit.yaml / pyproject.toml from the working directory; False
         reads none. github_summary: None appends when $GITHUB_STEP_SUMMARY is set.
     """
-    from edgekit.check import report as rep
     from edgekit.check.config import load_config
     from edgekit.errors import EdgekitError
+    from edgekit.report import check as rep
 
     summary = (
         bool(os.environ.get("GITHUB_STEP_SUMMARY")) if github_summary is None else github_summary

@@ -1,7 +1,7 @@
 """Latency as instructions per invoke on an emulated arm64 target: the CI signal without noise.
 
 The `.tflite` model runs in the arm64 LiteRT under qemu-aarch64 with the device profile's core
-model and /proc/cpuinfo (edgekit.emulation.qemu); a QEMU plugin counts the guest instructions of
+model and /proc/cpuinfo (edgekit.targets.emulated.qemu); a QEMU plugin counts the guest instructions of
 each invoke. The count depends on the model, the LiteRT build and the core's features, not on
 the machine that emulates it or its neighbours, so two counts of the same model agree to a small
 fraction of a percent (docs/check.md has the figures). It is not a time: a regression in memory
@@ -31,14 +31,14 @@ def validate_metric(metric: str | None, option: str = "--latency-metric") -> str
 
 def emulated_targets() -> list[str]:
     """Bundled profiles that can be emulated (arm64 with a qemu cpu model)."""
-    from edgekit.emulation.profiles import list_profiles, load_profile
+    from edgekit.profiles import list_profiles, load_profile
 
     return [n for n in list_profiles() if load_profile(n).cpu.qemu_cpu]
 
 
 def resolve_target(target: str | None) -> Any:
     """The DeviceProfile for --target; UsageError naming the emulated targets otherwise."""
-    from edgekit.emulation.profiles import load_profile
+    from edgekit.profiles import load_profile
 
     if not target:
         raise UsageError(
@@ -96,7 +96,7 @@ def measure_instructions(
     TargetUnavailableError (exit 2, naming `edgekit devices setup`) when not provisioned.
     """
     from edgekit.check.latency import compute_precision
-    from edgekit.emulation import provision, qemu
+    from edgekit.targets.emulated import provision, qemu
 
     require_tflite(model)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -140,9 +140,9 @@ def measure_instructions(
 
 def estimate_ms(model: str | os.PathLike, m: dict[str, Any], profile: Any) -> dict[str, Any]:
     """Information only: the profile's latency estimate for the counted instructions
-    (edgekit.emulation.estimate; `calibrated: false` and no ms for an uncalibrated profile)."""
-    from edgekit.emulation.estimate import estimate_latency
-    from edgekit.emulation.static import analyze
+    (edgekit.targets.emulated.estimate; `calibrated: false` and no ms for an uncalibrated profile)."""
+    from edgekit.targets.emulated.estimate import estimate_latency
+    from edgekit.targets.emulated.static import analyze
 
     moved = analyze(model, gpu_analyzer=False, xnnpack_check=False)["totals"]["bytes_moved"]
     return estimate_latency(m["median"], moved, m["precision"], profile, m["threads"])

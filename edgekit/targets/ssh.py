@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgekit.errors import TargetUnavailableError, UsageError
-from edgekit.runtimes.runner_io import last_line, read_output, stage_job
+from edgekit.targets.jobs import last_line, read_output, stage_job
 
 # Host names, IPv4/IPv6 literals; user names as POSIX allows them. Anything else (a leading "-"
 # that ssh would read as an option, spaces, quotes ...) is refused before ssh runs.

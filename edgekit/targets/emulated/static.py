@@ -4,7 +4,7 @@ delegate support (XNNPACK, GPU, NNAPI) per operator, and findings against a devi
 Reads the flatbuffer with LiteRT's generated schema (`ai_edge_litert.schema_py_generated`) and,
 for the XNNPACK cross-check, runs LiteRT's Interpreter; never imports TensorFlow.
 
-    from edgekit.emulation.static import analyze
+    from edgekit.targets.emulated.static import analyze
     result = analyze("model.tflite", profile=load_profile("pixel-7"))   # a JSON-able dict
 
 What each number means and where the delegate rules come from: docs/static-analysis.md.
@@ -690,7 +690,7 @@ def analyze(
 
     Args:
         path: the `.tflite` file.
-        profile: a device profile (edgekit.emulation.profiles.DeviceProfile or any object with
+        profile: a device profile (edgekit.profiles.DeviceProfile or any object with
             `name`, `memory.app_memory_mb`, `accelerators`, `cpu.dotprod`, `cpu.fp16`); adds
             findings for that device.
         gpu_analyzer: also run LiteRT's model analyzer for GPU compatibility.

@@ -1,7 +1,7 @@
 """Provisioning of the emulated arm64 targets: qemu-user, an arm64 Python sysroot, aarch64 wheels
 and the instruction-counting plugin, all in a cache folder outside the repository.
 
-    from edgekit.emulation import provision
+    from edgekit.targets.emulated import provision
     provision.setup()     # idempotent; "already provisioned" in well under a second
     provision.status()    # what is there, what is missing, the one command that fixes it
 
@@ -12,7 +12,7 @@ Layout of `<cache>/emulation/` (cache: $EDGEKIT_CACHE, else $XDG_CACHE_HOME/edge
     sysroot/              Debian bookworm arm64: python3.11, its stdlib, libstdc++ (dpkg -x)
     site/                 numpy and ai-edge-litert aarch64 wheels, unpacked
     plugin/insn_count-<sha256[:16]>.so
-    cpus/<key>/           one small overlay per emulated core (see edgekit.emulation.qemu)
+    cpus/<key>/           one small overlay per emulated core (see edgekit.targets.emulated.qemu)
 
 The sysroot comes from a private apt state (its own lists, cache and sources; the host's dpkg
 architecture list and apt lists are never touched), so it needs no root and is the same on any
@@ -69,7 +69,7 @@ def emulation_dir() -> Path:
 
 
 def plugin_source() -> Path:
-    return Path(str(package_files("edgekit.emulation") / "insn_count.c"))
+    return Path(str(package_files("edgekit.targets.emulated") / "insn_count.c"))
 
 
 def _sha256(path: Path) -> str:
@@ -399,8 +399,8 @@ def _build_plugin(root: Path) -> dict[str, Any]:
 def _smoke(state: dict[str, Any]) -> dict[str, Any]:
     """One int8 model on an emulated Cortex-A76 with the plugin: proves every part together."""
     from edgekit import ui
-    from edgekit.emulation import qemu
     from edgekit.resources import asset
+    from edgekit.targets.emulated import qemu
 
     ui.info("emulation: smoke test (LiteRT on an emulated Cortex-A76, instructions counted)")
     t0 = time.monotonic()

@@ -8,7 +8,7 @@ An aarch64 profile gets the three levels of emulation:
 2. one qemu-aarch64 run of edgekit's runner (the job `--target ssh://` runs on a board) on the
    profile's core, with the instruction counter: the device's exact numerics, instructions per
    invoke, and the emulated wall time, which is NOT a latency;
-3. a latency estimate from the counts (edgekit.emulation.estimate), for 1 and N threads, with
+3. a latency estimate from the counts (edgekit.targets.emulated.estimate), for 1 and N threads, with
    its expected error, or `calibrated: false` and no milliseconds.
 
 A desktop (x86_64) profile runs the local cpu / gpu paths and adds the static analysis.
@@ -36,7 +36,7 @@ _INT_PRECISIONS = ("int8", "uint8", "int16x8")
 
 def profile_for(target: str | os.PathLike) -> Any:
     """The DeviceProfile a target names (bundled name or .yaml path)."""
-    from edgekit.emulation.profiles import load_profile
+    from edgekit.profiles import load_profile
 
     return load_profile(target)
 
@@ -57,7 +57,7 @@ def analyze_models(
     raise one line (unless ignore_limits), warnings go to stderr and stay in the result."""
     from edgekit import ui
     from edgekit.artifacts import detect_format
-    from edgekit.emulation.static import analyze
+    from edgekit.targets.emulated.static import analyze
 
     out: list[dict[str, Any] | None] = []
     for p in paths:
@@ -146,8 +146,8 @@ def bench_device(
         )
     from edgekit import ui
     from edgekit.bench import latency, remote
-    from edgekit.emulation import provision, qemu
     from edgekit.runtimes.base import check_threads
+    from edgekit.targets.emulated import provision, qemu
 
     threads = check_threads(threads) or 1
     cores = _cores(profile)
@@ -254,7 +254,7 @@ def _device_row(
 ) -> None:
     """Turn a runner row into a device row: the emulated times under `emulated_ms` (not a
     latency), the counts under `instructions`, the estimate under `estimate`."""
-    from edgekit.emulation.estimate import FORMULA, estimate_latency
+    from edgekit.targets.emulated.estimate import FORMULA, estimate_latency
 
     emulated = row.pop("latency_ms")
     emulated.update(
@@ -395,8 +395,8 @@ def evaluate_device(
     from edgekit import ui
     from edgekit.bench import remote
     from edgekit.bench.evaluation import evaluate_outputs
-    from edgekit.emulation import provision, qemu
     from edgekit.runtimes.base import check_threads
+    from edgekit.targets.emulated import provision, qemu
 
     threads = check_threads(threads) or 1
     (path,) = remote.tflite_models([model], f"an emulated target ({profile.name})", batch=1)

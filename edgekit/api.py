@@ -152,7 +152,7 @@ def setup_devices(force: bool = False) -> dict[str, Any]:
 
 def devices_status() -> dict[str, Any]:
     """What the emulated targets have provisioned, what is missing and the command that fixes it."""
-    from edgekit.targets.emulated.provision import status
+    from edgekit.targets.emulated.cache import status
 
     return status()
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import TargetUnavailableError, UsageError
-from edgekit.targets.emulated import provision, qemu
+from edgekit.targets.emulated import cache, provision, qemu
 
 A76, A53 = qemu.CORTEX_A76, qemu.CORTEX_A53
 
@@ -103,7 +103,7 @@ def test_cpuinfo_text_is_what_an_arm64_kernel_prints():
 
 def test_unprovisioned_cache_gives_one_line_error(tmp_path, monkeypatch, models):
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "empty-cache"))
-    st = provision.status()
+    st = cache.status()
     assert not st["provisioned"] and st["fix"] == "edgekit devices setup"
     assert {"sysroot", "wheels", "plugin", "smoke"} <= set(st["missing"])
     assert st["cache"] == str(tmp_path / "empty-cache" / "emulation")
@@ -164,7 +164,7 @@ def test_emulation_never_imports_tensorflow():
 
 
 def test_setup_is_idempotent_and_fast_the_second_time(provisioned):
-    root = provision.emulation_dir()
+    root = cache.emulation_dir()
     before = {p: (root / p).stat().st_mtime_ns for p in ("state.json", "sysroot", "site")}
     t0 = time.monotonic()
     again = provision.setup()

@@ -356,9 +356,9 @@ def create_baseline(
                 f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
             )
     if latency and profile is not None:
-        from edgekit.targets.emulated import provision
+        from edgekit.targets.emulated import cache
 
-        provision.require()  # not provisioned: the one-line `edgekit devices setup` error, now
+        cache.require()  # not provisioned: the one-line `edgekit devices setup` error, now
     elif latency:
         if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
             raise UsageError(

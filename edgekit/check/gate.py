@@ -378,10 +378,10 @@ def latency_plan(
         )
     if not enabled:
         return None
-    from edgekit.targets.emulated import provision
+    from edgekit.targets.emulated import cache
 
     require_tflite(model)
-    provision.require()
+    cache.require()
     return profile
 
 

@@ -96,14 +96,14 @@ def measure_instructions(
     TargetUnavailableError (exit 2, naming `edgekit devices setup`) when not provisioned.
     """
     from edgekit.check.latency import compute_precision
-    from edgekit.targets.emulated import provision, qemu
+    from edgekit.targets.emulated import cache, qemu
 
     require_tflite(model)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(
             f"--latency-threads must be an integer of at least 1. Received: {threads!r}"
         )
-    state = provision.require()
+    state = cache.require()
     res = qemu.count_instructions(
         model,
         qemu_cpu=profile.cpu.qemu_cpu,

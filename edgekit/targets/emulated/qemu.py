@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import TargetUnavailableError, UsageError
-from edgekit.targets.emulated.provision import setup, status  # noqa: F401 - re-exported
 from edgekit.targets.jobs import last_line, read_output, stage_job
 
 # QEMU's own models (target/arm/cpu64.c) and the /proc/cpuinfo a Linux kernel prints for them.
@@ -138,10 +137,10 @@ def run_job(
 ) -> dict[str, Any]:
     """Run a remote-runner job (files: name in the job -> local path) on an emulated arm64 core;
     the runner's result, plus "instruction_counts" (the plugin's raw pairs) when counting."""
-    from edgekit.targets.emulated import provision
+    from edgekit.targets.emulated import cache
 
-    state = _state if _state is not None else provision.require()
-    root = provision.emulation_dir()
+    state = _state if _state is not None else cache.require()
+    root = cache.emulation_dir()
     qemu_exe = state["qemu"]["path"]
     lroot = overlay(root, list(features), midr, cores)
     if not qemu_cpu or not all(c.isalnum() or c in "-_." for c in qemu_cpu):

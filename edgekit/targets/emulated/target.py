@@ -147,7 +147,7 @@ def bench_device(
     from edgekit import ui
     from edgekit.bench import latency, remote
     from edgekit.runtimes.base import check_threads
-    from edgekit.targets.emulated import provision, qemu
+    from edgekit.targets.emulated import cache, qemu
 
     threads = check_threads(threads) or 1
     cores = _cores(profile)
@@ -160,7 +160,7 @@ def bench_device(
         )
     models = remote.tflite_models(paths, f"an emulated target ({profile.name})", batch=batch)
     analyses = analyze_models(models, profile, ignore_limits=ignore)
-    state = provision.require()
+    state = cache.require()
     files, job = remote.bench_job(
         models,
         threads=threads,
@@ -396,12 +396,12 @@ def evaluate_device(
     from edgekit.bench import remote
     from edgekit.bench.evaluation import evaluate_outputs
     from edgekit.runtimes.base import check_threads
-    from edgekit.targets.emulated import provision, qemu
+    from edgekit.targets.emulated import cache, qemu
 
     threads = check_threads(threads) or 1
     (path,) = remote.tflite_models([model], f"an emulated target ({profile.name})", batch=1)
     (analysis,) = analyze_models([path], profile, ignore_limits=ignore)
-    state = provision.require()
+    state = cache.require()
     cpu = profile.cpu.qemu_cpu
     seen: dict[str, Any] = {}
 

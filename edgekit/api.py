@@ -6,7 +6,10 @@ Each imports its implementation lazily so that `import edgekit.api` stays light.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgekit.plans import Delegate, GraphOptimization
 
 
 def compress(
@@ -169,7 +172,20 @@ def bench(
     min_seconds: float | None = None,
     xnnpack: bool = True,
     samples: bool = False,
-    **options: Any,
+    seed: int = 0,
+    graph_optimization: GraphOptimization | None = None,
+    xla: bool = False,
+    delegate: Delegate | None = None,
+    taskset: str | None = None,
+    remote_python: str | None = None,
+    ssh_key: str | os.PathLike | None = None,
+    known_hosts: str | os.PathLike | None = None,
+    connect_timeout: int | None = None,
+    remote_timeout: float | None = None,
+    benchmark_binary: str | os.PathLike | None = None,
+    adb: str | os.PathLike | None = None,
+    adb_timeout: float | None = None,
+    ignore_limits: bool = False,
 ) -> dict[str, Any]:
     """Latency of one or more models: load and first-inference time, p50/p90/p95/p99, mean, std,
     cv, throughput, memory, runtime, threads, delegate/provider and machine.
@@ -188,15 +204,16 @@ def bench(
         instead of a count.
     xnnpack: LiteRT's XNNPACK delegate (False: builtin reference kernels).
     samples: include every timed run (ms) in the report.
-    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras);
-        ssh: remote_python, ssh_key, known_hosts, connect_timeout, remote_timeout; adb:
-        benchmark_binary, delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), adb;
-        device profiles: ignore_limits (run despite static-analysis errors such as memory).
+    graph_optimization ("all", "extended", "basic", "disabled"): ONNX Runtime; xla: Keras.
+    delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), benchmark_binary, adb,
+        adb_timeout: adb targets. remote_python, ssh_key, known_hosts, connect_timeout,
+        remote_timeout: ssh targets. ignore_limits: device profiles (run despite
+        static-analysis errors such as memory). A target refuses the options it does not take.
     """
     from edgekit.bench.benchmark import bench as _bench
+    from edgekit.plans import BenchPlan, TargetOptions
 
-    return _bench(
-        models,
+    plan = BenchPlan(
         target=target,
         threads=threads,
         batch=batch,
@@ -206,8 +223,24 @@ def bench(
         min_seconds=min_seconds,
         xnnpack=xnnpack,
         samples=samples,
-        **options,
+        seed=seed,
+        graph_optimization=graph_optimization,
+        xla=xla,
+        delegate=delegate,
+        taskset=taskset,
+        options=TargetOptions(
+            remote_python=remote_python,
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            connect_timeout=connect_timeout,
+            remote_timeout=remote_timeout,
+            benchmark_binary=benchmark_binary,
+            adb=adb,
+            adb_timeout=adb_timeout,
+            ignore_limits=ignore_limits,
+        ),
     )
+    return _bench(models, plan)
 
 
 def evaluate(
@@ -223,7 +256,12 @@ def evaluate(
     threads: int | None = None,
     output: int | str | None = None,
     limit: int | None = None,
-    **options: Any,
+    remote_python: str | None = None,
+    ssh_key: str | os.PathLike | None = None,
+    known_hosts: str | os.PathLike | None = None,
+    connect_timeout: int | None = None,
+    remote_timeout: float | None = None,
+    ignore_limits: bool = False,
 ) -> dict[str, Any]:
     """Top-1 and top-k accuracy, per-class accuracy and confusion matrix of a model on a data
     set; with a reference model, top-1 agreement and mean KL divergence of the outputs.
@@ -234,24 +272,36 @@ def evaluate(
         model's outputs from aarch64 LiteRT on an emulated core, plus a `numerics` section:
         how they differ from this machine's LiteRT).
     threads: CPU threads (None: every core; device profiles: 1). limit: evaluate the first N
-        images only. options: ssh options, or ignore_limits for device profiles.
+        images only. remote_python ... remote_timeout: ssh targets; ignore_limits: device
+        profiles.
     output: the output (name or index) holding class scores, for models with several outputs.
     """
     from edgekit.bench.evaluation import evaluate as _evaluate
+    from edgekit.plans import EvalPlan, TargetOptions
 
+    plan = EvalPlan(
+        target=target,
+        threads=threads,
+        batch_size=batch_size,
+        options=TargetOptions(
+            remote_python=remote_python,
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            connect_timeout=connect_timeout,
+            remote_timeout=remote_timeout,
+            ignore_limits=ignore_limits,
+        ),
+    )
     return _evaluate(
         model,
         data,
         reference=reference,
         top_k=top_k,
-        batch_size=batch_size,
         mean=mean,
         std=std,
-        target=target,
-        threads=threads,
         output=output,
         limit=limit,
-        **options,
+        plan=plan,
     )
 
 

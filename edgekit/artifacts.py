@@ -11,6 +11,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,38 @@ class ModelArtifact:
             sha256=sha256_path(path),
             metadata=metadata,
         )
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | ModelArtifact) -> ModelArtifact:
+        """A model path opened once, for everything that runs or measures it: its format now (a
+        missing or unreadable model fails here, in one line); `digest()` and `tflite` when first
+        asked for. An artifact is returned as it is."""
+        if isinstance(path, ModelArtifact):
+            return path
+        return cls(path=str(path), format=detect_format(path))
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def digest(self) -> str:
+        """sha256 of the file (or SavedModel folder), computed on first use."""
+        if not self.sha256:
+            self.sha256 = sha256_path(self.path)
+        return self.sha256
+
+    @cached_property
+    def tflite(self) -> Any:
+        """The parsed flatbuffer (edgekit.tflite.reader.TFLiteModel) of a .tflite artifact, read
+        once: its inputs, outputs, ops and graph."""
+        from edgekit.tflite.reader import TFLiteModel
+
+        if self.format != "tflite":
+            raise UsageError(f"{self.name} is a {self.format} model, not a .tflite file.")
+        return TFLiteModel.read(self.path)
 
     @property
     def family(self) -> str:

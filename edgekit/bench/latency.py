@@ -133,6 +133,37 @@ def check_plan(
         )
 
 
+@dataclass
+class Rounds:
+    """Interleaved timed rounds: each runner's per-invoke times (ms, by round), its first warm-up
+    invoke, and the warm-up done."""
+
+    samples_ms: list[list[float]]
+    first_ms: list[float | None]
+    warmup_runs: int
+    warmup_seconds: float
+
+
+def time_rounds(
+    runners: Sequence[Invocable],
+    xs: Sequence[Any],
+    *,
+    warmup: int,
+    warmup_seconds: float,
+    runs: int | None,
+    min_seconds: float | None,
+    timer: Any = time.perf_counter_ns,
+) -> Rounds:
+    """Set each runner's input (prepare), warm up, then time rounds of invoke() alone (`runs`
+    rounds, or rounds for at least `min_seconds`), each invoke with `timer`."""
+    for r, xi in zip(runners, xs, strict=True):
+        r.prepare(xi)
+    t0 = time.perf_counter()
+    first, warm_n = _warm(runners, warmup, warmup_seconds)
+    warm_s = time.perf_counter() - t0
+    return Rounds(_timed(runners, runs, min_seconds, timer), first, warm_n, warm_s)
+
+
 def _warm(
     runners: Sequence[Invocable], warmup: int, warmup_seconds: float
 ) -> tuple[list[float | None], int]:
@@ -257,18 +288,17 @@ def measure_interleaved(
     xs = list(x) if isinstance(x, list | tuple) else [x] * len(runners)
     if len(xs) != len(runners):
         raise UsageError(f"Got {len(xs)} inputs for {len(runners)} models; pass one per model.")
-    for r, xi in zip(runners, xs, strict=True):
-        r.prepare(xi)
     batches = [int(np.shape(xi)[0]) if np.ndim(xi) else 1 for xi in xs]
-    t0 = time.perf_counter()
-    first, warm_n = _warm(runners, warmup, warmup_seconds)
-    warm_s = time.perf_counter() - t0
-    samples = _timed(runners, runs, min_seconds, CLOCKS[clock])
+    rounds = time_rounds(
+        runners, xs, warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
+        min_seconds=min_seconds, timer=CLOCKS[clock],
+    )  # fmt: skip
+    samples, first = rounds.samples_ms, rounds.first_ms
     stats = []
     for i, s in enumerate(samples):
         st = summarize(s, batch=batches[i])
-        st.warmup_runs = warm_n
-        st.warmup_seconds = warm_s
+        st.warmup_runs = rounds.warmup_runs
+        st.warmup_seconds = rounds.warmup_seconds
         st.first_ms = first[i] if first[i] is not None else s[0]
         stats.append(st)
     used = bootstrap_resamples(len(samples[0]), resamples)

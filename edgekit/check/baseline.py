@@ -275,11 +275,11 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
 
 
 def resolve_reference(
-    reference: str | os.PathLike | None, model: str | os.PathLike, model_format: str
-) -> tuple[Path, dict[str, Any]]:
-    """The reference network's path and its ReferenceInfo fields: `reference`, or the bundled one
-    for the model's runtime and compute precision."""
-    from edgekit.artifacts import detect_format, sha256_path
+    reference: str | os.PathLike | None, model: Any, model_format: str
+) -> tuple[Any, dict[str, Any]]:
+    """The reference network (a ModelArtifact) and its ReferenceInfo fields: `reference`, or the
+    bundled one for the model's runtime and compute precision."""
+    from edgekit.artifacts import ModelArtifact
     from edgekit.check.latency import bundled_reference, compute_precision
 
     if reference is None:
@@ -287,8 +287,9 @@ def resolve_reference(
         shown = "bundled"
     else:
         path, shown = Path(reference), str(reference)
-    fmt = detect_format(path)
-    return path, {"name": path.name, "path": shown, "sha256": sha256_path(path), "format": fmt}
+    ref = ModelArtifact.open(path)
+    info = {"name": ref.name, "path": shown, "sha256": ref.digest(), "format": ref.format}
+    return ref, info
 
 
 def load_data(data: Any, limit: int | None) -> tuple[Any, str | None]:
@@ -334,7 +335,7 @@ def create_baseline(
     Returns the baseline as written (a JSON-ready dict).
     """
     from edgekit import __version__
-    from edgekit.artifacts import detect_format, sha256_path, size_bytes, write_json_atomic
+    from edgekit.artifacts import ModelArtifact, size_bytes, write_json_atomic
     from edgekit.bench.machine import machine_info
     from edgekit.check.evaluation import evaluate_samples
     from edgekit.check.latency import QUANTILE, measure_ratio
@@ -346,7 +347,8 @@ def create_baseline(
         raise UsageError(
             f"--out {out} is a folder. Pass a file name such as {out / 'baseline.json'}."
         )
-    fmt = detect_format(model)  # a missing or unreadable model fails here, before any work
+    model = ModelArtifact.open(model)  # a missing or unreadable model fails here, before any work
+    fmt = model.format
     profile = _instruction_options(model, latency, latency_metric, target, reference)
     if latency:
         # Bad timing options fail now, not after the evaluation.
@@ -369,7 +371,7 @@ def create_baseline(
     ds, spec = load_data(data, limit)
     res = evaluate_samples(
         model, ds, pre, batch_size=batch_size, top_k=top_k, threads=threads, output=output,
-        description=f"baseline {Path(model).name}",
+        description=f"baseline {model.name}",
     )  # fmt: skip
     fp = ds.fingerprint()
     doc: dict[str, Any] = {
@@ -378,10 +380,10 @@ def create_baseline(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "edgekit_version": __version__,
         "model": {
-            "path": str(model),
-            "name": Path(model).name,
-            "sha256": sha256_path(model),
-            "size_bytes": size_bytes(model),
+            "path": model.path,
+            "name": model.name,
+            "sha256": model.digest(),
+            "size_bytes": size_bytes(model.path),
             **{k: res.model[k] for k in ("format", "runtime", "runtime_version", "output")},
             "num_classes": res.num_classes,
         },

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,7 +89,7 @@ def evaluate_samples(
         BaselineError before the evaluation starts (or after the first batch, for a dynamic one).
     Errors raised by the runtime while running are EvaluationError (exit 2: no check was made).
     """
-    from edgekit.bench.evaluation import _check_images, _pick_output
+    from edgekit.bench.evaluation import check_images, pick_output, runner_outputs
     from edgekit.bench.metrics import to_probabilities, top_k_hits
     from edgekit.runtimes import open_runner
     from edgekit.ui import progress
@@ -104,10 +103,14 @@ def evaluate_samples(
             f"Data set {dataset.name!r} has no labels. A check compares accuracy, so it needs "
             "labeled data (an image folder with one sub-folder per class, or a .npz with y)."
         )
-    runner = open_runner(model, target=target, threads=threads or os.cpu_count() or 1)
+    runner = open_runner(
+        model, target=target, threads=threads or os.cpu_count() or 1
+    )  # or an artifact
     try:
-        _check_images(runner, dataset)
-        oi = _pick_output(runner, output, expected_classes or dataset.num_classes)
+        check_images(runner.name, tuple(runner.input.shape[1:]), dataset)
+        oi = pick_output(
+            runner.name, runner_outputs(runner), output, expected_classes or dataset.num_classes
+        )
         declared = output_classes(runner, oi)
         if expected_classes is not None and declared is not None:
             _check_classes(runner.name, declared, expected_classes)
@@ -161,7 +164,7 @@ def evaluate_samples(
             "runtime_version": d["runtime_version"],
             "output": runner.outputs[oi].name,
             "num_classes": num_classes,
-            "name": Path(model).name,
+            "name": runner.name,
         }
         return SampleResults(
             top1=top1,

@@ -11,7 +11,6 @@ traffic alone (same instructions, more cache misses) does not show.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EvaluationError, UnsupportedModelError, UsageError
@@ -55,15 +54,15 @@ def resolve_target(target: str | None) -> Any:
     return profile
 
 
-def require_tflite(model: str | os.PathLike) -> None:
-    """Only LiteRT models run on the emulated targets."""
-    from edgekit.artifacts import detect_format
+def require_tflite(model: str | os.PathLike | Any) -> None:
+    """Only LiteRT models run on the emulated targets (model: a path or a ModelArtifact)."""
+    from edgekit.artifacts import ModelArtifact
 
-    fmt = detect_format(model)
-    if fmt != "tflite":
+    art = ModelArtifact.open(model)
+    if art.format != "tflite":
         raise UnsupportedModelError(
             f"--latency-metric instructions counts LiteRT invokes of a .tflite model on the "
-            f"emulated target; {Path(model).name} is {fmt}. Check its .tflite export, or use "
+            f"emulated target; {art.name} is {art.format}. Check its .tflite export, or use "
             "--latency-metric time."
         )
 
@@ -83,7 +82,7 @@ def setup_info(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_instructions(
-    model: str | os.PathLike,
+    model: str | os.PathLike | Any,
     profile: Any,
     *,
     threads: int = 1,
@@ -95,9 +94,11 @@ def measure_instructions(
     spread ((max - min) / median), the LiteRT/plugin/QEMU versions and the compute precision.
     TargetUnavailableError (exit 2, naming `edgekit devices setup`) when not provisioned.
     """
+    from edgekit.artifacts import ModelArtifact
     from edgekit.check.latency import compute_precision
     from edgekit.targets.emulated import cache, qemu
 
+    model = ModelArtifact.open(model)
     require_tflite(model)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(
@@ -117,7 +118,7 @@ def measure_instructions(
     if not res["median"]:
         raise EvaluationError(
             f"The emulated {profile.cpu.qemu_cpu} counted no instructions for "
-            f"{Path(model).name}; the check could not be made."
+            f"{model.name}; the check could not be made."
         )
     return {
         "metric": "instructions",
@@ -138,7 +139,7 @@ def measure_instructions(
     }
 
 
-def estimate_ms(model: str | os.PathLike, m: dict[str, Any], profile: Any) -> dict[str, Any]:
+def estimate_ms(model: str | os.PathLike | Any, m: dict[str, Any], profile: Any) -> dict[str, Any]:
     """Information only: the profile's latency estimate for the counted instructions
     (edgekit.targets.emulated.estimate; `calibrated: false` and no ms for an uncalibrated profile)."""
     from edgekit.targets.emulated.estimate import estimate_latency
@@ -191,11 +192,3 @@ def decide(change_pct: float, band_pct: float, tol_pct: float) -> tuple[str, str
         "repeat best with one thread (--latency-threads 1) and models of a million "
         "instructions or more."
     )
-
-
-def short_count(n: float) -> str:
-    """12345678 -> "12.35M"."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.4g}{unit}"
-    return f"{n:.0f}"

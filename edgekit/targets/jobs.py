@@ -2,7 +2,8 @@
 
 A job is a folder holding `remote_runner.py`, `job.json` and the files it names; the runner
 prints one line `EDGEKIT-RESULT <json>` or `EDGEKIT-ERROR <json>`. The transports stage the same
-folder and read the same line; what an error means to the user is theirs to say.
+folder and read the same line; what an error means to the user is theirs to say. The bench and
+predict jobs are built here, and the runner's bench result becomes the targets' ModelRuns here.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from edgekit.targets.base import ModelRun, Predictor, batching
 
 RUNNER = Path(__file__).with_name("remote_runner.py")
 RESULT, ERROR = "EDGEKIT-RESULT ", "EDGEKIT-ERROR "
@@ -48,3 +53,146 @@ def read_output(stdout: str) -> tuple[str, dict[str, Any]] | None:
 def last_line(text: str) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def bench_job(
+    models: list[Any], plan: Any, *, markers: bool = False
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The files and the bench job of edgekit's runner for `plan` (a BenchPlan), whatever
+    carries it (ssh, qemu)."""
+    files = {f"model{i}.tflite": Path(m.path) for i, m in enumerate(models)}
+    job = {
+        "mode": "bench",
+        "models": list(files),
+        "threads": plan.threads,
+        "batch": plan.batch,
+        "xnnpack": plan.xnnpack,
+        "warmup": plan.warmup,
+        "warmup_seconds": plan.warmup_seconds,
+        "runs": None if plan.min_seconds is not None else plan.runs,
+        "min_seconds": plan.min_seconds,
+        "seed": plan.seed,
+    }
+    if markers:
+        job["markers"] = True
+    return files, job
+
+
+def model_runs(
+    models: list[Any], res: dict[str, Any], *, target: str, threads: int | None
+) -> list[ModelRun]:
+    """The runner's bench result as one ModelRun per model: its timings as they were taken."""
+    runs = []
+    for a, m, s, first in zip(
+        models, res["models"], res["samples_ms"], res["first_warmup_ms"], strict=True
+    ):
+        runtime = {
+            "format": "tflite",
+            "runtime": res["runtime"],
+            "runtime_version": res["runtime_version"],
+            "target": target,
+            "threads": threads,
+            "accelerator": m["accelerator"],
+            "delegate": m["delegate"],
+            "xnnpack": m["xnnpack"],
+            "fallback": m["fallback"],
+            "batching": batching(m["inputs"][0]["shape"]),
+            "input": m["inputs"][0],
+            "outputs": m["outputs"],
+        }
+        runs.append(
+            ModelRun(
+                model=a,
+                runtime=runtime,
+                load_ms=m["load_ms"],
+                first_inference_ms=m["first_inference_ms"],
+                rss_before_mb=m["rss_before_mb"],
+                rss_increase_mb=m["rss_increase_mb"],
+                peak_rss_mb=m["peak_rss_mb"],
+                samples_ms=s,
+                first_warmup_ms=first,
+            )
+        )
+    return runs
+
+
+def run_predict(
+    model: Any,
+    x: np.ndarray,
+    *,
+    threads: int | None,
+    batch_size: int,
+    run: Callable[[dict[str, Path], dict[str, Any]], dict[str, Any]],
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The runner's predict job for `x` through `model` (a .tflite ModelArtifact), carried by
+    `run(files, job)` (ssh, qemu): the float32 outputs and the runner's description."""
+    import base64
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-eval-") as tmp:
+        xf = Path(tmp) / "x.npy"
+        np.save(xf, np.asarray(x, dtype=np.float32))
+        job = {
+            "mode": "predict",
+            "models": ["model0.tflite"],
+            "inputs": "x.npy",
+            "threads": threads,
+            "batch_size": batch_size,
+            "xnnpack": True,
+        }
+        res = run({"model0.tflite": Path(model.path), "x.npy": xf}, job)
+    outs = [np.load(io.BytesIO(base64.b64decode(b))) for b in res.pop("outputs_npy_b64")]
+    return outs, res
+
+
+class RemotePredictor(Predictor):
+    """A .tflite whose outputs come from the runner's predict job (`predict(x)` -> outputs and
+    the runner's description), for the whole set in one go; I/O read from the file."""
+
+    def __init__(
+        self,
+        model: Any,
+        predict: Callable[[np.ndarray], tuple[list[np.ndarray], dict[str, Any]]],
+        *,
+        target: str,
+        source: str,
+        batching: str,
+        threads: int,
+    ) -> None:
+        self.model, self.name, self._predict = model, model.name, predict
+        self.target, self.source, self.batching, self.threads = target, source, batching, threads
+        self.label = f"eval {model.name} (outputs from {target})"
+        self.x: np.ndarray | None = None
+        self.outs: list[np.ndarray] = []
+        self.desc: dict[str, Any] = {}
+
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.model.tflite.inputs[0]["shape"][1:])
+
+    def outputs(self) -> list[tuple[str, list[Any]]]:
+        return [(o["name"], o["shape"]) for o in self.model.tflite.outputs]
+
+    def start(self, batches: Callable[[], Any]) -> Callable[[np.ndarray], list[np.ndarray]]:
+        self.x = np.concatenate(list(batches()))
+        self.outs, self.desc = self._predict(self.x)
+        cursor = {"at": 0}
+
+        def rows(xb: np.ndarray) -> list[np.ndarray]:
+            # The caller walks the same batches in the same order: hand out the target's rows.
+            a = cursor["at"]
+            cursor["at"] = a + len(xb)
+            return [o[a : a + len(xb)] for o in self.outs]
+
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": "tflite",
+            "runtime": self.desc["runtime"],
+            "runtime_version": self.desc["runtime_version"],
+            "target": self.target,
+            "batching": self.batching,
+            "source": self.source,
+            "machine": self.desc["machine"],
+        }

@@ -248,10 +248,10 @@ def count_instructions(
 ) -> dict[str, Any]:
     """Guest instructions per invoke() of a .tflite on an emulated core (XNNPACK, random input):
     each of `runs` invokes counted alone, the markers' own cost subtracted."""
-    from edgekit.artifacts import detect_format
+    from edgekit.artifacts import ModelArtifact
 
-    path = Path(model_path)
-    if not path.is_file() or detect_format(path) != "tflite":
+    path = Path(model_path)  # a path or a ModelArtifact
+    if not path.is_file() or ModelArtifact.open(model_path).format != "tflite":
         raise UsageError(f"Expected a .tflite model file. Received: {model_path}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"Expected threads >= 1. Received: {threads!r}")

@@ -574,11 +574,13 @@ def analyze(
         delegates (per delegate: source, fallback_ops, and for XNNPACK the interpreter's
         outcome), findings [{level, code, message}].
     """
-    p = Path(path)
+    p = Path(path)  # a path or a ModelArtifact, whose file is read once
     if not p.is_file():
         raise UsageError(f"Expected a .tflite file. Received: {path} (no such file).")
-    data = p.read_bytes()
-    model = TFLiteModel(data, p)  # UsageError for a file that is not a TFLite flatbuffer
+    # An artifact's parsed file, else the file read now (UsageError if it is not a TFLite one).
+    opened = getattr(path, "format", None) == "tflite"
+    model = path.tflite if opened else TFLiteModel.read(p)  # type: ignore[union-attr]
+    data = model.data
     info = model.summary()
     try:
         g = model.graph()
@@ -629,8 +631,8 @@ def analyze(
         per_op.append(entry)
 
     delegates = {
-        "xnnpack": _xnnpack_summary(path, per_op, xnnpack_check),
-        "gpu": _gpu_summary(path, per_op, gpu_analyzer),
+        "xnnpack": _xnnpack_summary(p, per_op, xnnpack_check),
+        "gpu": _gpu_summary(p, per_op, gpu_analyzer),
         "nnapi": {
             "source": "edgekit rules from the NNAPI delegate's Validate() (LiteRT "
             "tflite/delegates/nnapi/nnapi_delegate.cc)",

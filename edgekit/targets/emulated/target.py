@@ -11,7 +11,8 @@ An aarch64 profile gets the three levels of emulation:
 3. a latency estimate from the counts (edgekit.targets.emulated.estimate), for 1 and N threads, with
    its expected error, or `calibrated: false` and no milliseconds.
 
-A desktop (x86_64) profile runs the local cpu / gpu paths and adds the static analysis.
+A desktop (x86_64) profile runs in this process (cpu / gpu, measured by edgekit.bench) and adds
+the static analysis. The targets return their measurements; edgekit.bench builds the reports.
 Nothing here imports TensorFlow.
 """
 
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import UnsupportedModelError, UsageError
+from edgekit.targets.base import Annotations, BenchRun, ModelRun, Predictor, Target, tflite_models
+from edgekit.targets.jobs import RemotePredictor, bench_job, model_runs, run_predict
 
 EMULATED_NOTE = (
     "QEMU wall time of the emulated arm64 code: NOT a latency. QEMU runs arm64 code 30-500x "
@@ -41,9 +44,10 @@ def profile_for(target: str | os.PathLike) -> Any:
     return load_profile(target)
 
 
-def is_emulated(target: str | os.PathLike) -> bool:
-    """The target is an arm64 device (run under QEMU), not this machine (desktop profiles)."""
-    return profile_for(target).cpu.arch == "aarch64"
+def profile_target(target: str | os.PathLike) -> Target:
+    """The Target for a device profile: emulated (arm64) or this machine (a desktop profile)."""
+    profile = profile_for(target)
+    return EmulatedDevice(profile) if profile.cpu.arch == "aarch64" else DesktopProfile(profile)
 
 
 def _cores(profile: Any) -> int:
@@ -51,39 +55,35 @@ def _cores(profile: Any) -> int:
 
 
 def analyze_models(
-    paths: list[Path], profile: Any, *, ignore_limits: bool = False
+    models: list[Any], profile: Any, *, ignore_limits: bool = False
 ) -> list[dict[str, Any] | None]:
-    """Level 1 for each model (None for a format static analysis cannot read): error findings
-    raise one line (unless ignore_limits), warnings go to stderr and stay in the result."""
+    """Level 1 for each model (a ModelArtifact; None for a format static analysis cannot read):
+    error findings raise one line (unless ignore_limits), warnings go to stderr and stay in the
+    result."""
     from edgekit import ui
-    from edgekit.artifacts import detect_format
     from edgekit.targets.emulated.static import analyze
 
     out: list[dict[str, Any] | None] = []
-    for p in paths:
-        if detect_format(p) != "tflite":
+    for m in models:
+        if m.format != "tflite":
             out.append(None)
             continue
-        r = analyze(p, profile, gpu_analyzer="gpu" in profile.accelerators)
+        r = analyze(m, profile, gpu_analyzer="gpu" in profile.accelerators)
         if profile.cpu.arch == "aarch64" and r["select_tf_ops"]:
             raise UnsupportedModelError(
-                f"{Path(p).name} uses TensorFlow (Flex) ops that LiteRT on {profile.name} cannot "
+                f"{m.name} uses TensorFlow (Flex) ops that LiteRT on {profile.name} cannot "
                 f"run: {', '.join(r['select_tf_ops'])}. Re-export it with builtin ops only "
                 "(TFLITE_BUILTINS)."
             )
         errors = [f for f in r["findings"] if f["level"] == "error"]
         if errors and not ignore_limits:
             f = errors[0]
-            raise UsageError(f"{Path(p).name} on {profile.name}: {f['message']} ({LIMITS_HINT}.)")
+            raise UsageError(f"{m.name} on {profile.name}: {f['message']} ({LIMITS_HINT}.)")
         for f in r["findings"]:
             if f["level"] in ("error", "warning"):
-                ui.info(f"{f['level']}: {Path(p).name} on {profile.name}: {f['message']}")
+                ui.info(f"{f['level']}: {m.name} on {profile.name}: {f['message']}")
         out.append(r)
     return out
-
-
-def _local_target(profile: Any) -> str:
-    return "gpu" if "gpu" in profile.accelerators else "cpu"
 
 
 def _device_info(profile: Any) -> dict[str, Any]:
@@ -96,141 +96,248 @@ def _device_info(profile: Any) -> dict[str, Any]:
     }
 
 
-def _pop_options(options: dict[str, Any], profile: Any) -> tuple[bool, dict[str, Any]]:
-    opts = dict(options)
-    ignore = bool(opts.pop("ignore_limits", False))
-    if profile.cpu.arch == "aarch64" and opts:
-        raise UsageError(
-            f"Option(s) {', '.join(sorted(opts))} do not apply to the emulated {profile.name} "
+class DesktopProfile(Target):
+    """An x86_64 profile (desktop-cpu, desktop-gpu): this machine, plus the static analysis."""
+
+    kind = "device profile"
+    takes = ("graph_optimization", "xla", "ignore_limits")
+
+    def __init__(self, profile: Any) -> None:
+        self.profile, self.name = profile, profile.name
+        self.runs_here = "gpu" if "gpu" in profile.accelerators else "cpu"
+
+    def annotate(self, models: list[Any], plan: Any) -> Annotations:
+        analyses = analyze_models(models, self.profile, ignore_limits=plan.options.ignore_limits)
+        return Annotations(
+            rows=[{"static": a} for a in analyses],
+            report={"device": _device_info(self.profile)},
+            settings={"device": self.profile.name},
+        )
+
+
+class EmulatedDevice(Target):
+    """An arm64 profile: LiteRT under qemu-aarch64 on the profile's core (see the module
+    docstring)."""
+
+    takes = ("ignore_limits",)
+    emulated = True
+
+    def __init__(self, profile: Any) -> None:
+        self.profile, self.name = profile, profile.name
+
+    def refusal(self, extra: list[str]) -> str:
+        return (
+            f"Option(s) {', '.join(extra)} do not apply to the emulated {self.profile.name} "
             "target. Expected: ignore_limits."
         )
-    return ignore, opts
 
+    def _run(self, state: dict[str, Any], **count: Any) -> Any:
+        """run(files, job) on the profile's emulated core."""
+        from edgekit.targets.emulated import qemu
 
-# --- bench -------------------------------------------------------------------------------------
+        cpu = self.profile.cpu
 
+        def run(files: dict[str, Path], job: dict[str, Any]) -> dict[str, Any]:
+            return qemu.run_job(
+                files,
+                job,
+                qemu_cpu=cpu.qemu_cpu,
+                features=list(cpu.features),
+                midr=cpu.midr,
+                cores=_cores(self.profile),
+                _state=state,
+                **count,
+            )
 
-def bench_device(
-    paths: list[Any],
-    *,
-    target: str,
-    threads: int | None,
-    batch: int,
-    warmup: int,
-    warmup_seconds: float,
-    runs: int | None,
-    min_seconds: float | None,
-    xnnpack: bool,
-    samples: bool,
-    seed: int,
-    **options: Any,
-) -> dict[str, Any]:
-    """`edgekit bench --target DEVICE` (see the module docstring)."""
-    profile = profile_for(target)
-    ignore, opts = _pop_options(options, profile)
-    if profile.cpu.arch != "aarch64":
-        return _bench_desktop(
-            paths,
-            profile,
-            ignore,
-            threads=threads,
-            batch=batch,
-            warmup=warmup,
-            warmup_seconds=warmup_seconds,
-            runs=runs,
-            min_seconds=min_seconds,
-            xnnpack=xnnpack,
-            samples=samples,
-            seed=seed,
-            **opts,
+        return run
+
+    # --- bench ---------------------------------------------------------------------------------
+
+    def bench(self, models: list[Any], plan: Any) -> BenchRun:
+        """`edgekit bench --target DEVICE` (see the module docstring)."""
+        from dataclasses import replace
+
+        from edgekit import ui
+        from edgekit.runtimes.base import check_threads
+        from edgekit.targets.emulated import cache, qemu
+
+        profile = self.profile
+        threads = check_threads(plan.threads) or 1
+        cores = _cores(profile)
+        if threads > cores:
+            raise UsageError(f"{profile.name} has {cores} cores. Received: --threads {threads}.")
+        if plan.min_seconds is not None:
+            raise UsageError(
+                "--min-seconds times emulated runs for a wall time that means nothing on the "
+                "device; use --runs N for an emulated target."
+            )
+        models = tflite_models(models, f"an emulated target ({profile.name})", batch=plan.batch)
+        ignore = plan.options.ignore_limits
+        analyses = analyze_models(models, profile, ignore_limits=ignore)
+        state = cache.require()
+        plan = replace(plan, threads=threads)
+        files, job = bench_job(models, plan, markers=True)
+        cpu = profile.cpu.qemu_cpu
+        ui.info(
+            f"bench: running {len(models)} model(s) on an emulated {cpu} ({profile.title}) "
+            f"under QEMU, {plan.runs} counted run(s) each"
         )
-    from edgekit import ui
-    from edgekit.bench import latency, remote
-    from edgekit.runtimes.base import check_threads
-    from edgekit.targets.emulated import cache, qemu
-
-    threads = check_threads(threads) or 1
-    cores = _cores(profile)
-    if threads > cores:
-        raise UsageError(f"{profile.name} has {cores} cores. Received: --threads {threads}.")
-    if min_seconds is not None:
-        raise UsageError(
-            "--min-seconds times emulated runs for a wall time that means nothing on the device; "
-            "use --runs N for an emulated target."
-        )
-    models = remote.tflite_models(paths, f"an emulated target ({profile.name})", batch=batch)
-    analyses = analyze_models(models, profile, ignore_limits=ignore)
-    state = cache.require()
-    files, job = remote.bench_job(
-        models,
-        threads=threads,
-        batch=batch,
-        xnnpack=xnnpack,
-        warmup=warmup,
-        warmup_seconds=warmup_seconds,
-        runs=runs,
-        min_seconds=None,
-        seed=seed,
-        markers=True,
-    )
-    cpu = profile.cpu.qemu_cpu
-    ui.info(
-        f"bench: running {len(models)} model(s) on an emulated {cpu} ({profile.title}) under "
-        f"QEMU, {runs} counted run(s) each"
-    )
-    res = qemu.run_job(
-        files,
-        job,
-        qemu_cpu=cpu,
-        features=list(profile.cpu.features),
-        midr=profile.cpu.midr,
-        cores=cores,
-        count_instructions=True,
-        _state=state,
-    )
-    counts = qemu.split_counts(res, cpu, n_models=len(models))
-    rows, _ = remote.bench_rows(
-        models, res, target=profile.name, threads=threads, batch=batch, samples=samples
-    )
-    n_threads = threads if threads > 1 else (profile.cpu.big_cores or 1)
-    for row, c, a in zip(rows, counts["models"], analyses, strict=True):
-        _device_row(row, c, a, profile, threads=threads, n_threads=n_threads, counts=counts)
-    report: dict[str, Any] = {
-        "machine": {
-            **res["machine"],
-            "device": f"{profile.title}, emulated {cpu} under QEMU",
-            "emulated": True,
-        },
-        "device": _device_info(profile),
-        "settings": latency.settings(
+        res = self._run(state, count_instructions=True)(files, job)
+        counts = qemu.split_counts(res, cpu, n_models=len(models))
+        runs = model_runs(models, res, target=profile.name, threads=threads)
+        n_threads = threads if threads > 1 else (profile.cpu.big_cores or 1)
+        for run, c, a in zip(runs, counts["models"], analyses, strict=True):
+            run.extra = self._counted(c, a, threads=threads, n_threads=n_threads, counts=counts)
+        return BenchRun(
+            models=runs,
+            plan=plan,
             target=profile.name,
-            threads=threads,
-            batch=batch,
-            warmup=warmup,
-            warmup_seconds=warmup_seconds,
-            runs=runs,
-            min_seconds=None,
-            xnnpack=xnnpack,
             clock="QEMU wall time around invoke() (emulated, not a latency); instructions "
             "counted per invoke by QEMU's plugin between marker syscalls",
-            estimate_threads=[1, n_threads],
-            qemu_cpu=cpu,
-            ignore_limits=ignore,
-        ),
-        "models": rows,
-        "peak_rss_mb": None,
-        "comparison": None,
-        "source": "estimated",
-        "sources": {
-            "static": "static analysis of the file",
-            "instructions": "emulated",
-            "emulated_ms": "emulated",
-            "estimate": "estimated",
-        },
-    }
-    if len(rows) > 1:
-        report["comparison"] = instruction_comparison(rows)
-    return report
+            machine={
+                **res["machine"],
+                "device": f"{profile.title}, emulated {cpu} under QEMU",
+                "emulated": True,
+            },
+            source="estimated",
+            peak_rss_mb=None,
+            warmup_runs=res["warmup_runs"],
+            warmup_seconds=res["warmup_seconds"],
+            settings={"estimate_threads": [1, n_threads], "qemu_cpu": cpu, "ignore_limits": ignore},
+            emulated_note=EMULATED_NOTE,
+            comparison=instruction_comparison(runs) if len(runs) > 1 else None,
+            extra={
+                "device": _device_info(profile),
+                "sources": {
+                    "static": "static analysis of the file",
+                    "instructions": "emulated",
+                    "emulated_ms": "emulated",
+                    "estimate": "estimated",
+                },
+            },
+        )
+
+    def _counted(
+        self,
+        c: dict[str, Any],
+        analysis: dict[str, Any],
+        *,
+        threads: int,
+        n_threads: int,
+        counts: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A model's device fields: the counts under `instructions`, the estimate under
+        `estimate`, the static analysis under `static`."""
+        from edgekit.targets.emulated.estimate import FORMULA, estimate_latency
+
+        profile = self.profile
+        instructions = {
+            **c,
+            "runs": len(c["per_invoke"]),
+            "threads": threads,
+            "marker_overhead": counts["marker_overhead"],
+            "qemu_cpu": profile.cpu.qemu_cpu,
+            "source": "emulated",
+            "note": "guest arm64 instructions per invoke (all threads), counted by QEMU's plugin; "
+            "the markers' own cost is subtracted",
+        }
+        precision, why = _precision(analysis)
+        moved = analysis["totals"]["bytes_moved"]
+        by_threads = [
+            estimate_latency(c["median"], moved, precision, profile, threads=t)
+            for t in dict.fromkeys((1, n_threads))
+        ]
+        calibrated = by_threads[0]["calibrated"]
+        notes = []
+        if threads > 1:
+            notes.append(
+                f"instructions counted with {threads} threads: the total includes XNNPACK "
+                "workers' spin-waiting, so the 1-thread estimate is high"
+            )
+        if why:
+            notes.append(why)
+        if calibrated:
+            err = by_threads[0]["expected_error"]
+            notes.insert(0, f"an estimate from counted instructions, not a measurement: ±{err:.0%}")
+        else:
+            notes.insert(0, f"uncalibrated: {by_threads[0]['reason']}")
+        estimate = {
+            "source": "estimated",
+            "calibrated": calibrated,
+            "precision": precision,
+            "instructions": c["median"],
+            "bytes_moved": moved,
+            "expected_error": by_threads[0].get("expected_error"),
+            "formula": FORMULA,
+            "by_threads": by_threads,
+            "note": "; ".join(notes),
+        }
+        return {"instructions": instructions, "estimate": estimate, "static": analysis}
+
+    # --- eval ----------------------------------------------------------------------------------
+
+    def predictor(self, model: Any, plan: Any) -> Predictor:
+        """`edgekit eval --target DEVICE`: accuracy as the device's CPU kernels compute it
+        (aarch64 LiteRT under QEMU) and how its outputs differ from this machine's LiteRT."""
+        from edgekit import ui
+        from edgekit.runtimes.base import check_threads
+        from edgekit.targets.emulated import cache
+
+        profile = self.profile
+        threads = check_threads(plan.threads) or 1
+        (model,) = tflite_models([model], f"an emulated target ({profile.name})", batch=1)
+        (analysis,) = analyze_models([model], profile, ignore_limits=plan.options.ignore_limits)
+        run = self._run(cache.require())
+        cpu = profile.cpu.qemu_cpu
+        batch_size = plan.batch_size
+
+        def predict(x: np.ndarray) -> tuple[list[np.ndarray], dict[str, Any]]:
+            # Chunks of a few hundred images: a progress line per chunk, and each QEMU start
+            # (about 1.5 s) is spread over many images.
+            step = max(batch_size, 256)
+            parts, desc = [], {}
+            starts = range(0, len(x), step)
+            for s in ui.progress(starts, description=f"eval {model.name} on an emulated {cpu}"):
+                outs, desc = run_predict(
+                    model, x[s : s + step], threads=threads, batch_size=batch_size, run=run
+                )
+                parts.append(outs)
+            outs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+            return outs, desc
+
+        return EmulatedPredictor(
+            model,
+            predict,
+            target=profile.name,
+            source="emulated",
+            batching=f"emulated {cpu}: one invoke per batch",
+            threads=threads,
+            profile=profile,
+            analysis=analysis,
+        )
+
+
+class EmulatedPredictor(RemotePredictor):
+    """Outputs from the emulated core, and how they differ from this machine's LiteRT."""
+
+    def __init__(self, *args: Any, profile: Any, analysis: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.profile, self.analysis = profile, analysis
+
+    def extras(self, result: dict[str, Any], dataset: Any) -> dict[str, Any]:
+        p, cpu = self.profile, self.profile.cpu.qemu_cpu
+        return {
+            "machine": {**result["machine"], "device": f"{p.title}, emulated {cpu}"},
+            "numerics": numerics(
+                self.model, self.x, self.outs, result["output"], dataset, self.threads
+            ),
+            "device": _device_info(p),
+            "static": self.analysis,
+            "threads": self.threads,
+            "note": f"Accuracy as the aarch64 LiteRT CPU kernels (XNNPACK) compute it on {cpu}: "
+            "the device's CPU numerics. GPU/NNAPI delegates compute differently and are not "
+            "emulated.",
+        }
 
 
 def _precision(analysis: dict[str, Any]) -> tuple[str, str | None]:
@@ -242,223 +349,30 @@ def _precision(analysis: dict[str, Any]) -> tuple[str, str | None]:
     return "float32", f"{p} model: the float32 constants are used"
 
 
-def _device_row(
-    row: dict[str, Any],
-    c: dict[str, Any],
-    analysis: dict[str, Any],
-    profile: Any,
-    *,
-    threads: int,
-    n_threads: int,
-    counts: dict[str, Any],
-) -> None:
-    """Turn a runner row into a device row: the emulated times under `emulated_ms` (not a
-    latency), the counts under `instructions`, the estimate under `estimate`."""
-    from edgekit.targets.emulated.estimate import FORMULA, estimate_latency
-
-    emulated = row.pop("latency_ms")
-    emulated.update(
-        load_ms=row.pop("load_ms"),
-        first_inference_ms=row.pop("first_inference_ms"),
-        rss_increase_mb=row.pop("rss_increase_mb"),
-        peak_rss_mb=row.pop("peak_rss_mb"),
-        source="emulated",
-        note=EMULATED_NOTE,
-    )
-    row.pop("rss_before_mb")
-    row.update(
-        latency_ms=None,
-        load_ms=None,
-        first_inference_ms=None,
-        peak_rss_mb=None,
-        rss_increase_mb=None,
-        emulated_ms=emulated,
-    )
-    row["instructions"] = {
-        **c,
-        "runs": len(c["per_invoke"]),
-        "threads": threads,
-        "marker_overhead": counts["marker_overhead"],
-        "qemu_cpu": profile.cpu.qemu_cpu,
-        "source": "emulated",
-        "note": "guest arm64 instructions per invoke (all threads), counted by QEMU's plugin; "
-        "the markers' own cost is subtracted",
-    }
-    precision, why = _precision(analysis)
-    moved = analysis["totals"]["bytes_moved"]
-    by_threads = [
-        estimate_latency(c["median"], moved, precision, profile, threads=t)
-        for t in dict.fromkeys((1, n_threads))
-    ]
-    calibrated = by_threads[0]["calibrated"]
-    notes = []
-    if threads > 1:
-        notes.append(
-            f"instructions counted with {threads} threads: the total includes XNNPACK workers' "
-            "spin-waiting, so the 1-thread estimate is high"
-        )
-    if why:
-        notes.append(why)
-    if calibrated:
-        err = by_threads[0]["expected_error"]
-        notes.insert(0, f"an estimate from counted instructions, not a measurement: ±{err:.0%}")
-    else:
-        notes.insert(0, f"uncalibrated: {by_threads[0]['reason']}")
-    row["estimate"] = {
-        "source": "estimated",
-        "calibrated": calibrated,
-        "precision": precision,
-        "instructions": c["median"],
-        "bytes_moved": moved,
-        "expected_error": by_threads[0].get("expected_error"),
-        "formula": FORMULA,
-        "by_threads": by_threads,
-        "note": "; ".join(notes),
-    }
-    row["static"] = analysis
-    row["source"] = "estimated"
-
-
-def instruction_comparison(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def instruction_comparison(runs: list[ModelRun]) -> dict[str, Any]:
     """Each model's median instructions per invoke over the first model's: an exact count, so
     the ratio has no sampling interval (only the spread of the counts)."""
-    base = rows[0]["instructions"]["median"]
+    base = runs[0].extra["instructions"]["median"]
     return {
-        "baseline": rows[0]["model"],
+        "baseline": runs[0].model.path,
         "method": "ratio of median guest instructions per invoke (counted, not timed)",
         "confidence": None,
         "rows": [
             {
-                "model": r["model"],
-                "name": r["name"],
-                "instructions": r["instructions"]["median"],
-                "ratio": r["instructions"]["median"] / base if base else None,
-                "spread": r["instructions"]["spread"],
-                "estimated_ms": r["estimate"]["by_threads"][0].get("ms"),
+                "model": r.model.path,
+                "name": r.model.name,
+                "instructions": r.extra["instructions"]["median"],
+                "ratio": r.extra["instructions"]["median"] / base if base else None,
+                "spread": r.extra["instructions"]["spread"],
+                "estimated_ms": r.extra["estimate"]["by_threads"][0].get("ms"),
             }
-            for r in rows
+            for r in runs
         ],
     }
 
 
-def _bench_desktop(paths: list[Any], profile: Any, ignore: bool, **kwargs: Any) -> dict[str, Any]:
-    from edgekit.bench.benchmark import bench
-
-    analyses = analyze_models([Path(p) for p in paths], profile, ignore_limits=ignore)
-    report = bench(paths, target=_local_target(profile), **kwargs)
-    for row, a in zip(report["models"], analyses, strict=True):
-        row["static"] = a
-    report["device"] = _device_info(profile)
-    report["settings"]["device"] = profile.name
-    return report
-
-
-# --- eval --------------------------------------------------------------------------------------
-
-
-def evaluate_device(
-    model: Any,
-    ds: Any,
-    pre: Any,
-    *,
-    reference: Any,
-    top_k: int,
-    batch_size: int,
-    target: str,
-    threads: int | None,
-    output: int | str | None,
-    **options: Any,
-) -> dict[str, Any]:
-    """`edgekit eval --target DEVICE`: accuracy as the device's CPU kernels compute it (aarch64
-    LiteRT under QEMU) and how its outputs differ from this machine's LiteRT."""
-    profile = profile_for(target)
-    ignore, opts = _pop_options(options, profile)
-    if profile.cpu.arch != "aarch64":
-        from edgekit.bench.evaluation import evaluate
-
-        (analysis,) = analyze_models([Path(model)], profile, ignore_limits=ignore)
-        result = evaluate(
-            model,
-            ds,
-            reference=reference,
-            top_k=top_k,
-            batch_size=batch_size,
-            mean=pre.mean,
-            std=pre.std,
-            target=_local_target(profile),
-            threads=threads,
-            output=output,
-            **opts,
-        )
-        return {**result, "device": _device_info(profile), "static": analysis}
-
-    from edgekit import ui
-    from edgekit.bench import remote
-    from edgekit.bench.evaluation import evaluate_outputs
-    from edgekit.runtimes.base import check_threads
-    from edgekit.targets.emulated import cache, qemu
-
-    threads = check_threads(threads) or 1
-    (path,) = remote.tflite_models([model], f"an emulated target ({profile.name})", batch=1)
-    (analysis,) = analyze_models([path], profile, ignore_limits=ignore)
-    state = cache.require()
-    cpu = profile.cpu.qemu_cpu
-    seen: dict[str, Any] = {}
-
-    def run(files: dict[str, Path], job: dict[str, Any]) -> dict[str, Any]:
-        return qemu.run_job(
-            files,
-            job,
-            qemu_cpu=cpu,
-            features=list(profile.cpu.features),
-            midr=profile.cpu.midr,
-            cores=_cores(profile),
-            _state=state,
-        )
-
-    def predict(x: np.ndarray) -> tuple[list[np.ndarray], dict[str, Any]]:
-        # Chunks of a few hundred images: a progress line per chunk, and each QEMU start
-        # (about 1.5 s) is spread over many images.
-        step = max(batch_size, 256)
-        parts, desc = [], {}
-        starts = range(0, len(x), step)
-        for s in ui.progress(starts, description=f"eval {path.name} on an emulated {cpu}"):
-            outs, desc = remote.run_predict(
-                path, x[s : s + step], threads=threads, batch_size=batch_size, run=run
-            )
-            parts.append(outs)
-        outs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
-        seen.update(x=x, outs=outs)
-        return outs, desc
-
-    result = evaluate_outputs(
-        path,
-        ds,
-        pre,
-        reference=reference,
-        top_k=top_k,
-        batch_size=batch_size,
-        threads=threads,
-        predict=predict,
-        target=profile.name,
-        source="emulated",
-        batching=f"emulated {cpu}: one invoke per batch",
-        output=output,
-    )
-    result["machine"] = {**result["machine"], "device": f"{profile.title}, emulated {cpu}"}
-    result["numerics"] = numerics(path, seen["x"], seen["outs"], result["output"], ds, threads)
-    result["device"] = _device_info(profile)
-    result["static"] = analysis
-    result["threads"] = threads
-    result["note"] = (
-        f"Accuracy as the aarch64 LiteRT CPU kernels (XNNPACK) compute it on {cpu}: the device's "
-        "CPU numerics. GPU/NNAPI delegates compute differently and are not emulated."
-    )
-    return result
-
-
 def numerics(
-    path: Path,
+    path: Any,
     x: np.ndarray,
     device_outs: list[np.ndarray],
     output_name: str,

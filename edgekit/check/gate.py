@@ -154,7 +154,7 @@ def class_criterion(
     th: Thresholds,
 ) -> dict[str, Any]:
     """Per-class top-1: the accuracy rule per class, with Holm's correction across classes."""
-    from edgekit.check.stats import holm, paired_drop, samples_to_decide
+    from edgekit.check.stats import samples_to_decide
 
     tol = th.max_class_drop
     if tol is None:
@@ -162,34 +162,7 @@ def class_criterion(
             "class_accuracy", "per-class accuracy", "skipped",
             "Not checked: set --max-class-drop (or max_class_drop in the config) to check it.",
         )  # fmt: skip
-    rows = []
-    for k, label in enumerate(labels):
-        m = y == k
-        nk = int(m.sum())
-        if nk == 0:
-            continue
-        bk = int(np.sum(base_correct[m] & ~cand_correct[m]))
-        ck = int(np.sum(~base_correct[m] & cand_correct[m]))
-        pd = paired_drop(bk, ck, nk, alpha=th.significance)
-        rows.append(
-            {
-                "label": label,
-                "count": nk,
-                "baseline": float(base_correct[m].mean()),
-                "candidate": float(cand_correct[m].mean()),
-                "drop_pts": _pts(pd.drop),
-                "ci_low_pts": _pts(pd.ci_low),
-                "ci_high_pts": _pts(pd.ci_high),
-                "p_value": pd.p_value,
-                "lost": bk,
-                "gained": ck,
-                "beyond": (bk - ck) * 100.0 > (tol + EPS) * nk,
-            }
-        )
-    reject = holm([r["p_value"] for r in rows], th.significance)
-    for r, rej in zip(rows, reject, strict=True):
-        r["significant"] = rej
-        r["status"] = "fail" if r["beyond"] and rej else "warn" if r["beyond"] else "pass"
+    rows = _class_rows(y, base_correct, cand_correct, labels, th, tol)
     failed = [r for r in rows if r["status"] == "fail"]
     warned = [r for r in rows if r["status"] == "warn"]
     worst = max(failed or warned or rows, key=lambda r: r["drop_pts"])
@@ -243,6 +216,49 @@ def class_criterion(
         samples_needed=needed,
         classes=rows,
     )
+
+
+def _class_rows(
+    y: np.ndarray,
+    base_correct: np.ndarray,
+    cand_correct: np.ndarray,
+    labels: list[str],
+    th: Thresholds,
+    tol: float,
+) -> list[dict[str, Any]]:
+    """Each class's paired drop, its interval and p-value, and its status after Holm's
+    correction across the classes (`beyond`: more than the allowed drop `tol`, in points)."""
+    from edgekit.check.stats import holm, paired_drop
+
+    rows = []
+    for k, label in enumerate(labels):
+        m = y == k
+        nk = int(m.sum())
+        if nk == 0:
+            continue
+        bk = int(np.sum(base_correct[m] & ~cand_correct[m]))
+        ck = int(np.sum(~base_correct[m] & cand_correct[m]))
+        pd = paired_drop(bk, ck, nk, alpha=th.significance)
+        rows.append(
+            {
+                "label": label,
+                "count": nk,
+                "baseline": float(base_correct[m].mean()),
+                "candidate": float(cand_correct[m].mean()),
+                "drop_pts": _pts(pd.drop),
+                "ci_low_pts": _pts(pd.ci_low),
+                "ci_high_pts": _pts(pd.ci_high),
+                "p_value": pd.p_value,
+                "lost": bk,
+                "gained": ck,
+                "beyond": (bk - ck) * 100.0 > (tol + EPS) * nk,
+            }
+        )
+    reject = holm([r["p_value"] for r in rows], th.significance)
+    for r, rej in zip(rows, reject, strict=True):
+        r["significant"] = rej
+        r["status"] = "fail" if r["beyond"] and rej else "warn" if r["beyond"] else "pass"
+    return rows
 
 
 def latency_criterion(
@@ -752,22 +768,13 @@ def check(
             )
         if data is None:
             data = cfg.resolve(s.data, spec=True)
-        th = Thresholds()
-        options = {
+        given = {
             "max_accuracy_drop": max_accuracy_drop,
             "max_class_drop": max_class_drop,
             "max_latency_increase": max_latency_increase,
             "significance": significance,
         }
-        for name, given in options.items():
-            if given is not None:
-                setattr(th, name, given)
-                th.sources[name] = "option"
-            elif getattr(s, name) is not None:
-                setattr(th, name, getattr(s, name))
-                th.sources[name] = cfg.source
-            else:
-                th.sources[name] = "default"
+        th = _thresholds(cfg, given)
         if latency is None:
             latency = s.latency if s.latency is not None else True
         if latency_seconds is None:
@@ -797,3 +804,20 @@ def check(
         target = rep.append_step_summary(rep.markdown_summary(report))
         report["github_step_summary"] = str(target) if target else None
     return report
+
+
+def _thresholds(cfg: Any, given: dict[str, float | None]) -> Thresholds:
+    """Each threshold from its option, else the config file, else the default; `sources` says
+    which."""
+    th = Thresholds()
+    s = cfg.settings
+    for name, value in given.items():
+        if value is not None:
+            setattr(th, name, value)
+            th.sources[name] = "option"
+        elif getattr(s, name) is not None:
+            setattr(th, name, getattr(s, name))
+            th.sources[name] = cfg.source
+        else:
+            th.sources[name] = "default"
+    return th

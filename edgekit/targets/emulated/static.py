@@ -549,6 +549,67 @@ def _model_precision(info: dict[str, Any], per_op: list[dict[str, Any]]) -> str:
     return "float32"
 
 
+def _op_entry(
+    op: Op, T: list[Tensor], model: TFLiteModel, producers: dict[int, Op]
+) -> dict[str, Any]:
+    """One op's counts, precision and what each delegate's rules say of it."""
+    ins = [T[i] for i in op.inputs if i >= 0]
+    outs = [T[i] for i in op.outputs if i >= 0]
+    seen: set[int] = set()
+    moved = 0
+    for t in ins + outs:
+        if t.index not in seen:
+            seen.add(t.index)
+            moved += t.nbytes
+    name = op.custom if op.name == "CUSTOM" and op.custom else op.name
+    rules = {
+        "xnnpack": _xnnpack_rule(op, T, model, producers),
+        "gpu": _gpu_rule(op, T),
+        "nnapi": _nnapi_rule(op, T),
+    }
+    entry: dict[str, Any] = {
+        "index": op.index,
+        "op": name,
+        "inputs": [_tensor_json(t) for t in ins],
+        "outputs": [_tensor_json(t) for t in outs],
+        "macs": _macs(op, T),
+        "elementwise_ops": _elementwise(op, T),
+        "bytes_moved": int(moved),
+        "weights_bytes": int(sum(t.nbytes for t in {t.index: t for t in ins}.values() if t.const)),
+        "precision": _op_precision(op, T, producers),
+        "delegates": {
+            k: {"supported": why is None, "reason": why, "source": "rules"}
+            for k, why in rules.items()
+        },
+    }
+    level = _nnapi_level(op)
+    if level is not None and rules["nnapi"] is None:
+        entry["delegates"]["nnapi"]["min_android_api"] = level
+    return entry
+
+
+def _totals(per_op: list[dict[str, Any]], T: list[Tensor], file_size: int) -> dict[str, Any]:
+    by_type: dict[str, int] = {}
+    for o in per_op:
+        by_type[o["op"]] = by_type.get(o["op"], 0) + 1
+    weights = sum(t.nbytes for t in T if t.const)
+    totals = {
+        "ops": len(per_op),
+        "ops_by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "macs": int(sum(o["macs"] for o in per_op)),
+        "elementwise_ops": int(sum(o["elementwise_ops"] for o in per_op)),
+        "bytes_moved": int(sum(o["bytes_moved"] for o in per_op)),
+        "weights_bytes": int(weights),
+        "file_size_bytes": file_size,
+        "macs_by_precision": {},
+    }
+    for o in per_op:
+        if o["macs"]:
+            mp = totals["macs_by_precision"]
+            mp[o["precision"]] = mp.get(o["precision"], 0) + o["macs"]
+    return totals
+
+
 def analyze(
     path: str | os.PathLike,
     profile: Any | None = None,
@@ -591,45 +652,7 @@ def analyze(
             "damaged; re-export it."
         ) from None
     producers = {o: op for op in ops for o in op.outputs if o >= 0}
-
-    per_op: list[dict[str, Any]] = []
-    for op in ops:
-        ins = [T[i] for i in op.inputs if i >= 0]
-        outs = [T[i] for i in op.outputs if i >= 0]
-        seen: set[int] = set()
-        moved = 0
-        for t in ins + outs:
-            if t.index not in seen:
-                seen.add(t.index)
-                moved += t.nbytes
-        name = op.custom if op.name == "CUSTOM" and op.custom else op.name
-        rules = {
-            "xnnpack": _xnnpack_rule(op, T, model, producers),
-            "gpu": _gpu_rule(op, T),
-            "nnapi": _nnapi_rule(op, T),
-        }
-        entry: dict[str, Any] = {
-            "index": op.index,
-            "op": name,
-            "inputs": [_tensor_json(t) for t in ins],
-            "outputs": [_tensor_json(t) for t in outs],
-            "macs": _macs(op, T),
-            "elementwise_ops": _elementwise(op, T),
-            "bytes_moved": int(moved),
-            "weights_bytes": int(
-                sum(t.nbytes for t in {t.index: t for t in ins}.values() if t.const)
-            ),
-            "precision": _op_precision(op, T, producers),
-            "delegates": {
-                k: {"supported": why is None, "reason": why, "source": "rules"}
-                for k, why in rules.items()
-            },
-        }
-        level = _nnapi_level(op)
-        if level is not None and rules["nnapi"] is None:
-            entry["delegates"]["nnapi"]["min_android_api"] = level
-        per_op.append(entry)
-
+    per_op = [_op_entry(op, T, model, producers) for op in ops]
     delegates = {
         "xnnpack": _xnnpack_summary(p, per_op, xnnpack_check),
         "gpu": _gpu_summary(p, per_op, gpu_analyzer),
@@ -647,25 +670,6 @@ def analyze(
             o["index"] for o in per_op if not o["delegates"][k]["supported"]
         ]
 
-    by_type: dict[str, int] = {}
-    for o in per_op:
-        by_type[o["op"]] = by_type.get(o["op"], 0) + 1
-    weights = sum(t.nbytes for t in T if t.const)
-    totals = {
-        "ops": len(per_op),
-        "ops_by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "macs": int(sum(o["macs"] for o in per_op)),
-        "elementwise_ops": int(sum(o["elementwise_ops"] for o in per_op)),
-        "bytes_moved": int(sum(o["bytes_moved"] for o in per_op)),
-        "weights_bytes": int(weights),
-        "file_size_bytes": len(data),
-        "macs_by_precision": {},
-    }
-    for o in per_op:
-        if o["macs"]:
-            mp = totals["macs_by_precision"]
-            mp[o["precision"]] = mp.get(o["precision"], 0) + o["macs"]
-
     result: dict[str, Any] = {
         "path": str(p),
         "file_size_bytes": len(data),
@@ -678,7 +682,7 @@ def analyze(
         "custom_ops": info["custom_ops"],
         "dynamic_dimensions": any(-1 in t.signature for t in T),
         "ops": per_op,
-        "totals": totals,
+        "totals": _totals(per_op, T, len(data)),
         "peak_activation": _peak(T, ops, graph_in, graph_out),
         "delegates": delegates,
         "findings": [],

@@ -320,8 +320,21 @@ class EmulatedDevice(Target):
 class EmulatedPredictor(RemotePredictor):
     """Outputs from the emulated core, and how they differ from this machine's LiteRT."""
 
-    def __init__(self, *args: Any, profile: Any, analysis: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: Any,
+        predict: Any,
+        *,
+        target: str,
+        source: str,
+        batching: str,
+        threads: int,
+        profile: Any,
+        analysis: Any,
+    ) -> None:
+        super().__init__(
+            model, predict, target=target, source=source, batching=batching, threads=threads
+        )
         self.profile, self.analysis = profile, analysis
 
     def extras(self, result: dict[str, Any], dataset: Any) -> dict[str, Any]:

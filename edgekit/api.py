@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgekit.plans import Delegate, GraphOptimization
+    from edgekit.plans import Delegate, GraphOptimization, LatencyMetric
 
 
 def compress(
@@ -321,7 +321,7 @@ def create_baseline(
     latency: bool = True,
     latency_seconds: float = 3.0,
     latency_threads: int = 1,
-    latency_metric: str = "time",
+    latency_metric: LatencyMetric = "time",
     target: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the baseline file that `check` compares candidates with.
@@ -377,7 +377,7 @@ def check(
     config: str | os.PathLike | bool | None = None,
     junit: str | os.PathLike | None = None,
     github_summary: bool | None = None,
-    latency_metric: str | None = None,
+    latency_metric: LatencyMetric | None = None,
     target: str | None = None,
 ) -> dict[str, Any]:
     """Compare a candidate model with a baseline; returns the report (verdict "pass" or "fail",

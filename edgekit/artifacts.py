@@ -13,16 +13,17 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edgekit.errors import ModelLoadError, UsageError
 
 # Model formats edgekit knows. "keras3" and "tf_keras" are both `.keras` zips; "h5" is tf-keras.
+ModelFormat = Literal["keras3", "tf_keras", "h5", "savedmodel", "tflite", "onnx"]
 KERAS_FORMATS = ("keras3", "tf_keras", "h5", "savedmodel")
 RUNTIME_FORMATS = ("tflite", "onnx")
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike) -> ModelFormat:
     """Identify a model file by its content, not only its name. Never imports TensorFlow.
 
     Returns one of "keras3", "tf_keras", "h5", "savedmodel", "tflite", "onnx".
@@ -179,7 +180,7 @@ class ModelArtifact:
     """A model file produced or consumed by a stage."""
 
     path: str
-    format: str  # keras3 | tf_keras | h5 | savedmodel | tflite | onnx
+    format: ModelFormat
     precision: str = "float32"  # float32 | float16 | dynamic | int8 | int16x8 | uint8 ...
     sha256: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)

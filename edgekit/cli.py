@@ -14,7 +14,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.plans import DELEGATES, GRAPH_OPTIMIZATIONS
+from edgekit.plans import DELEGATES, GRAPH_OPTIMIZATIONS, LATENCY_METRICS
 
 
 def emit_json(obj: Any) -> None:
@@ -582,7 +582,7 @@ def baseline():
     help="Threads when timing or counting.",
 )  # fmt: skip
 @click.option(
-    "--latency-metric", type=Choice(["time", "instructions"]), default="time",
+    "--latency-metric", type=Choice(LATENCY_METRICS), default="time",
     show_default=True,
     help="time: CPU time vs a reference network; instructions: counted on --target (.tflite).",
 )  # fmt: skip
@@ -655,7 +655,7 @@ def baseline_create(
 @click.option("--no-config", is_flag=True, help="Read no config file.")
 @click.option("--junit", type=click.Path(), help="Write JUnit XML (one test case per criterion).")
 @click.option(
-    "--latency-metric", type=Choice(["time", "instructions"]),
+    "--latency-metric", type=Choice(LATENCY_METRICS),
     help="Must match the baseline's [the baseline's].",
 )  # fmt: skip
 @click.option("--target", help="Emulated device of an instructions baseline [the baseline's].")

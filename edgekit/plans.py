@@ -16,8 +16,10 @@ from typing import Literal, get_args
 
 Delegate = Literal["xnnpack", "gpu", "nnapi", "none"]
 GraphOptimization = Literal["all", "extended", "basic", "disabled"]
+LatencyMetric = Literal["time", "instructions"]  # what `check` compares (edgekit.check)
 DELEGATES: tuple[str, ...] = get_args(Delegate)
 GRAPH_OPTIMIZATIONS: tuple[str, ...] = get_args(GraphOptimization)
+LATENCY_METRICS: tuple[str, ...] = get_args(LatencyMetric)
 
 
 @dataclass(frozen=True)

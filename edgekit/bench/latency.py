@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -23,6 +23,7 @@ DEFAULT_RUNS = 100
 # What each timed invoke is measured with: wall time (the latency a caller sees), or the CPU time
 # of the whole process (the work done, on any thread; time spent descheduled by a busy machine is
 # not counted, which is what makes ratios of it stable on shared CI runners; see docs/check.md).
+Clock = Literal["wall", "cpu"]
 CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
 
 
@@ -270,7 +271,7 @@ def measure_interleaved(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
-    clock: str = "wall",
+    clock: Clock = "wall",
 ) -> Comparison:
     """Measure several runners in interleaved rounds (A B A B ...) on the same input.
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import BaselineError, UsageError
+from edgekit.plans import LatencyMetric
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # points
 DEFAULT_MAX_LATENCY_INCREASE = 10.0  # percent
@@ -516,7 +517,7 @@ def run_check(
     batch_size: int | None = None,
     threads: int | None = None,
     output: int | str | None = None,
-    latency_metric: str | None = None,
+    latency_metric: LatencyMetric | None = None,
     target: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` and compare it with the baseline file; the report (see docs/check.md).
@@ -736,7 +737,7 @@ def check(
     config: str | os.PathLike | bool | None = None,
     junit: str | os.PathLike | None = None,
     github_summary: bool | None = None,
-    latency_metric: str | None = None,
+    latency_metric: LatencyMetric | None = None,
     target: str | None = None,
 ) -> dict[str, Any]:
     """`edgekit check`: settings from arguments, then the config file, then defaults; run the

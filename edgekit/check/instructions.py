@@ -14,8 +14,9 @@ import os
 from typing import Any
 
 from edgekit.errors import EvaluationError, UnsupportedModelError, UsageError
+from edgekit.plans import LATENCY_METRICS
 
-METRICS = ("time", "instructions")
+METRICS = LATENCY_METRICS
 DEFAULT_RUNS = 5  # counted invokes per measurement (after 2 warm-up invokes)
 # The check refuses to decide when the measured run-to-run spread is larger than this fraction of
 # the tolerance AND the change lies within that spread of the tolerance.

@@ -180,18 +180,7 @@ def report(run: Any) -> dict[str, Any]:
         stats.append(st)
     out: dict[str, Any] = {
         "machine": run.machine,
-        "settings": latency.settings(
-            target=run.target,
-            threads=plan.threads,
-            batch=plan.batch,
-            warmup=plan.warmup,
-            warmup_seconds=plan.warmup_seconds,
-            runs=plan.runs,
-            min_seconds=plan.min_seconds,
-            xnnpack=plan.xnnpack,
-            clock=run.clock,
-            **run.settings,
-        ),
+        "settings": latency.settings(plan, target=run.target, clock=run.clock, extra=run.settings),
         "models": rows,
         "peak_rss_mb": run.peak_rss_mb,
         "comparison": None,

@@ -61,31 +61,19 @@ class LatencyStats:
         return d
 
 
-def settings(
-    *,
-    target: str,
-    threads: int | None,
-    batch: int,
-    warmup: int,
-    warmup_seconds: float,
-    runs: int | None,
-    min_seconds: float | None,
-    xnnpack: bool,
-    clock: str,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The `settings` block of a bench report, whatever ran it: the measurement plan as given
-    (`runs` is None when `min_seconds` decides the count), what the clock measured, then the
-    target's own settings."""
+def settings(plan: Any, *, target: str, clock: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The `settings` block of a bench report, whatever ran it: the measurement plan (a BenchPlan)
+    as it ran (`runs` is None when `min_seconds` decides the count), what the clock measured,
+    then the target's own settings."""
     return {
         "target": target,
-        "threads": threads,
-        "batch": batch,
-        "warmup": warmup,
-        "warmup_seconds": warmup_seconds,
-        "runs": None if min_seconds is not None else runs,
-        "min_seconds": min_seconds,
-        "xnnpack": xnnpack,
+        "threads": plan.threads,
+        "batch": plan.batch,
+        "warmup": plan.warmup,
+        "warmup_seconds": plan.warmup_seconds,
+        "runs": None if plan.min_seconds is not None else plan.runs,
+        "min_seconds": plan.min_seconds,
+        "xnnpack": plan.xnnpack,
         "clock": clock,
         **extra,
     }

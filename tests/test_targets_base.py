@@ -108,3 +108,15 @@ def test_emulated_timings_are_kept_apart_and_summaries_pass_through():
     rep = report(run)
     assert rep["models"][1]["latency_ms"] == {"mean": 3.0} and rep["comparison"] is None
     assert rep["comparison_note"] == "one after the other"
+
+
+def test_eval_refuses_options_of_other_targets_alike():
+    from edgekit import api
+
+    model = asset("check_reference_int8.tflite")
+    with pytest.raises(UsageError, match="remote_python apply to device profile"):
+        api.evaluate(model, "shapes:size=128,n=8", remote_python="python3")
+    with pytest.raises(UsageError, match="ignore_limits do not apply to ssh targets"):
+        api.evaluate(model, "shapes:size=128,n=8", target="ssh://pi@host", ignore_limits=True)
+    with pytest.raises(UsageError, match="benchmark_model on a phone"):
+        api.evaluate(model, "shapes:size=128,n=8", target="adb")

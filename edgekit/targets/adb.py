@@ -537,6 +537,13 @@ class AndroidDevice(Target):
             "locally for those).",
         )
 
+    def predictor(self, model: Any, plan: Any) -> Any:
+        raise UsageError(
+            "eval runs on this machine, on an ssh target or on an emulated device profile: "
+            "benchmark_model on a phone times the model but returns no outputs. Use --target "
+            "ssh://user@host for a Linux board, or a profile (edgekit devices) such as pixel-4."
+        )
+
 
 def _model_run(m: Any, parsed: dict[str, Any], device: AdbDevice, plan: BenchmarkPlan) -> ModelRun:
     mean, std, n = parsed["inference_avg_ms"], parsed.get("inference_std_ms"), parsed.get("count")

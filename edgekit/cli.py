@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any
 
 import click
@@ -43,22 +44,43 @@ class Choice(click.Choice):
 
 
 class EdgekitGroup(click.Group):
-    """Maps edgekit errors to one line on stderr and the error's exit code (also under CliRunner)."""
+    """Maps edgekit errors to one line on stderr and the error's exit code (also under CliRunner).
+
+    An interrupt (Ctrl-C, SIGTERM under `main()`) prints one line saying what was running and
+    exits 128 + the signal (130 / 143); a full disk is one line and exit 2."""
+
+    group_class = type  # subgroups (devices, recipes, baseline) are EdgekitGroups too
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name:  # the command words, for the interrupt line ("devices setup")
+            ctx.meta.setdefault("edgekit.command", []).append(name)
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except EdgekitError as e:
+            if _received_signal is not None:  # e.g. an import cut short became "not installed"
+                _exit_interrupted(ctx, _received_signal)
+            from edgekit.artifacts import disk_full_from
+
+            e = disk_full_from(e) or e  # a full disk under a stage's error: say that
             click.echo(f"error: {_one_line(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo(
-                "Interrupted; completed stages are kept and a re-run resumes from them.", err=True
-            )
-            ctx.exit(130)
+        except KeyboardInterrupt as e:
+            _exit_interrupted(ctx, getattr(e, "signum", signal.SIGINT))
         except Exception as e:  # an edgekit bug, not bad input: say so without a wall of text
+            if _received_signal is not None:  # a library turned the interrupt into its own error
+                _exit_interrupted(ctx, _received_signal)
+            from edgekit.artifacts import disk_full_from
+
+            full = disk_full_from(e)
+            if full is not None:
+                click.echo(f"error: {_one_line(str(full))}", err=True)
+                ctx.exit(full.exit_code)
             if os.environ.get("EDGEKIT_DEBUG"):
                 raise
             click.echo(
@@ -67,6 +89,48 @@ class EdgekitGroup(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+# What a rerun does after an interrupt, per command (default: nothing half-written was left).
+_RERUN = {
+    "compress": "rerun the same command to resume (finished stages are kept)",
+    "setup": "rerun the same command to continue (finished parts are kept)",
+}
+
+
+def _exit_interrupted(ctx: click.Context, signum: int) -> None:
+    from edgekit import ui
+
+    words = ctx.meta.get("edgekit.command", [])
+    what = ui.interrupted_activity() or " ".join(["edgekit", *words])
+    rerun = _RERUN.get(
+        words[-1] if words else "", "nothing is half-written; rerun the same command"
+    )
+    by = " by SIGTERM" if signum == signal.SIGTERM else ""
+    click.echo(f"interrupted{by} during {what}; {rerun}", err=True)
+    ctx.exit(128 + int(signum))
+
+
+_received_signal: int | None = None
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT / SIGTERM: raise Interrupted in the main thread; `finally` blocks clean up."""
+    global _received_signal
+    from edgekit.errors import Interrupted
+
+    if _received_signal is None:
+        _received_signal = signum
+        from edgekit import ui
+
+        ui.note_interrupt()
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM (and SIGINT) raise edgekit's Interrupted, as Ctrl-C raises KeyboardInterrupt."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
 
 
 @click.group(
@@ -176,6 +240,12 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
 @click.option(
     "--unsafe", is_flag=True, help="Allow Lambda layers / custom objects (trusted files only)."
 )
+@click.option(
+    "--output",
+    "class_output",
+    help="Multi-output models: the output (name or index) holding the class scores "
+    "[default: the first]. Every output is verified.",
+)
 @json_option
 def export_cmd(
     model,
@@ -194,6 +264,7 @@ def export_cmd(
     author,
     license_,
     unsafe,
+    class_output,
     as_json,
 ):
     """Convert one model to TFLite or ONNX and verify it (no training).
@@ -220,6 +291,7 @@ def export_cmd(
         author=author,
         license=license_,
         unsafe=unsafe,
+        output=class_output,
     )
     if as_json:
         emit_json(report)
@@ -279,7 +351,7 @@ def devices(ctx, as_json):
         emit_json(rows)
         return
     for r in rows:
-        calibrated = "calibrated" if r["calibrated"] else "not calibrated"
+        calibrated = {"uncalibrated": "not calibrated"}.get(r["calibration"], r["calibration"])
         click.echo(
             f"{r['name']:<13} {r['title']:<58} {r['cpu']}  "
             f"[{', '.join(r['accelerators'])}] {calibrated}"
@@ -302,18 +374,100 @@ def devices_show(name, as_json):
     click.echo(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).rstrip())
 
 
-@devices.command("setup")
-@click.option("--force", is_flag=True, help="Rebuild everything, even what is already there.")
+@devices.command("new")
+@click.argument("name")
+@click.option(
+    "--cpuinfo",
+    type=click.Path(),
+    help="The device's /proc/cpuinfo saved to a file, or - for stdin.",
+)
+@click.option(
+    "--device",
+    "adb_device",
+    metavar="adb[:SERIAL]",
+    help="Read /proc/cpuinfo, the clocks and RAM over adb instead.",
+)
+@click.option(
+    "--adb", "adb_path", type=click.Path(), help="adb: the adb executable [default: PATH]."
+)
+@click.option(
+    "--clusters", help="The SoC's clusters fastest first, COUNTxGHZ: 1x2.84,3x2.42,4x1.8."
+)
+@click.option("--title", help="A title for `edgekit devices` [default: from the core class].")
+@click.option("--kind", type=click.Choice(["phone", "board"]), default="phone", show_default=True)
+@click.option("--core-class", help="Treat the big cores as this core class (devices/cores/).")
+@click.option(
+    "--ram-mb", type=click.IntRange(min=1), help="Installed RAM in MB (with a source you trust)."
+)
+@click.option("--out", type=click.Path(), help="Where to write the profile [default: NAME.yaml].")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
 @json_option
-def devices_setup(force, as_json):
-    """Provision the emulated arm64 targets once (qemu-user, an arm64 Python, aarch64 LiteRT).
+def devices_new(
+    name,
+    cpuinfo,
+    adb_device,
+    adb_path,
+    clusters,
+    title,
+    kind,
+    core_class,
+    ram_mb,
+    out,
+    force,
+    as_json,
+):
+    """Make a profile for your own phone or board from its /proc/cpuinfo and core clusters.
 
-    Downloads about 55 MB into edgekit's cache (EDGEKIT_CACHE, else ~/.cache/edgekit); installing
-    qemu-user needs root. A second call finds everything in place and returns at once.
+    It picks the core class of the big cores, copies the constants of that class (or of the
+    nearest calibrated one) and marks the profile extrapolated, with the error band measured for
+    constants carried over that way. Use it with --target NAME.yaml.
     """
     from edgekit import api
 
-    result = api.setup_devices(force=force)
+    res = api.new_device(
+        name,
+        cpuinfo=cpuinfo,
+        device=adb_device,
+        adb=adb_path,
+        clusters=clusters,
+        title=title,
+        kind=kind,
+        core_class=core_class,
+        ram_mb=ram_mb,
+        out=out,
+        force=force,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"wrote {res['path']}: {res['cpu']}, status extrapolated")
+    src = ", ".join(res["constants_from"])
+    click.echo(
+        f"big cores: {res['core_class']}; constants from {src}; emulated as {res['qemu_cpu']}"
+    )
+    for p, basis in res["basis"].items():
+        click.echo(f"  {p:<8} {basis:<12} expected error ±{res['expected_error'][p]:.0%}")
+    if res["dropped_features"]:
+        click.echo(f"not emulated: {', '.join(res['dropped_features'])}")
+    click.echo(f"next: edgekit bench MODEL.tflite --target {res['path']}")
+
+
+@devices.command("setup")
+@click.option("--force", is_flag=True, help="Rebuild everything, even what is already there.")
+@click.option(
+    "--no-wait", is_flag=True, help="Fail at once (exit 2) if another setup holds the cache."
+)
+@json_option
+def devices_setup(force, no_wait, as_json):
+    """Provision the emulated arm64 targets once (qemu-user, an arm64 Python, aarch64 LiteRT).
+
+    Downloads about 55 MB into edgekit's cache (EDGEKIT_CACHE, else ~/.cache/edgekit); installing
+    qemu-user needs root. A second call finds everything in place and returns at once; one
+    started while another runs waits for it (two CI jobs on one cache).
+    """
+    from edgekit import api
+
+    result = api.setup_devices(force=force, wait=not no_wait)
     if as_json:
         emit_json(result)
         return
@@ -717,6 +871,7 @@ def check(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    install_signal_handlers()
     cli.main(args=argv, prog_name="edgekit")
 
 

@@ -34,6 +34,18 @@ class UnsupportedModelError(UsageError):
     """A model with a layer, op or input a stage or runtime cannot handle."""
 
 
+class KernelPrepareError(UnsupportedModelError):
+    """A runtime refused to prepare one node of a valid model (a kernel that cannot run it with
+    these shapes or quantization parameters). `node` is the operator index, `op` its type and
+    `layer` the model layer it came from, when known."""
+
+    def __init__(self, message: str, *, node: int = -1, op: str = "", layer: str = ""):
+        super().__init__(message)
+        self.node = node
+        self.op = op
+        self.layer = layer
+
+
 class TargetUnavailableError(UsageError):
     """A requested target (GPU, emulated device, remote host) is not available here."""
 
@@ -70,3 +82,39 @@ class EvaluationError(EdgekitError):
     made. Exit code 2 (never a pass)."""
 
     exit_code = 2
+
+
+class RunLocked(UsageError):
+    """Another edgekit process holds the lock of this run folder, baseline file or cache. Exit 2;
+    nothing was touched."""
+
+
+class DiskFull(UsageError):
+    """A write failed for lack of space (ENOSPC or a quota). Exit 2; the file being written was
+    removed and earlier, complete files are kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached edgekit; the CLI exits 128 + the signal number (130 / 143).
+
+    A KeyboardInterrupt, so `except Exception` blocks anywhere let it through and `finally`
+    blocks (atomic writes, the run lock) clean up on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def classes_mismatch(model: str, outputs: int, labels: list[str]) -> str:
+    """`model` has `outputs` class scores but the data has more classes (`labels`, the data set's
+    class names): say it in the data's own terms. Labels that came without names are the ids
+    0..max(y), so "the labels go up to 99", not "100 classes" the user never made."""
+    if labels == [str(i) for i in range(len(labels))]:
+        data = f"the data's labels go up to {len(labels) - 1}"
+    else:
+        shown = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+        data = f"the data names {len(labels)} classes ({shown})"
+    return (
+        f"{model} has {outputs} outputs (labels 0 to {outputs - 1}) but {data}. "
+        "Use data with the model's classes, or a model with one output per class."
+    )

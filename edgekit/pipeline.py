@@ -29,10 +29,13 @@ import numpy as np
 from edgekit import __version__, ui
 from edgekit.artifacts import (
     KERAS_FORMATS,
+    TMP_SUFFIX,
     ModelArtifact,
     ensure_writable_dir,
+    lock_folder,
     sha256_path,
     size_bytes,
+    sweep_temporaries,
     write_json_atomic,
     write_text_atomic,
 )
@@ -134,8 +137,23 @@ def compress(
     if message:
         ui.info(message)
     teacher = ModelArtifact.from_path(model_path)
-    out_dir = ensure_writable_dir(out or default_out_dir(rec.name))
-    log_handle = ui.add_log_file(out_dir / "run.log")
+    out_dir = Path(out or default_out_dir(rec.name))
+    # One run per folder: a second one is refused here, before it touches anything.
+    notes: list[str] = []
+    lock = lock_folder(
+        out_dir,
+        hint="Wait for that run to finish, or pass another --out for this one.",
+        note=notes.append,
+    )
+    try:
+        ensure_writable_dir(out_dir)
+        sweep_temporaries(out_dir)  # what a killed run left; the lock says none is running
+        log_handle = ui.add_log_file(out_dir / "run.log")
+        for n in notes:  # a lock taken over from a killed run: said here and in run.log
+            ui.info(n)
+    except BaseException:
+        lock.release()
+        raise
     try:
         ui.info(
             f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}"
@@ -179,6 +197,7 @@ def compress(
         _write_outputs(ctx, report, teacher, data)
     finally:
         ui.remove_log_file(log_handle)
+        lock.release()
     if budget_error:
         raise BudgetExceeded(budget_error)
     return report
@@ -352,11 +371,20 @@ def _cached_teacher_logits(
     outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({label})")]
     logits = as_logits(np.concatenate(outs, axis=0))
     classes = len(ctx.labels) if ctx.labeled else None
-    if logits.ndim != 2 or (classes is not None and logits.shape[1] != classes):
+    if logits.ndim != 2:
         raise UsageError(
-            f"The model outputs shape {logits.shape[1:]} but the data has "
-            f"{classes} classes. Use a classifier whose last layer matches the labels."
+            f"The model outputs shape {logits.shape[1:]}, not one score per class. Use a "
+            "classifier whose last layer has one output per class."
         )
+    if classes is not None and logits.shape[1] != classes:
+        from edgekit.errors import classes_mismatch
+
+        if logits.shape[1] > classes:
+            raise UsageError(
+                f"The model has {logits.shape[1]} outputs but the data's labels cover "
+                f"{classes} classes. Use a classifier whose last layer matches the labels."
+            )
+        raise UsageError(classes_mismatch("The model", int(logits.shape[1]), ctx.labels))
     from edgekit.artifacts import atomic_path
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -396,7 +424,7 @@ def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -
 
 
 def _run_stages(ctx: RunContext, teacher: ModelArtifact):
-    from edgekit.stages.base import StageOutput, get_stage
+    from edgekit.stages.base import get_stage
 
     current = teacher
     exports: list[tuple[str, ModelArtifact]] = []
@@ -409,9 +437,8 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
         record_path = final_dir / "stage.json"
         t0 = time.perf_counter()
         skipped = False
-        if record_path.is_file() and json.loads(record_path.read_text()).get("key") == key:
-            output = StageOutput.from_dict(json.loads(record_path.read_text())["output"])
-            output = _rebase(output, final_dir)
+        output = _reusable(record_path, key, final_dir)
+        if output is not None:
             skipped = True
             ui.info(
                 f"[{i + 1}/{len(ctx.recipe.stages)}] {cfg.stage}: unchanged since the last run, reused"
@@ -421,13 +448,16 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             work = final_dir.with_name(f".{final_dir.name}.partial")
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            output = stage.run(ctx, current, work)
-            output = _relocate(output, work, final_dir)
-            record = {"key": key, "stage": cfg.stage, "output": output.to_dict()}
-            write_json_atomic(work / "stage.json", _relative_record(record, final_dir))
-            if final_dir.exists():
-                shutil.rmtree(final_dir)
-            os.replace(work, final_dir)
+            try:
+                with ui.doing(cfg.stage, f"stage {i + 1}/{len(ctx.recipe.stages)}"):
+                    output = stage.run(ctx, current, work)
+                output = _relocate(output, work, final_dir)
+                record = {"key": key, "stage": cfg.stage, "output": output.to_dict()}
+                write_json_atomic(work / "stage.json", _relative_record(record, final_dir))
+                _replace_folder(work, final_dir)
+            except BaseException:  # failed or interrupted: no half-made stage stays behind
+                shutil.rmtree(work, ignore_errors=True)
+                raise
         seconds = time.perf_counter() - t0
         records.append(
             {
@@ -443,6 +473,43 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             models.append((cfg.stage, current))
         exports.extend((cfg.stage, a) for a in output.exports)
     return records, exports, models
+
+
+def _reusable(record_path: Path, key: str, final_dir: Path) -> Any:
+    """The recorded output of a finished stage with this key whose files are all in place and
+    unchanged; None otherwise (the stage runs again)."""
+    from edgekit.stages.base import StageOutput
+
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None
+    output = _rebase(StageOutput.from_dict(record["output"]), final_dir)
+    for a in [output.model, *output.exports]:
+        if a is not None and (not Path(a.path).exists() or sha256_path(a.path) != a.sha256):
+            ui.info(
+                f"{final_dir.name}: {Path(a.path).name} is missing or changed; running it again"
+            )
+            return None
+    return output
+
+
+def _replace_folder(new: Path, final_dir: Path) -> None:
+    """Put `new` at `final_dir`; an old folder there goes out of the way in one rename first, so
+    that an interrupt never leaves half of it (with a stage.json whose files are gone)."""
+    old = final_dir.with_name(f".{final_dir.name}.old{TMP_SUFFIX}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final_dir.exists():
+        os.replace(final_dir, old)
+    try:
+        os.replace(new, final_dir)
+    except BaseException:
+        if old.exists() and not final_dir.exists():
+            os.replace(old, final_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _relocate(output: Any, work: Path, final_dir: Path) -> Any:
@@ -491,7 +558,8 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     baseline = reference_row or teacher_row
     rows = []
     for stage_name, art in [*models, *exports]:
-        row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
+        with ui.doing(f"measuring {Path(art.path).name}"):
+            row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
@@ -611,8 +679,8 @@ def _write_outputs(
         "outputs": outputs,
     }
     write_json_atomic(out / "manifest.json", manifest)
-    write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", render_markdown(report))
+    write_json_atomic(out / "report.json", report)  # last: a report.json means a finished run
 
 
 def _budget_status(rec: Recipe, report: dict[str, Any]) -> str | None:

@@ -332,11 +332,25 @@ class Recipe(_Strict):
         return self
 
 
-def _format_validation_error(source: str, err: ValidationError) -> str:
+def _format_validation_error(
+    source: str,
+    err: ValidationError,
+    raw: Any = None,
+    overrides: list[tuple[str, tuple[Any, ...]]] | None = None,
+) -> str:
     from edgekit.schema import format_validation_error
 
     hint = f"unknown stage; expected one of {', '.join(STAGE_NAMES)}"
-    return format_validation_error("recipe", source, err, union_tag_hint=hint)
+    return format_validation_error(
+        "recipe",
+        source,
+        err,
+        union_tag_hint=hint,
+        tag_names=STAGE_NAMES,
+        model=Recipe,
+        raw=raw,
+        overrides=overrides or [],
+    )
 
 
 def bundled_recipes() -> dict[str, Path]:
@@ -386,20 +400,36 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `--set` overrides. A first path part naming a stage (`distill.epochs`) targets that stage."""
+    return _apply_overrides(raw, overrides)[0]
+
+
+def _apply_overrides(
+    raw: dict[str, Any], overrides: list[str]
+) -> tuple[dict[str, Any], list[tuple[str, tuple[Any, ...]]]]:
+    """The overridden recipe, and for each override its text and the path it set in the recipe
+    (so that a validation error there names the override, not the file)."""
     out = copy.deepcopy(raw)
+    applied: list[tuple[str, tuple[Any, ...]]] = []
     for item in overrides:
         key, value = parse_override(item)
         parts = key.split(".")
         target: Any = out
+        path: list[Any] = []
         if parts[0] in STAGE_NAMES:
             stages = out.get("stages") or []
-            matches = [s for s in stages if isinstance(s, dict) and s.get("stage") == parts[0]]
-            if not matches:
-                present = ", ".join(str(s.get("stage")) for s in stages if isinstance(s, dict))
+            if not isinstance(stages, list):
                 raise RecipeError(
-                    f"--set {key}: recipe '{out.get('name')}' has no '{parts[0]}' stage (stages: {present})."
+                    f"--set {key}: the recipe's 'stages' is not a list of stages, so there is no "
+                    f"'{parts[0]}' stage to set. Fix 'stages' in the recipe."
                 )
-            target, parts = matches[0], parts[1:]
+            matches = [
+                j
+                for j, s in enumerate(stages)
+                if isinstance(s, dict) and s.get("stage") == parts[0]
+            ]
+            if not matches:
+                raise RecipeError(_no_stage_message(key, parts[0], out))
+            target, parts, path = stages[matches[0]], parts[1:], ["stages", matches[0]]
         if not parts:
             raise RecipeError(
                 f"--set {key}: name a field of the stage, for example {key}.epochs=3."
@@ -407,8 +437,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for i, part in enumerate(parts[:-1]):
             if isinstance(target, list) and part.isdigit() and int(part) < len(target):
                 target = target[int(part)]
+                path.append(int(part))
             elif isinstance(target, dict):
+                if target.get(part, "") is None:
+                    target[part] = {}  # `budget:` with nothing under it is an empty section
+                if not isinstance(target.get(part, {}), dict | list):
+                    raise RecipeError(
+                        f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value "
+                        f"({target[part]!r}), not a section with fields."
+                    )
                 target = target.setdefault(part, {})
+                path.append(part)
             else:
                 raise RecipeError(
                     f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section of the recipe."
@@ -416,22 +455,56 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         last = parts[-1]
         if isinstance(target, list) and last.isdigit() and int(last) < len(target):
             target[int(last)] = value
+            path.append(int(last))
         elif isinstance(target, dict):
             target[last] = value
+            path.append(last)
         else:
             raise RecipeError(f"--set {key}: cannot set a field inside a {type(target).__name__}.")
-    return out
+        applied.append((item, tuple(path)))
+    return out, applied
+
+
+def _no_stage_message(key: str, name: str, recipe: dict[str, Any]) -> str:
+    stages = recipe.get("stages") or []
+    kinds = [s.get("stage") for s in stages if isinstance(s, dict)]
+    unnamed = [
+        i
+        for i, s in enumerate(stages)
+        if not isinstance(s, dict) or not isinstance(s.get("stage"), str)
+    ]
+    if unnamed:
+        i = unnamed[0]
+        s = stages[i]
+        written = next(iter(s), None) if isinstance(s, dict) and len(s) == 1 else None
+        fix = (
+            f"write `- stage: {written}` with its settings beside it, not `- {written}: {{...}}`"
+            if written in STAGE_NAMES
+            else f"start each stage with `- stage: NAME`, NAME one of {', '.join(STAGE_NAMES)}"
+        )
+        return (
+            f"--set {key}: recipe '{recipe.get('name')}' has no '{name}' stage: its stage "
+            f"{i} has no 'stage' key ({fix})."
+        )
+    present = ", ".join(str(k) for k in kinds) or "none"
+    return f"--set {key}: recipe '{recipe.get('name')}' has no '{name}' stage (stages: {present})."
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """Resolve a bundled name or a path, apply `--set` overrides and validate."""
+    """Resolve a bundled name or a path, apply `--set` overrides and validate. An error caused
+    by an override names it; one in the file names the file and line."""
     raw, source = load_recipe_dict(name_or_path)
-    raw = apply_overrides(raw, overrides or [])
-    return validate_recipe(raw, source)
+    raw, applied = _apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, source, _applied=applied)
 
 
-def validate_recipe(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
+def validate_recipe(
+    raw: dict[str, Any],
+    source: str = "<dict>",
+    *,
+    _applied: list[tuple[str, tuple[Any, ...]]] | None = None,
+) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise RecipeError(_format_validation_error(source, e)) from None
+        raise RecipeError(_format_validation_error(source, e, raw, _applied)) from None

@@ -2,10 +2,14 @@
 
 Library code reports progress through `progress()` and `info()`; both write to stderr so that
 `--json` output on stdout stays machine-readable. Set EDGEKIT_QUIET=1 to silence them.
+
+`doing()` / `step()` / `activity()` keep track of what is running ("distill epoch 7/40 (stage
+1/3)"), so that an interrupt can say where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -34,15 +38,26 @@ def info(message: str) -> None:
         import time
 
         stamp = time.strftime("%H:%M:%S")
-        for f in _log_files:
-            f.write(f"{stamp} {message}\n")
-            f.flush()
+        for f in list(_log_files):
+            try:
+                f.write(f"{stamp} {message}\n")
+                f.flush()
+            except OSError as e:  # a full disk: stop logging there and say so in one line
+                _log_files.remove(f)
+                from edgekit.artifacts import disk_full_from
+
+                raise disk_full_from(e, f.name) or e from None
     if not quiet():
         console().print(message, markup=False)
 
 
 def progress(items: Iterable[T], *, total: int | None = None, description: str = "") -> Iterator[T]:
     """Iterate with a progress bar on stderr (a plain line per 10% when stderr is not a terminal)."""
+    with doing(description or "work"):
+        yield from _progress(items, total=total, description=description)
+
+
+def _progress(items: Iterable[T], *, total: int | None, description: str) -> Iterator[T]:
     if quiet():
         yield from items
         return
@@ -121,4 +136,58 @@ def add_log_file(path: Any) -> Any:
 def remove_log_file(handle: Any) -> None:
     if handle in _log_files:
         _log_files.remove(handle)
-    handle.close()
+    with contextlib.suppress(OSError):  # a full disk already said so
+        handle.close()
+
+
+# -- what is running (for the interrupt line) ---------------------------------------------------
+
+_activities: list[list[str]] = []  # [what, where, detail], outermost first
+
+
+@contextlib.contextmanager
+def doing(what: str, where: str = "") -> Iterator[None]:
+    """Mark `what` as running inside the block ("distill", where "stage 1/3")."""
+    entry = [what, where, ""]
+    _activities.append(entry)
+    try:
+        yield
+    except KeyboardInterrupt:
+        note_interrupt()  # the innermost block sees it first, with the whole stack
+        raise
+    finally:
+        for i in range(len(_activities) - 1, -1, -1):
+            if _activities[i] is entry:
+                del _activities[i]
+                break
+
+
+def step(detail: str) -> None:
+    """Say how far the innermost activity is ("epoch 7/40")."""
+    if _activities:
+        _activities[-1][2] = detail
+
+
+_interrupted_at: list[str | None] = []
+
+
+def note_interrupt() -> None:
+    """Remember what was running when an interrupt arrived (the first call counts)."""
+    if not _interrupted_at:
+        _interrupted_at.append(activity())
+
+
+def interrupted_activity() -> str | None:
+    """What was running when the interrupt arrived (else what runs now); forgets it."""
+    seen = _interrupted_at[0] if _interrupted_at else activity()
+    _interrupted_at.clear()
+    return seen
+
+
+def activity() -> str | None:
+    """What is running now, outermost first: "distill epoch 7/40 (stage 1/3)"; None if nothing."""
+    parts = []
+    for what, where, detail in _activities:
+        text = f"{what} {detail}".strip()
+        parts.append(f"{text} ({where})" if where else text)
+    return ": ".join(parts) or None

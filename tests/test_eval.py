@@ -157,7 +157,9 @@ def test_bad_options(models, pixels):
     with pytest.raises(UsageError, match="--batch-size"):
         api.evaluate(models["f32_dyn.onnx"], ds, batch_size=0)
     six = from_arrays(pixels, np.arange(len(pixels)) % 6)
-    with pytest.raises(DataError, match="4 outputs but the data set has 6 classes"):
+    with pytest.raises(
+        DataError, match=r"4 outputs \(labels 0 to 3\) but the data.s labels go up to 5"
+    ):
         api.evaluate(models["f32_dyn.onnx"], six)
 
 

@@ -119,10 +119,9 @@ def evaluate(
         if acc is None:
             k_model = probs.shape[1]
             if dataset.labeled and k_model < dataset.num_classes:
-                raise DataError(
-                    f"The model has {k_model} outputs but the data set has "
-                    f"{dataset.num_classes} classes. Use data with the model's classes."
-                )
+                from edgekit.errors import classes_mismatch
+
+                raise DataError(classes_mismatch("The model", k_model, list(dataset.labels)))
             if ref is not None and ref.shape[1] != k_model:
                 raise UsageError(
                     f"The model has {k_model} outputs but the reference model has "

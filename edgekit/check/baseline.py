@@ -347,93 +347,120 @@ def create_baseline(
         raise UsageError(
             f"--out {out} is a folder. Pass a file name such as {out / 'baseline.json'}."
         )
-    model = ModelArtifact.open(model)  # a missing or unreadable model fails here, before any work
-    fmt = model.format
-    profile = _instruction_options(model, latency, latency_metric, target, reference)
-    if latency:
-        # Bad timing options fail now, not after the evaluation.
-        lt = latency_threads
-        if isinstance(lt, bool) or not isinstance(lt, int) or lt < 1:
-            raise UsageError(
-                f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
-            )
-    if latency and profile is not None:
-        from edgekit.targets.emulated import cache
-
-        cache.require()  # not provisioned: the one-line `edgekit devices setup` error, now
-    elif latency:
-        if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
-            raise UsageError(
-                f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
-            )
-        ref_path, ref_info = resolve_reference(reference, model, fmt)
-    pre = Preprocessing(mean=mean, std=std)
-    ds, spec = load_data(data, limit)
-    res = evaluate_samples(
-        model, ds, pre, batch_size=batch_size, top_k=top_k, threads=threads, output=output,
-        description=f"baseline {model.name}",
-    )  # fmt: skip
-    fp = ds.fingerprint()
-    doc: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "edgekit_version": __version__,
-        "model": {
-            "path": model.path,
-            "name": model.name,
-            "sha256": model.digest(),
-            "size_bytes": size_bytes(model.path),
-            **{k: res.model[k] for k in ("format", "runtime", "runtime_version", "output")},
-            "num_classes": res.num_classes,
-        },
-        "data": {
-            "spec": spec,
-            "name": ds.name,
-            "source": ds.source,
-            "limit": limit,
-            "count": fp["count"],
-            "sha256": fp["sha256"],
-            "image_shape": list(ds.image_shape),
-            "num_classes": ds.num_classes,
-            "labels": list(ds.labels),
-        },
-        "preprocessing": pre.to_dict(),
-        "batch_size": batch_size,
-        "accuracy": res.accuracy(),
-        "predictions": {
-            "top1": encode_array(res.top1, "int32"),
-            "correct": encode_array(res.correct, "bool"),
-        },
-        "latency": None,
-        "versions": runtime_versions(),
-        "machine": machine_info(),
-    }
-    if latency and profile is not None:
-        from edgekit.check.instructions import estimate_ms, measure_instructions
-
-        m = measure_instructions(model, profile, threads=latency_threads)
-        doc["latency"] = {**m, "estimate": estimate_ms(model, m, profile)}
-    elif latency:
-        m = measure_ratio(model, ref_path, threads=latency_threads, seconds=latency_seconds)
-        doc["latency"] = {
-            "metric": "time",
-            "reference": ref_info,
-            "threads": latency_threads,
-            "seconds": latency_seconds,
-            "quantile": QUANTILE,
-            **{k: v for k, v in m.items() if k not in ("model_ms", "reference_ms")},
-            "model_ms": encode_array(m["model_ms"], "float32"),
-            "reference_ms": encode_array(m["reference_ms"], "float32"),
-        }
-    Baseline.model_validate(doc)  # what we write, we can read back
+    # One writer per baseline file: a second `baseline create --out` the same file is refused.
+    lock = _lock(out)
     try:
-        write_json_atomic(out, doc)
+        model = ModelArtifact.open(
+            model
+        )  # a missing or unreadable model fails here, before any work
+        fmt = model.format
+        profile = _instruction_options(model, latency, latency_metric, target, reference)
+        if latency:
+            # Bad timing options fail now, not after the evaluation.
+            lt = latency_threads
+            if isinstance(lt, bool) or not isinstance(lt, int) or lt < 1:
+                raise UsageError(
+                    f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
+                )
+        if latency and profile is not None:
+            from edgekit.targets.emulated import cache
+
+            cache.require()  # not provisioned: the one-line `edgekit devices setup` error, now
+        elif latency:
+            if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
+                raise UsageError(
+                    f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
+                )
+            ref_path, ref_info = resolve_reference(reference, model, fmt)
+        pre = Preprocessing(mean=mean, std=std)
+        ds, spec = load_data(data, limit)
+        res = evaluate_samples(
+            model, ds, pre, batch_size=batch_size, top_k=top_k, threads=threads, output=output,
+            description=f"baseline {model.name}",
+        )  # fmt: skip
+        fp = ds.fingerprint()
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "edgekit_version": __version__,
+            "model": {
+                "path": model.path,
+                "name": model.name,
+                "sha256": model.digest(),
+                "size_bytes": size_bytes(model.path),
+                **{k: res.model[k] for k in ("format", "runtime", "runtime_version", "output")},
+                "num_classes": res.num_classes,
+            },
+            "data": {
+                "spec": spec,
+                "name": ds.name,
+                "source": ds.source,
+                "limit": limit,
+                "count": fp["count"],
+                "sha256": fp["sha256"],
+                "image_shape": list(ds.image_shape),
+                "num_classes": ds.num_classes,
+                "labels": list(ds.labels),
+            },
+            "preprocessing": pre.to_dict(),
+            "batch_size": batch_size,
+            "accuracy": res.accuracy(),
+            "predictions": {
+                "top1": encode_array(res.top1, "int32"),
+                "correct": encode_array(res.correct, "bool"),
+            },
+            "latency": None,
+            "versions": runtime_versions(),
+            "machine": machine_info(),
+        }
+        if latency and profile is not None:
+            from edgekit.check.instructions import estimate_ms, measure_instructions
+
+            m = measure_instructions(model, profile, threads=latency_threads)
+            doc["latency"] = {**m, "estimate": estimate_ms(model, m, profile)}
+        elif latency:
+            m = measure_ratio(model, ref_path, threads=latency_threads, seconds=latency_seconds)
+            doc["latency"] = {
+                "metric": "time",
+                "reference": ref_info,
+                "threads": latency_threads,
+                "seconds": latency_seconds,
+                "quantile": QUANTILE,
+                **{k: v for k, v in m.items() if k not in ("model_ms", "reference_ms")},
+                "model_ms": encode_array(m["model_ms"], "float32"),
+                "reference_ms": encode_array(m["reference_ms"], "float32"),
+            }
+        Baseline.model_validate(doc)  # what we write, we can read back
+        try:
+            write_json_atomic(out, doc)
+        except OSError as e:
+            raise UsageError(
+                f"Cannot write the baseline to {out} ({e.strerror or e}). Choose a writable --out."
+            ) from None
+        return doc
+    finally:
+        lock.release()
+
+
+def _lock(out: Path) -> Any:
+    """The RunLock of one baseline file (.NAME.lock beside it), taken; refused at once if held."""
+    from edgekit import ui
+    from edgekit.artifacts import RunLock, disk_full_from
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(
-            f"Cannot write the baseline to {out} ({e.strerror or e}). Choose a writable --out."
+        raise disk_full_from(e, out) or UsageError(
+            f"Cannot write the baseline to {out} ({e.strerror}). Choose a writable --out."
         ) from None
-    return doc
+    lock = RunLock(
+        out.with_name(f".{out.name}.lock"),
+        what=f"Baseline file {out}",
+        hint="Wait for it to finish, or pass another --out.",
+    )
+    lock.acquire(note=ui.info)
+    return lock
 
 
 def _instruction_options(

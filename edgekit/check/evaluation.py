@@ -169,10 +169,9 @@ def _predictions(
             if expected_classes is not None:
                 _check_classes(runner.name, num_classes, expected_classes)
             if num_classes < dataset.num_classes:
-                raise DataError(
-                    f"{runner.name} has {num_classes} outputs but the data set has "
-                    f"{dataset.num_classes} classes. Use data with the model's classes."
-                )
+                from edgekit.errors import classes_mismatch
+
+                raise DataError(classes_mismatch(runner.name, num_classes, list(dataset.labels)))
             k = min(top_k, num_classes)
         # A row with NaN/inf is a wrong prediction, counted and reported; not a crash and not
         # a silent argmax of NaN (which numpy would answer with class 0).

@@ -416,6 +416,7 @@ def epoch_progress(description: str, epochs: int) -> Any:
     class _EpochProgress(tfk.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self._t0 = time.perf_counter()
+            ui.step(f"epoch {epoch + 1}/{epochs}")  # for the interrupt line
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             parts = [f"{k}={float(v):.4g}" for k, v in (logs or {}).items() if np.ndim(v) == 0]

@@ -21,7 +21,7 @@ import time
 RESULT = "EDGEKIT-RESULT "
 ERROR = "EDGEKIT-ERROR "
 _VECTOR_FLAGS = ("avx512f", "avx2", "avx", "sse4_2", "neon", "asimd", "sve")
-# Markers for edgekit's instruction counter (edgekit/emulation/insn_count.c): the policy argument
+# Markers for edgekit's instruction counter (edgekit/targets/emulated/insn_count.c): the policy argument
 # of sched_get_priority_max, which a real kernel refuses with EINVAL.
 MARK_START, MARK_STOP = 0x45444B01, 0x45444B02
 EMPTY_PAIRS = 5

@@ -70,17 +70,24 @@ def _write_state(root: Path, state: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    """One setup at a time (parallel test workers, two terminals)."""
-    import fcntl
+def _lock(root: Path, wait: bool = True) -> Iterator[None]:
+    """One setup at a time (parallel test workers, two CI jobs, two terminals): a second one
+    waits for the first, saying whom it waits for (or, wait=False, is refused at once), then
+    finds the parts built. A lock left by a killed setup is taken over with a note."""
+    from edgekit import ui
+    from edgekit.artifacts import RunLock
 
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = RunLock(
+        root / ".lock",
+        what=f"The emulator cache {root}",
+        hint="Wait for that setup to finish (or run without --no-wait to wait for it).",
+    )
+    lock.acquire(wait=wait, note=ui.info)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -317,9 +324,10 @@ def _smoke(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def setup(force: bool = False) -> dict[str, Any]:
+def setup(force: bool = False, wait: bool = True) -> dict[str, Any]:
     """Provision everything the emulated targets need (idempotent); return status() plus what
-    this call did ("already provisioned" when nothing was missing)."""
+    this call did ("already provisioned" when nothing was missing). Another setup running on
+    the same cache is waited for (wait=False: refused at once, RunLocked)."""
     from edgekit import ui
 
     t0 = time.monotonic()
@@ -337,7 +345,7 @@ def setup(force: bool = False) -> dict[str, Any]:
             "writable folder."
         ) from None
     built = []
-    with _lock(root):
+    with _lock(root, wait=wait):
         state = {} if force else _read_state(root)
         state["format"] = FORMAT
         if force:

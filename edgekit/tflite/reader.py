@@ -3,6 +3,7 @@
     model = TFLiteModel.read("model.tflite")     # or the file's bytes
     model.summary()          # ops, I/O tensors (as the signature names them), dtypes, quantization
     graph = model.graph()    # subgraph 0: every tensor and the ops in execution order
+    model.metadata(name)     # a metadata entry's buffer (export.android reads TFLite metadata)
 
 `edgekit.export.tflite.inspect_tflite` is `summary()`; the static analysis
 (edgekit.targets.emulated.static) counts over `graph()`; a ModelArtifact reads its file once
@@ -130,6 +131,16 @@ class TFLiteModel:
         name = self._names[0].get(code, f"BUILTIN_{code}")
         custom = oc.CustomCode().decode() if name == "CUSTOM" and oc.CustomCode() else None
         return name, custom, int(oc.Version())
+
+    def metadata(self, name: str) -> bytes | None:
+        """The buffer of the model's metadata entry `name` (TFLite metadata: "TFLITE_METADATA"),
+        or None when it has none."""
+        m = self.model
+        for i in range(m.MetadataLength()):
+            e = m.Metadata(i)
+            if (e.Name() or b"").decode(errors="replace") == name:
+                return m.Buffers(e.Buffer()).DataAsNumpy().tobytes()
+        return None
 
     # --- the summary (export.tflite.inspect_tflite) ---------------------------------------------
 

@@ -11,9 +11,9 @@ script
 1. builds the network and converts it to float32 and full-integer int8 .tflite (int8 calibrated
    on random uniform data: the ranges change the values, not the work done);
 2. counts the aarch64 instructions of one invoke under qemu-aarch64 with the profile's core,
-   features and MIDR, 1 thread (edgekit.emulation.qemu.count_instructions), and the bytes moved
-   (edgekit.emulation.static.analyze);
-3. fits, in log space (relative error), the constants of edgekit/emulation/estimate.py:
+   features and MIDR, 1 thread (edgekit.targets.emulated.qemu.count_instructions), and the bytes moved
+   (edgekit.targets.emulated.static.analyze);
+3. fits, in log space (relative error), the constants of edgekit/targets/emulated/estimate.py:
        cpi[core class, precision(, int8 kernels)]   one per combination that has figures: int8
                                                     constants only from int8 figures of that
                                                     core class run with the same kernels (SDOT
@@ -204,7 +204,7 @@ def count(path: Path, profile: Any, runs: int = RUNS) -> dict[str, Any]:
     if f.is_file():
         return {**json.loads(f.read_text()), "cached": True}
     from edgekit.artifacts import write_bytes_atomic
-    from edgekit.emulation import qemu
+    from edgekit.targets.emulated import qemu
 
     cpu = profile.cpu
     t0 = time.monotonic()
@@ -230,7 +230,7 @@ def count(path: Path, profile: Any, runs: int = RUNS) -> dict[str, Any]:
 def measure(rows: list[dict[str, Any]], profiles: dict[str, Any], jobs: int) -> dict[str, float]:
     """Fill instructions and bytes_moved into every row (counting what the cache lacks); returns
     the seconds each newly counted (model, core description) took."""
-    from edgekit.emulation.static import analyze
+    from edgekit.targets.emulated.static import analyze
 
     paths = build_models({(r["model"], r["precision"]) for r in rows})
     moved = {
@@ -308,7 +308,7 @@ def fit(rows: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from scipy.optimize import least_squares
 
-    from edgekit.emulation.cores import require_core
+    from edgekit.cores import require_core
 
     keys = sorted({cpi_key(r["core"], r["precision"], r["kernels"]) for r in rows})
     index = {k: i for i, k in enumerate(keys)}
@@ -366,7 +366,7 @@ def constants(
 ) -> dict[str, dict[str, Any]]:
     """cpi, basis and rule per precision for a device of core class `core` whose int8 runs
     `kernels`, by the module docstring's rules; `own`: the precisions its own figures fitted."""
-    from edgekit.emulation.cores import nearest, require_core
+    from edgekit.cores import nearest, require_core
 
     own = own or set()
     bound = require_core(core).min_cpi
@@ -414,8 +414,8 @@ def constants(
 
 
 def estimate(r: dict[str, Any], prof: Any, cons: dict[str, Any], eff: float | None) -> float:
-    """The estimate in ms, through edgekit/emulation/estimate.py itself (bounds included)."""
-    from edgekit.emulation.estimate import estimate_latency
+    """The estimate in ms, through edgekit/targets/emulated/estimate.py itself (bounds included)."""
+    from edgekit.targets.emulated.estimate import estimate_latency
 
     c = cons[r["precision"]]
     cal = {
@@ -467,8 +467,8 @@ def band_of(errors: list[float]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from edgekit.emulation.cores import catalogue
-    from edgekit.emulation.profiles import list_profiles, load_profile
+    from edgekit.cores import catalogue
+    from edgekit.profiles import list_profiles, load_profile
 
     names = args.profiles or [n for n in list_profiles() if not load_profile(n).host]
     profiles = {n: load_profile(n) for n in names}
@@ -599,7 +599,7 @@ def _held(kind: str, r: dict[str, Any], est: float, basis: str) -> dict[str, Any
 def _class_kernels(core: str, fitted: list[dict[str, Any]]) -> str:
     """The int8 kernels of the class's fitted devices; a class with none: 'no-dotprod' for an
     Armv8.0 core or one whose SDOT depends on the revision (A55, A75), else 'dotprod'."""
-    from edgekit.emulation.cores import require_core
+    from edgekit.cores import require_core
 
     kern = {r["kernels"] for r in fitted if r["core"] == core and r["precision"] == "int8"}
     if len(kern) == 1:
@@ -734,7 +734,7 @@ def render(res: dict[str, Any], command: str, seconds: float) -> str:
         + ", ".join(f"{k} {v:.3f}" for k, v in res["ratio"].items())
     )
     for (core, prec, kern), v in sorted(p["cpi"].items()):
-        from edgekit.emulation.cores import require_core
+        from edgekit.cores import require_core
 
         c = require_core(core)
         clamp = "  CLAMPED at the issue width" if (core, prec, kern) in p["clamped"] else ""

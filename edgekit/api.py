@@ -6,7 +6,10 @@ Each imports its implementation lazily so that `import edgekit.api` stays light.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgekit.plans import Delegate, GraphOptimization, LatencyMetric
 
 
 def compress(
@@ -139,14 +142,14 @@ def show_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict[s
 
 def list_devices() -> list[dict[str, Any]]:
     """Bundled device profiles, one summary each: name, title, kind, cpu, accelerators, calibrated."""
-    from edgekit.emulation.profiles import list_profiles, load_profile
+    from edgekit.profiles import list_profiles, load_profile
 
     return [load_profile(name).summary() for name in list_profiles()]
 
 
 def show_device(name_or_path: str) -> dict[str, Any]:
     """One device profile (bundled name or YAML path), validated, with its derived values."""
-    from edgekit.emulation.profiles import load_profile
+    from edgekit.profiles import load_profile
 
     return load_profile(name_or_path).resolved()
 
@@ -176,8 +179,8 @@ def new_device(
     import sys
     from pathlib import Path
 
-    from edgekit.emulation import newdevice
     from edgekit.errors import UsageError
+    from edgekit.targets.emulated import newdevice
 
     if (cpuinfo is None) == (device is None):
         raise UsageError("Pass exactly one of --cpuinfo FILE (or -) and --device adb[:SERIAL].")
@@ -208,7 +211,7 @@ def new_device(
         ram_mb=ram_mb,
         origin=origin,
     )
-    from edgekit.emulation.profiles import describe_cpu
+    from edgekit.profiles import describe_cpu
 
     written = newdevice.write_new_profile(result, out or f"{name}.yaml", force=force)
     return {
@@ -230,14 +233,14 @@ def setup_devices(force: bool = False, wait: bool = True) -> dict[str, Any]:
     """Provision the emulated arm64 targets (qemu-user, an arm64 Python sysroot, the aarch64
     LiteRT wheel, the instruction-counting plugin) in edgekit's cache; idempotent. A setup
     already running on the same cache is waited for (wait=False: RunLocked at once)."""
-    from edgekit.emulation.provision import setup
+    from edgekit.targets.emulated.provision import setup
 
     return setup(force=force, wait=wait)
 
 
 def devices_status() -> dict[str, Any]:
     """What the emulated targets have provisioned, what is missing and the command that fixes it."""
-    from edgekit.emulation.provision import status
+    from edgekit.targets.emulated.cache import status
 
     return status()
 
@@ -254,7 +257,20 @@ def bench(
     min_seconds: float | None = None,
     xnnpack: bool = True,
     samples: bool = False,
-    **options: Any,
+    seed: int = 0,
+    graph_optimization: GraphOptimization | None = None,
+    xla: bool = False,
+    delegate: Delegate | None = None,
+    taskset: str | None = None,
+    remote_python: str | None = None,
+    ssh_key: str | os.PathLike | None = None,
+    known_hosts: str | os.PathLike | None = None,
+    connect_timeout: int | None = None,
+    remote_timeout: float | None = None,
+    benchmark_binary: str | os.PathLike | None = None,
+    adb: str | os.PathLike | None = None,
+    adb_timeout: float | None = None,
+    ignore_limits: bool = False,
 ) -> dict[str, Any]:
     """Latency of one or more models: load and first-inference time, p50/p90/p95/p99, mean, std,
     cv, throughput, memory, runtime, threads, delegate/provider and machine.
@@ -273,15 +289,16 @@ def bench(
         instead of a count.
     xnnpack: LiteRT's XNNPACK delegate (False: builtin reference kernels).
     samples: include every timed run (ms) in the report.
-    options: runtime options, e.g. graph_optimization="basic" (ONNX Runtime), xla=True (Keras);
-        ssh: remote_python, ssh_key, known_hosts, connect_timeout, remote_timeout; adb:
-        benchmark_binary, delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), adb;
-        device profiles: ignore_limits (run despite static-analysis errors such as memory).
+    graph_optimization ("all", "extended", "basic", "disabled"): ONNX Runtime; xla: Keras.
+    delegate ("xnnpack", "none", "gpu", "nnapi"), taskset (hex mask), benchmark_binary, adb,
+        adb_timeout: adb targets. remote_python, ssh_key, known_hosts, connect_timeout,
+        remote_timeout: ssh targets. ignore_limits: device profiles (run despite
+        static-analysis errors such as memory). A target refuses the options it does not take.
     """
     from edgekit.bench.benchmark import bench as _bench
+    from edgekit.plans import BenchPlan, TargetOptions
 
-    return _bench(
-        models,
+    plan = BenchPlan(
         target=target,
         threads=threads,
         batch=batch,
@@ -291,8 +308,24 @@ def bench(
         min_seconds=min_seconds,
         xnnpack=xnnpack,
         samples=samples,
-        **options,
+        seed=seed,
+        graph_optimization=graph_optimization,
+        xla=xla,
+        delegate=delegate,
+        taskset=taskset,
+        options=TargetOptions(
+            remote_python=remote_python,
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            connect_timeout=connect_timeout,
+            remote_timeout=remote_timeout,
+            benchmark_binary=benchmark_binary,
+            adb=adb,
+            adb_timeout=adb_timeout,
+            ignore_limits=ignore_limits,
+        ),
     )
+    return _bench(models, plan)
 
 
 def evaluate(
@@ -308,7 +341,12 @@ def evaluate(
     threads: int | None = None,
     output: int | str | None = None,
     limit: int | None = None,
-    **options: Any,
+    remote_python: str | None = None,
+    ssh_key: str | os.PathLike | None = None,
+    known_hosts: str | os.PathLike | None = None,
+    connect_timeout: int | None = None,
+    remote_timeout: float | None = None,
+    ignore_limits: bool = False,
 ) -> dict[str, Any]:
     """Top-1 and top-k accuracy, per-class accuracy and confusion matrix of a model on a data
     set; with a reference model, top-1 agreement and mean KL divergence of the outputs.
@@ -319,24 +357,36 @@ def evaluate(
         model's outputs from aarch64 LiteRT on an emulated core, plus a `numerics` section:
         how they differ from this machine's LiteRT).
     threads: CPU threads (None: every core; device profiles: 1). limit: evaluate the first N
-        images only. options: ssh options, or ignore_limits for device profiles.
+        images only. remote_python ... remote_timeout: ssh targets; ignore_limits: device
+        profiles.
     output: the output (name or index) holding class scores, for models with several outputs.
     """
     from edgekit.bench.evaluation import evaluate as _evaluate
+    from edgekit.plans import EvalPlan, TargetOptions
 
+    plan = EvalPlan(
+        target=target,
+        threads=threads,
+        batch_size=batch_size,
+        options=TargetOptions(
+            remote_python=remote_python,
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            connect_timeout=connect_timeout,
+            remote_timeout=remote_timeout,
+            ignore_limits=ignore_limits,
+        ),
+    )
     return _evaluate(
         model,
         data,
         reference=reference,
         top_k=top_k,
-        batch_size=batch_size,
         mean=mean,
         std=std,
-        target=target,
-        threads=threads,
         output=output,
         limit=limit,
-        **options,
+        plan=plan,
     )
 
 
@@ -356,7 +406,7 @@ def create_baseline(
     latency: bool = True,
     latency_seconds: float = 3.0,
     latency_threads: int = 1,
-    latency_metric: str = "time",
+    latency_metric: LatencyMetric = "time",
     target: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the baseline file that `check` compares candidates with.
@@ -412,7 +462,7 @@ def check(
     config: str | os.PathLike | bool | None = None,
     junit: str | os.PathLike | None = None,
     github_summary: bool | None = None,
-    latency_metric: str | None = None,
+    latency_metric: LatencyMetric | None = None,
     target: str | None = None,
 ) -> dict[str, Any]:
     """Compare a candidate model with a baseline; returns the report (verdict "pass" or "fail",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -15,17 +14,20 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from edgekit.errors import DiskFull, ModelLoadError, RunLocked, UsageError
+# disk_full_from lives in errors (ui reports a full disk too); callers import it from here too.
+from edgekit.errors import ModelLoadError, RunLocked, UsageError, disk_full_from
 
 # Model formats edgekit knows. "keras3" and "tf_keras" are both `.keras` zips; "h5" is tf-keras.
+ModelFormat = Literal["keras3", "tf_keras", "h5", "savedmodel", "tflite", "onnx"]
 KERAS_FORMATS = ("keras3", "tf_keras", "h5", "savedmodel")
 RUNTIME_FORMATS = ("tflite", "onnx")
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike) -> ModelFormat:
     """Identify a model file by its content, not only its name. Never imports TensorFlow.
 
     Returns one of "keras3", "tf_keras", "h5", "savedmodel", "tflite", "onnx".
@@ -215,85 +217,6 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
             f"Cannot write to output folder {p} ({e.strerror}). Choose a writable --out."
         ) from None
     return p
-
-
-# -- a full disk ----------------------------------------------------------------------------
-
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "errno = 28")
-
-
-def _chain(e: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    cur: BaseException | None = e
-    while cur is not None and all(cur is not x for x in out):
-        out.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return out
-
-
-def is_disk_full(e: BaseException) -> bool:
-    """Whether `e`, or an exception it was raised from, is a full disk. Libraries that wrap the
-    OSError (h5py, TensorFlow) keep only its words, so those are recognised too."""
-    for cur in _chain(e):
-        if isinstance(cur, DiskFull):
-            return True
-        if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
-            return True
-        if any(t in str(cur) for t in _FULL_TEXTS):
-            return True
-    return False
-
-
-def human_bytes(n: int | float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
-
-
-def disk_full_from(
-    e: BaseException,
-    dest: str | os.PathLike | None = None,
-    *,
-    needed: int | None = None,
-    written: int = 0,
-) -> DiskFull | None:
-    """The one-line DiskFull for `e` if it is a full disk (else None): the folder, what is free
-    there, and the space needed (exact when known, else more than what was written)."""
-    chain = _chain(e)
-    known = next((x for x in chain if isinstance(x, DiskFull)), None)
-    if known is not None:  # already said, perhaps wrapped by a library or a stage
-        return known
-    if not is_disk_full(e):
-        return None
-    if dest is None:
-        name = next((x.filename for x in chain if getattr(x, "filename", None)), None)
-        dest = Path(name) if name else None
-    if dest is None:
-        return DiskFull(
-            "No space left on the device (a write failed with ENOSPC). Free some space, then "
-            "rerun the same command; complete files are kept."
-        )
-    dest = Path(dest)
-    folder = dest.parent
-    try:
-        free = human_bytes(shutil.disk_usage(folder).free)
-    except OSError:
-        free = "?"
-    if folder.name.startswith(".") and folder.name.endswith(".partial"):
-        folder = folder.with_name(folder.name[1 : -len(".partial")])  # a stage's own folder
-    need = (
-        f"{human_bytes(needed)} needed"
-        if needed
-        else f"more than {human_bytes(max(written, 4096))} needed"
-    )
-    return DiskFull(
-        f"No space left in {folder} while writing {dest.name}: {free} free, {need}. Free some "
-        "space there (or choose another folder), then rerun the same command; complete files "
-        "are kept and nothing half-written is left."
-    )
 
 
 # -- locks ------------------------------------------------------------------------------------
@@ -553,7 +476,7 @@ class ModelArtifact:
     """A model file produced or consumed by a stage."""
 
     path: str
-    format: str  # keras3 | tf_keras | h5 | savedmodel | tflite | onnx
+    format: ModelFormat
     precision: str = "float32"  # float32 | float16 | dynamic | int8 | int16x8 | uint8 ...
     sha256: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -570,6 +493,38 @@ class ModelArtifact:
             sha256=sha256_path(path),
             metadata=metadata,
         )
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | ModelArtifact) -> ModelArtifact:
+        """A model path opened once, for everything that runs or measures it: its format now (a
+        missing or unreadable model fails here, in one line); `digest()` and `tflite` when first
+        asked for. An artifact is returned as it is."""
+        if isinstance(path, ModelArtifact):
+            return path
+        return cls(path=str(path), format=detect_format(path))
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def digest(self) -> str:
+        """sha256 of the file (or SavedModel folder), computed on first use."""
+        if not self.sha256:
+            self.sha256 = sha256_path(self.path)
+        return self.sha256
+
+    @cached_property
+    def tflite(self) -> Any:
+        """The parsed flatbuffer (edgekit.tflite.reader.TFLiteModel) of a .tflite artifact, read
+        once: its inputs, outputs, ops and graph."""
+        from edgekit.tflite.reader import TFLiteModel
+
+        if self.format != "tflite":
+            raise UsageError(f"{self.name} is a {self.format} model, not a .tflite file.")
+        return TFLiteModel.read(self.path)
 
     @property
     def family(self) -> str:

@@ -15,6 +15,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.plans import DELEGATES, GRAPH_OPTIMIZATIONS, LATENCY_METRICS
 
 
 def emit_json(obj: Any) -> None:
@@ -26,6 +27,20 @@ def emit_json(obj: Any) -> None:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."
 )
+
+
+class Choice(click.Choice):
+    """click.Choice whose refusal is edgekit's one-line error (exit 2)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            from edgekit.errors import UsageError
+
+            raise UsageError(
+                f"{param.opts[0]} must be one of {', '.join(self.choices)}. Received: {value!r}"
+            ) from None
 
 
 class EdgekitGroup(click.Group):
@@ -498,7 +513,8 @@ def devices_status(as_json):
 @click.option("--no-xnnpack", is_flag=True, help="LiteRT: builtin reference kernels, no XNNPACK.")
 @click.option(
     "--graph-optimization",
-    help="ONNX Runtime graph optimization: all (default), extended, basic, disabled.",
+    type=Choice(GRAPH_OPTIMIZATIONS),
+    help="ONNX Runtime graph optimization [default: all].",
 )
 @click.option("--xla", is_flag=True, help="Keras/SavedModel: compile with XLA.")
 @click.option("--samples", is_flag=True, help="With --json: include every timed run (ms).")
@@ -512,7 +528,7 @@ def devices_status(as_json):
     "--benchmark-binary",
     help="adb: benchmark_model to push (local file) or run (device path) [default: found there].",
 )
-@click.option("--delegate", help="adb: xnnpack (default), gpu, nnapi or none.")
+@click.option("--delegate", type=Choice(DELEGATES), help="adb: the delegate [default: xnnpack].")
 @click.option("--taskset", help="adb: CPU affinity mask in hex for big cores, e.g. f0.")
 @click.option(
     "--adb", "adb_path", type=click.Path(), help="adb: the adb executable [default: PATH]."
@@ -560,23 +576,6 @@ def bench(
 
     if runs is not None and min_seconds is not None:
         raise UsageError("Pass either --runs or --min-seconds, not both.")
-    options = {}
-    if graph_optimization:
-        options["graph_optimization"] = graph_optimization
-    if xla:
-        options["xla"] = True
-    device_options = {
-        "remote_python": remote_python,
-        "ssh_key": ssh_key,
-        "known_hosts": known_hosts,
-        "connect_timeout": connect_timeout,
-        "benchmark_binary": benchmark_binary,
-        "delegate": delegate,
-        "taskset": taskset,
-        "adb": adb_path,
-        "ignore_limits": ignore_limits or None,
-    }
-    options.update({k: v for k, v in device_options.items() if v is not None})
     report = api.bench(
         list(models),
         target=target,
@@ -588,12 +587,22 @@ def bench(
         min_seconds=min_seconds,
         xnnpack=not no_xnnpack,
         samples=samples,
-        **options,
+        graph_optimization=graph_optimization,
+        xla=xla,
+        delegate=delegate,
+        taskset=taskset,
+        remote_python=remote_python,
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        connect_timeout=connect_timeout,
+        benchmark_binary=benchmark_binary,
+        adb=adb_path,
+        ignore_limits=ignore_limits,
     )
     if as_json:
         emit_json(report)
         return
-    from edgekit.bench.render import bench_tables
+    from edgekit.report.bench import bench_tables
 
     bench_tables(report)
 
@@ -678,21 +687,15 @@ def eval_cmd(
         threads=threads,
         output=output,
         limit=limit,
-        **{
-            k: v
-            for k, v in (
-                ("remote_python", remote_python),
-                ("ssh_key", ssh_key),
-                ("known_hosts", known_hosts),
-                ("ignore_limits", ignore_limits or None),
-            )
-            if v is not None
-        },
+        remote_python=remote_python,
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        ignore_limits=ignore_limits,
     )
     if as_json:
         emit_json(result)
         return
-    from edgekit.bench.render import eval_tables
+    from edgekit.report.bench import eval_tables
 
     eval_tables(result)
 
@@ -733,7 +736,7 @@ def baseline():
     help="Threads when timing or counting.",
 )  # fmt: skip
 @click.option(
-    "--latency-metric", type=click.Choice(["time", "instructions"]), default="time",
+    "--latency-metric", type=Choice(LATENCY_METRICS), default="time",
     show_default=True,
     help="time: CPU time vs a reference network; instructions: counted on --target (.tflite).",
 )  # fmt: skip
@@ -776,7 +779,7 @@ def baseline_create(
     if as_json:
         emit_json(info)
         return
-    from edgekit.check.report import baseline_rows
+    from edgekit.report.check import baseline_rows
     from edgekit.ui import render_table
 
     render_table(baseline_rows(info), title=f"edgekit baseline: {out}")
@@ -806,7 +809,7 @@ def baseline_create(
 @click.option("--no-config", is_flag=True, help="Read no config file.")
 @click.option("--junit", type=click.Path(), help="Write JUnit XML (one test case per criterion).")
 @click.option(
-    "--latency-metric", type=click.Choice(["time", "instructions"]),
+    "--latency-metric", type=Choice(LATENCY_METRICS),
     help="Must match the baseline's [the baseline's].",
 )  # fmt: skip
 @click.option("--target", help="Emulated device of an instructions baseline [the baseline's].")
@@ -856,7 +859,7 @@ def check(
     if as_json:
         emit_json(report)
     else:
-        from edgekit.check.report import print_table
+        from edgekit.report.check import print_table
 
         print_table(report)
     if report["verdict"] == "fail":

@@ -5,6 +5,11 @@ Messages follow the Keras style: say what was expected, what was received, and w
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
 
 class EdgekitError(Exception):
     """Base class for every error edgekit raises on purpose."""
@@ -117,4 +122,83 @@ def classes_mismatch(model: str, outputs: int, labels: list[str]) -> str:
     return (
         f"{model} has {outputs} outputs (labels 0 to {outputs - 1}) but {data}. "
         "Use data with the model's classes, or a model with one output per class."
+    )
+
+
+# -- a full disk (edgekit.artifacts and edgekit.ui raise it) ----------------------------------------------------------------------------
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "errno = 28")
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and all(cur is not x for x in out):
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e`, or an exception it was raised from, is a full disk. Libraries that wrap the
+    OSError (h5py, TensorFlow) keep only its words, so those are recognised too."""
+    for cur in _chain(e):
+        if isinstance(cur, DiskFull):
+            return True
+        if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
+            return True
+        if any(t in str(cur) for t in _FULL_TEXTS):
+            return True
+    return False
+
+
+def human_bytes(n: int | float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def disk_full_from(
+    e: BaseException,
+    dest: str | os.PathLike | None = None,
+    *,
+    needed: int | None = None,
+    written: int = 0,
+) -> DiskFull | None:
+    """The one-line DiskFull for `e` if it is a full disk (else None): the folder, what is free
+    there, and the space needed (exact when known, else more than what was written)."""
+    chain = _chain(e)
+    known = next((x for x in chain if isinstance(x, DiskFull)), None)
+    if known is not None:  # already said, perhaps wrapped by a library or a stage
+        return known
+    if not is_disk_full(e):
+        return None
+    if dest is None:
+        name = next((x.filename for x in chain if getattr(x, "filename", None)), None)
+        dest = Path(name) if name else None
+    if dest is None:
+        return DiskFull(
+            "No space left on the device (a write failed with ENOSPC). Free some space, then "
+            "rerun the same command; complete files are kept."
+        )
+    dest = Path(dest)
+    folder = dest.parent
+    try:
+        free = human_bytes(shutil.disk_usage(folder).free)
+    except OSError:
+        free = "?"
+    if folder.name.startswith(".") and folder.name.endswith(".partial"):
+        folder = folder.with_name(folder.name[1 : -len(".partial")])  # a stage's own folder
+    need = (
+        f"{human_bytes(needed)} needed"
+        if needed
+        else f"more than {human_bytes(max(written, 4096))} needed"
+    )
+    return DiskFull(
+        f"No space left in {folder} while writing {dest.name}: {free} free, {need}. Free some "
+        "space there (or choose another folder), then rerun the same command; complete files "
+        "are kept and nothing half-written is left."
     )

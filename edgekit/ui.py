@@ -44,7 +44,7 @@ def info(message: str) -> None:
                 f.flush()
             except OSError as e:  # a full disk: stop logging there and say so in one line
                 _log_files.remove(f)
-                from edgekit.artifacts import disk_full_from
+                from edgekit.errors import disk_full_from
 
                 raise disk_full_from(e, f.name) or e from None
     if not quiet():

@@ -12,7 +12,7 @@ import pytest
 def provisioned():
     """The emulated arm64 targets, provisioned once per test session (`edgekit devices setup`,
     idempotent); skipped with the fix where qemu-user is missing and cannot be installed."""
-    from edgekit.emulation import provision
+    from edgekit.targets.emulated import provision
 
     if shutil.which("qemu-aarch64") is None and os.geteuid() != 0:
         pytest.skip(

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edgekit import api
+from edgekit import api, cores
 from edgekit.cli import cli
-from edgekit.emulation import cores, newdevice
-from edgekit.emulation.estimate import estimate_latency
-from edgekit.emulation.profiles import load_profile
 from edgekit.errors import UsageError
+from edgekit.profiles import load_profile
+from edgekit.targets.emulated import newdevice
+from edgekit.targets.emulated.estimate import estimate_latency
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SM8250 = FIXTURES / "cpuinfo" / "sm8250.txt"  # 4x Cortex-A55 + 4x Cortex-A77

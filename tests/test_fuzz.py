@@ -267,7 +267,7 @@ def test_random_npz_files(tmp_path_factory, model, doc):
 
 
 def _bundled_profile() -> dict:
-    from edgekit.emulation.profiles import list_profiles
+    from edgekit.profiles import list_profiles
     from edgekit.resources import bundled
 
     name = sorted(list_profiles())[0]

@@ -207,7 +207,7 @@ HOSTILE = ["python3; touch /tmp/edgekit-pwned", "$(reboot)", "`id`", "a b", "'",
 
 
 def test_ssh_remote_command_is_quoted_word_by_word():
-    from edgekit.runtimes.ssh import SshOptions, SshSession, SshTarget
+    from edgekit.targets.ssh import SshOptions, SshSession, SshTarget
 
     s = SshSession(SshTarget.parse("ssh://pi@board.local:2222"), SshOptions(python=HOSTILE[0]))
     argv = s.ssh_argv([*HOSTILE, "/tmp/edgekit.x/job.json"])
@@ -232,16 +232,15 @@ def test_ssh_targets_that_ssh_would_read_as_options_are_refused(url):
 
 
 def test_the_board_gets_generated_names_not_local_paths(tmp_path, onnx_models):
-    from edgekit.bench.remote import bench_job
-    from edgekit.runtimes.runner_io import stage_job
+    from edgekit.artifacts import ModelArtifact
+    from edgekit.plans import BenchPlan
+    from edgekit.targets.jobs import bench_job, stage_job
 
     model = tmp_path / "secret-project" / "customer-model.tflite"
     model.parent.mkdir()
     model.write_bytes(b"x" * 64)
-    files, job = bench_job(
-        [model], threads=1, batch=1, xnnpack=True, warmup=1, warmup_seconds=0, runs=2,
-        min_seconds=None, seed=0,
-    )  # fmt: skip
+    plan = BenchPlan(threads=1, batch=1, warmup=1, warmup_seconds=0, runs=2, seed=0)
+    files, job = bench_job([ModelArtifact(path=str(model), format="tflite")], plan)
     stage = tmp_path / "stage"
     stage.mkdir()
     stage_job(stage, files, job)

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -23,6 +23,7 @@ DEFAULT_RUNS = 100
 # What each timed invoke is measured with: wall time (the latency a caller sees), or the CPU time
 # of the whole process (the work done, on any thread; time spent descheduled by a busy machine is
 # not counted, which is what makes ratios of it stable on shared CI runners; see docs/check.md).
+Clock = Literal["wall", "cpu"]
 CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
 
 
@@ -60,31 +61,19 @@ class LatencyStats:
         return d
 
 
-def settings(
-    *,
-    target: str,
-    threads: int | None,
-    batch: int,
-    warmup: int,
-    warmup_seconds: float,
-    runs: int | None,
-    min_seconds: float | None,
-    xnnpack: bool,
-    clock: str,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The `settings` block of a bench report, whatever ran it: the measurement plan as given
-    (`runs` is None when `min_seconds` decides the count), what the clock measured, then the
-    target's own settings."""
+def settings(plan: Any, *, target: str, clock: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The `settings` block of a bench report, whatever ran it: the measurement plan (a BenchPlan)
+    as it ran (`runs` is None when `min_seconds` decides the count), what the clock measured,
+    then the target's own settings."""
     return {
         "target": target,
-        "threads": threads,
-        "batch": batch,
-        "warmup": warmup,
-        "warmup_seconds": warmup_seconds,
-        "runs": None if min_seconds is not None else runs,
-        "min_seconds": min_seconds,
-        "xnnpack": xnnpack,
+        "threads": plan.threads,
+        "batch": plan.batch,
+        "warmup": plan.warmup,
+        "warmup_seconds": plan.warmup_seconds,
+        "runs": None if plan.min_seconds is not None else plan.runs,
+        "min_seconds": plan.min_seconds,
+        "xnnpack": plan.xnnpack,
         "clock": clock,
         **extra,
     }
@@ -131,6 +120,37 @@ def check_plan(
             f"--runs must be at least 1. Received: --runs {runs}. "
             "Pass a positive count, or --min-seconds S to run for a time."
         )
+
+
+@dataclass
+class Rounds:
+    """Interleaved timed rounds: each runner's per-invoke times (ms, by round), its first warm-up
+    invoke, and the warm-up done."""
+
+    samples_ms: list[list[float]]
+    first_ms: list[float | None]
+    warmup_runs: int
+    warmup_seconds: float
+
+
+def time_rounds(
+    runners: Sequence[Invocable],
+    xs: Sequence[Any],
+    *,
+    warmup: int,
+    warmup_seconds: float,
+    runs: int | None,
+    min_seconds: float | None,
+    timer: Any = time.perf_counter_ns,
+) -> Rounds:
+    """Set each runner's input (prepare), warm up, then time rounds of invoke() alone (`runs`
+    rounds, or rounds for at least `min_seconds`), each invoke with `timer`."""
+    for r, xi in zip(runners, xs, strict=True):
+        r.prepare(xi)
+    t0 = time.perf_counter()
+    first, warm_n = _warm(runners, warmup, warmup_seconds)
+    warm_s = time.perf_counter() - t0
+    return Rounds(_timed(runners, runs, min_seconds, timer), first, warm_n, warm_s)
 
 
 def _warm(
@@ -239,7 +259,7 @@ def measure_interleaved(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
-    clock: str = "wall",
+    clock: Clock = "wall",
 ) -> Comparison:
     """Measure several runners in interleaved rounds (A B A B ...) on the same input.
 
@@ -257,18 +277,17 @@ def measure_interleaved(
     xs = list(x) if isinstance(x, list | tuple) else [x] * len(runners)
     if len(xs) != len(runners):
         raise UsageError(f"Got {len(xs)} inputs for {len(runners)} models; pass one per model.")
-    for r, xi in zip(runners, xs, strict=True):
-        r.prepare(xi)
     batches = [int(np.shape(xi)[0]) if np.ndim(xi) else 1 for xi in xs]
-    t0 = time.perf_counter()
-    first, warm_n = _warm(runners, warmup, warmup_seconds)
-    warm_s = time.perf_counter() - t0
-    samples = _timed(runners, runs, min_seconds, CLOCKS[clock])
+    rounds = time_rounds(
+        runners, xs, warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
+        min_seconds=min_seconds, timer=CLOCKS[clock],
+    )  # fmt: skip
+    samples, first = rounds.samples_ms, rounds.first_ms
     stats = []
     for i, s in enumerate(samples):
         st = summarize(s, batch=batches[i])
-        st.warmup_runs = warm_n
-        st.warmup_seconds = warm_s
+        st.warmup_runs = rounds.warmup_runs
+        st.warmup_seconds = rounds.warmup_seconds
         st.first_ms = first[i] if first[i] is not None else s[0]
         stats.append(st)
     used = bootstrap_resamples(len(samples[0]), resamples)

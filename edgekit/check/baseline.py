@@ -275,11 +275,11 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
 
 
 def resolve_reference(
-    reference: str | os.PathLike | None, model: str | os.PathLike, model_format: str
-) -> tuple[Path, dict[str, Any]]:
-    """The reference network's path and its ReferenceInfo fields: `reference`, or the bundled one
-    for the model's runtime and compute precision."""
-    from edgekit.artifacts import detect_format, sha256_path
+    reference: str | os.PathLike | None, model: Any, model_format: str
+) -> tuple[Any, dict[str, Any]]:
+    """The reference network (a ModelArtifact) and its ReferenceInfo fields: `reference`, or the
+    bundled one for the model's runtime and compute precision."""
+    from edgekit.artifacts import ModelArtifact
     from edgekit.check.latency import bundled_reference, compute_precision
 
     if reference is None:
@@ -287,8 +287,9 @@ def resolve_reference(
         shown = "bundled"
     else:
         path, shown = Path(reference), str(reference)
-    fmt = detect_format(path)
-    return path, {"name": path.name, "path": shown, "sha256": sha256_path(path), "format": fmt}
+    ref = ModelArtifact.open(path)
+    info = {"name": ref.name, "path": shown, "sha256": ref.digest(), "format": ref.format}
+    return ref, info
 
 
 def load_data(data: Any, limit: int | None) -> tuple[Any, str | None]:
@@ -333,13 +334,9 @@ def create_baseline(
         (instructions per invoke on the emulated device `target`; .tflite models only).
     Returns the baseline as written (a JSON-ready dict).
     """
-    from edgekit import __version__
-    from edgekit.artifacts import detect_format, sha256_path, size_bytes, write_json_atomic
-    from edgekit.bench.machine import machine_info
+    from edgekit.artifacts import ModelArtifact, write_json_atomic
     from edgekit.check.evaluation import evaluate_samples
-    from edgekit.check.latency import QUANTILE, measure_ratio
     from edgekit.data import Preprocessing
-    from edgekit.versions import runtime_versions
 
     out = Path(out)
     if out.is_dir():
@@ -349,84 +346,20 @@ def create_baseline(
     # One writer per baseline file: a second `baseline create --out` the same file is refused.
     lock = _lock(out)
     try:
-        fmt = detect_format(model)  # a missing or unreadable model fails here, before any work
-        profile = _instruction_options(model, latency, latency_metric, target, reference)
-        if latency:
-            # Bad timing options fail now, not after the evaluation.
-            lt = latency_threads
-            if isinstance(lt, bool) or not isinstance(lt, int) or lt < 1:
-                raise UsageError(
-                    f"--latency-threads must be an integer of at least 1. Received: {lt!r}"
-                )
-        if latency and profile is not None:
-            from edgekit.emulation import provision
-
-            provision.require()  # not provisioned: the one-line `edgekit devices setup` error, now
-        elif latency:
-            if not isinstance(latency_seconds, int | float) or not latency_seconds > 0:
-                raise UsageError(
-                    f"--latency-seconds must be more than 0. Received: {latency_seconds!r}"
-                )
-            ref_path, ref_info = resolve_reference(reference, model, fmt)
+        # A missing or unreadable model fails here, before any work.
+        model = ModelArtifact.open(model)
+        timing = _latency_plan(
+            model, latency, latency_metric, target, reference, latency_threads, latency_seconds
+        )
         pre = Preprocessing(mean=mean, std=std)
         ds, spec = load_data(data, limit)
         res = evaluate_samples(
             model, ds, pre, batch_size=batch_size, top_k=top_k, threads=threads, output=output,
-            description=f"baseline {Path(model).name}",
+            description=f"baseline {model.name}",
         )  # fmt: skip
-        fp = ds.fingerprint()
-        doc: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "edgekit_version": __version__,
-            "model": {
-                "path": str(model),
-                "name": Path(model).name,
-                "sha256": sha256_path(model),
-                "size_bytes": size_bytes(model),
-                **{k: res.model[k] for k in ("format", "runtime", "runtime_version", "output")},
-                "num_classes": res.num_classes,
-            },
-            "data": {
-                "spec": spec,
-                "name": ds.name,
-                "source": ds.source,
-                "limit": limit,
-                "count": fp["count"],
-                "sha256": fp["sha256"],
-                "image_shape": list(ds.image_shape),
-                "num_classes": ds.num_classes,
-                "labels": list(ds.labels),
-            },
-            "preprocessing": pre.to_dict(),
-            "batch_size": batch_size,
-            "accuracy": res.accuracy(),
-            "predictions": {
-                "top1": encode_array(res.top1, "int32"),
-                "correct": encode_array(res.correct, "bool"),
-            },
-            "latency": None,
-            "versions": runtime_versions(),
-            "machine": machine_info(),
-        }
-        if latency and profile is not None:
-            from edgekit.check.instructions import estimate_ms, measure_instructions
-
-            m = measure_instructions(model, profile, threads=latency_threads)
-            doc["latency"] = {**m, "estimate": estimate_ms(model, m, profile)}
-        elif latency:
-            m = measure_ratio(model, ref_path, threads=latency_threads, seconds=latency_seconds)
-            doc["latency"] = {
-                "metric": "time",
-                "reference": ref_info,
-                "threads": latency_threads,
-                "seconds": latency_seconds,
-                "quantile": QUANTILE,
-                **{k: v for k, v in m.items() if k not in ("model_ms", "reference_ms")},
-                "model_ms": encode_array(m["model_ms"], "float32"),
-                "reference_ms": encode_array(m["reference_ms"], "float32"),
-            }
+        doc = _document(model, ds, spec, limit, pre, batch_size, res)
+        if timing is not None:
+            doc["latency"] = _measure_latency(model, timing, latency_threads, latency_seconds)
         Baseline.model_validate(doc)  # what we write, we can read back
         try:
             write_json_atomic(out, doc)
@@ -437,6 +370,110 @@ def create_baseline(
         return doc
     finally:
         lock.release()
+
+
+def _latency_plan(
+    model: Any,
+    latency: bool,
+    metric: str,
+    target: str | None,
+    reference: str | os.PathLike | None,
+    threads: Any,
+    seconds: Any,
+) -> dict[str, Any] | None:
+    """What `baseline create` will time, checked before the evaluation (bad timing options and
+    an unprovisioned emulator fail now, in one line): {"profile"} for instructions on an emulated
+    device, {"reference", "info"} for time against a reference network; None: no latency."""
+    profile = _instruction_options(model, latency, metric, target, reference)
+    if not latency:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(
+            f"--latency-threads must be an integer of at least 1. Received: {threads!r}"
+        )
+    if profile is not None:
+        from edgekit.targets.emulated import cache
+
+        cache.require()  # not provisioned: the one-line `edgekit devices setup` error, now
+        return {"profile": profile}
+    if not isinstance(seconds, int | float) or not seconds > 0:
+        raise UsageError(f"--latency-seconds must be more than 0. Received: {seconds!r}")
+    ref_path, ref_info = resolve_reference(reference, model, model.format)
+    return {"reference": ref_path, "info": ref_info}
+
+
+def _document(
+    model: Any, ds: Any, spec: str | None, limit: int | None, pre: Any, batch_size: int, res: Any
+) -> dict[str, Any]:
+    """The baseline's fields but its latency: the model, the data, the accuracy and every
+    image's prediction, versions and machine."""
+    from edgekit import __version__
+    from edgekit.artifacts import size_bytes
+    from edgekit.bench.machine import machine_info
+    from edgekit.versions import runtime_versions
+
+    fp = ds.fingerprint()
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "edgekit_version": __version__,
+        "model": {
+            "path": model.path,
+            "name": model.name,
+            "sha256": model.digest(),
+            "size_bytes": size_bytes(model.path),
+            **{k: res.model[k] for k in ("format", "runtime", "runtime_version", "output")},
+            "num_classes": res.num_classes,
+        },
+        "data": {
+            "spec": spec,
+            "name": ds.name,
+            "source": ds.source,
+            "limit": limit,
+            "count": fp["count"],
+            "sha256": fp["sha256"],
+            "image_shape": list(ds.image_shape),
+            "num_classes": ds.num_classes,
+            "labels": list(ds.labels),
+        },
+        "preprocessing": pre.to_dict(),
+        "batch_size": batch_size,
+        "accuracy": res.accuracy(),
+        "predictions": {
+            "top1": encode_array(res.top1, "int32"),
+            "correct": encode_array(res.correct, "bool"),
+        },
+        "latency": None,
+        "versions": runtime_versions(),
+        "machine": machine_info(),
+    }
+
+
+def _measure_latency(
+    model: Any, timing: dict[str, Any], threads: int, seconds: float
+) -> dict[str, Any]:
+    """The baseline's latency section: instructions counted on the emulated device, or the
+    model's CPU time against the reference network's, every round kept."""
+    if "profile" in timing:
+        from edgekit.check.instructions import estimate_ms, measure_instructions
+
+        profile = timing["profile"]
+        m = measure_instructions(model, profile, threads=threads)
+        return {**m, "estimate": estimate_ms(model, m, profile)}
+    from edgekit.check.latency import QUANTILE, measure_ratio
+
+    m = measure_ratio(model, timing["reference"], threads=threads, seconds=seconds)
+    return {
+        "metric": "time",
+        "reference": timing["info"],
+        "threads": threads,
+        "seconds": seconds,
+        "quantile": QUANTILE,
+        **{k: v for k, v in m.items() if k not in ("model_ms", "reference_ms")},
+        "model_ms": encode_array(m["model_ms"], "float32"),
+        "reference_ms": encode_array(m["reference_ms"], "float32"),
+    }
 
 
 def _lock(out: Path) -> Any:

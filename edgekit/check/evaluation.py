@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,10 +89,8 @@ def evaluate_samples(
         BaselineError before the evaluation starts (or after the first batch, for a dynamic one).
     Errors raised by the runtime while running are EvaluationError (exit 2: no check was made).
     """
-    from edgekit.bench.evaluation import _check_images, _pick_output
-    from edgekit.bench.metrics import to_probabilities, top_k_hits
+    from edgekit.bench.evaluation import check_images, pick_output, runner_outputs
     from edgekit.runtimes import open_runner
-    from edgekit.ui import progress
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size must be an integer of at least 1. Received: {batch_size!r}")
@@ -106,51 +103,16 @@ def evaluate_samples(
         )
     runner = open_runner(model, target=target, threads=threads or os.cpu_count() or 1)
     try:
-        _check_images(runner, dataset)
-        oi = _pick_output(runner, output, expected_classes or dataset.num_classes)
+        check_images(runner.name, tuple(runner.input.shape[1:]), dataset)
+        oi = pick_output(
+            runner.name, runner_outputs(runner), output, expected_classes or dataset.num_classes
+        )
         declared = output_classes(runner, oi)
         if expected_classes is not None and declared is not None:
             _check_classes(runner.name, declared, expected_classes)
-        n = len(dataset)
-        top1 = np.empty(n, np.int32)
-        topk = 0
-        k = num_classes = 0
-        i = 0
-        batches = dataset.batches(batch_size, preprocessing)
-        total = -(-n // batch_size)
-        for xb, yb in progress(batches, total=total, description=description or runner.name):
-            try:
-                scores = runner.run(xb)[oi]
-            except EdgekitError:
-                raise
-            except Exception as e:  # the runtime failed on valid input: no check can be made
-                raise EvaluationError(
-                    f"{runner.name} failed while running on the data ({type(e).__name__}: "
-                    f"{_shorten(str(e))}); the check could not be made."
-                ) from None
-            scores = np.asarray(scores, dtype=np.float64).reshape(len(xb), -1)
-            if not num_classes:
-                num_classes = scores.shape[1]
-                if expected_classes is not None:
-                    _check_classes(runner.name, num_classes, expected_classes)
-                if num_classes < dataset.num_classes:
-                    from edgekit.errors import classes_mismatch
-
-                    raise DataError(
-                        classes_mismatch(runner.name, num_classes, list(dataset.labels))
-                    )
-                k = min(top_k, num_classes)
-            # A row with NaN/inf is a wrong prediction, counted and reported; not a crash and not
-            # a silent argmax of NaN (which numpy would answer with class 0).
-            finite = np.all(np.isfinite(scores), axis=1)
-            probs = to_probabilities(np.where(finite[:, None], scores, 0.0))
-            pred = probs.argmax(axis=1).astype(np.int32)
-            pred[~finite] = NONFINITE
-            top1[i : i + len(xb)] = pred
-            topk += int(np.sum(top_k_hits(probs, yb, k) & finite))
-            i += len(xb)
-        if i != n:  # pragma: no cover - Dataset.batches covers every image
-            raise EvaluationError(f"Evaluated {i} of {n} images; the check could not be made.")
+        top1, topk, k, num_classes = _predictions(
+            runner, oi, dataset, preprocessing, batch_size, top_k, expected_classes, description
+        )
         y = np.asarray(dataset.y, dtype=np.int64)
         labels = list(dataset.labels) + [
             f"class {j}" for j in range(len(dataset.labels), num_classes)
@@ -162,7 +124,7 @@ def evaluate_samples(
             "runtime_version": d["runtime_version"],
             "output": runner.outputs[oi].name,
             "num_classes": num_classes,
-            "name": Path(model).name,
+            "name": runner.name,
         }
         return SampleResults(
             top1=top1,
@@ -176,6 +138,65 @@ def evaluate_samples(
         )
     finally:
         runner.close()
+
+
+def _predictions(
+    runner: Any,
+    oi: int,
+    dataset: Any,
+    preprocessing: Any,
+    batch_size: int,
+    top_k: int,
+    expected_classes: int | None,
+    description: str,
+) -> tuple[np.ndarray, int, int, int]:
+    """Every image's top-1 prediction (NONFINITE for NaN/inf scores), the top-k hits, k and the
+    class count of output `oi`, batch by batch."""
+    from edgekit.bench.metrics import to_probabilities, top_k_hits
+    from edgekit.ui import progress
+
+    n = len(dataset)
+    top1 = np.empty(n, np.int32)
+    topk = 0
+    k = num_classes = 0
+    i = 0
+    batches = dataset.batches(batch_size, preprocessing)
+    total = -(-n // batch_size)
+    for xb, yb in progress(batches, total=total, description=description or runner.name):
+        scores = np.asarray(_run(runner, xb)[oi], dtype=np.float64).reshape(len(xb), -1)
+        if not num_classes:
+            num_classes = scores.shape[1]
+            if expected_classes is not None:
+                _check_classes(runner.name, num_classes, expected_classes)
+            if num_classes < dataset.num_classes:
+                from edgekit.errors import classes_mismatch
+
+                raise DataError(classes_mismatch(runner.name, num_classes, list(dataset.labels)))
+            k = min(top_k, num_classes)
+        # A row with NaN/inf is a wrong prediction, counted and reported; not a crash and not
+        # a silent argmax of NaN (which numpy would answer with class 0).
+        finite = np.all(np.isfinite(scores), axis=1)
+        probs = to_probabilities(np.where(finite[:, None], scores, 0.0))
+        pred = probs.argmax(axis=1).astype(np.int32)
+        pred[~finite] = NONFINITE
+        top1[i : i + len(xb)] = pred
+        topk += int(np.sum(top_k_hits(probs, yb, k) & finite))
+        i += len(xb)
+    if i != n:  # pragma: no cover - Dataset.batches covers every image
+        raise EvaluationError(f"Evaluated {i} of {n} images; the check could not be made.")
+    return top1, topk, k, num_classes
+
+
+def _run(runner: Any, xb: np.ndarray) -> list[np.ndarray]:
+    try:
+        return runner.run(xb)
+    except EdgekitError:
+        raise
+    except Exception as e:  # the runtime failed on valid input: no check can be made
+        raise EvaluationError(
+            f"{runner.name} failed while running on the data ({type(e).__name__}: "
+            f"{_shorten(str(e))}); the check could not be made."
+        ) from None
 
 
 def _check_classes(name: str, got: int, want: int) -> None:

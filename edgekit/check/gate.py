@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import BaselineError, UsageError
+from edgekit.plans import LatencyMetric
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # points
 DEFAULT_MAX_LATENCY_INCREASE = 10.0  # percent
@@ -154,7 +155,7 @@ def class_criterion(
     th: Thresholds,
 ) -> dict[str, Any]:
     """Per-class top-1: the accuracy rule per class, with Holm's correction across classes."""
-    from edgekit.check.stats import holm, paired_drop, samples_to_decide
+    from edgekit.check.stats import samples_to_decide
 
     tol = th.max_class_drop
     if tol is None:
@@ -162,34 +163,7 @@ def class_criterion(
             "class_accuracy", "per-class accuracy", "skipped",
             "Not checked: set --max-class-drop (or max_class_drop in the config) to check it.",
         )  # fmt: skip
-    rows = []
-    for k, label in enumerate(labels):
-        m = y == k
-        nk = int(m.sum())
-        if nk == 0:
-            continue
-        bk = int(np.sum(base_correct[m] & ~cand_correct[m]))
-        ck = int(np.sum(~base_correct[m] & cand_correct[m]))
-        pd = paired_drop(bk, ck, nk, alpha=th.significance)
-        rows.append(
-            {
-                "label": label,
-                "count": nk,
-                "baseline": float(base_correct[m].mean()),
-                "candidate": float(cand_correct[m].mean()),
-                "drop_pts": _pts(pd.drop),
-                "ci_low_pts": _pts(pd.ci_low),
-                "ci_high_pts": _pts(pd.ci_high),
-                "p_value": pd.p_value,
-                "lost": bk,
-                "gained": ck,
-                "beyond": (bk - ck) * 100.0 > (tol + EPS) * nk,
-            }
-        )
-    reject = holm([r["p_value"] for r in rows], th.significance)
-    for r, rej in zip(rows, reject, strict=True):
-        r["significant"] = rej
-        r["status"] = "fail" if r["beyond"] and rej else "warn" if r["beyond"] else "pass"
+    rows = _class_rows(y, base_correct, cand_correct, labels, th, tol)
     failed = [r for r in rows if r["status"] == "fail"]
     warned = [r for r in rows if r["status"] == "warn"]
     worst = max(failed or warned or rows, key=lambda r: r["drop_pts"])
@@ -243,6 +217,49 @@ def class_criterion(
         samples_needed=needed,
         classes=rows,
     )
+
+
+def _class_rows(
+    y: np.ndarray,
+    base_correct: np.ndarray,
+    cand_correct: np.ndarray,
+    labels: list[str],
+    th: Thresholds,
+    tol: float,
+) -> list[dict[str, Any]]:
+    """Each class's paired drop, its interval and p-value, and its status after Holm's
+    correction across the classes (`beyond`: more than the allowed drop `tol`, in points)."""
+    from edgekit.check.stats import holm, paired_drop
+
+    rows = []
+    for k, label in enumerate(labels):
+        m = y == k
+        nk = int(m.sum())
+        if nk == 0:
+            continue
+        bk = int(np.sum(base_correct[m] & ~cand_correct[m]))
+        ck = int(np.sum(~base_correct[m] & cand_correct[m]))
+        pd = paired_drop(bk, ck, nk, alpha=th.significance)
+        rows.append(
+            {
+                "label": label,
+                "count": nk,
+                "baseline": float(base_correct[m].mean()),
+                "candidate": float(cand_correct[m].mean()),
+                "drop_pts": _pts(pd.drop),
+                "ci_low_pts": _pts(pd.ci_low),
+                "ci_high_pts": _pts(pd.ci_high),
+                "p_value": pd.p_value,
+                "lost": bk,
+                "gained": ck,
+                "beyond": (bk - ck) * 100.0 > (tol + EPS) * nk,
+            }
+        )
+    reject = holm([r["p_value"] for r in rows], th.significance)
+    for r, rej in zip(rows, reject, strict=True):
+        r["significant"] = rej
+        r["status"] = "fail" if r["beyond"] and rej else "warn" if r["beyond"] else "pass"
+    return rows
 
 
 def latency_criterion(
@@ -378,10 +395,10 @@ def latency_plan(
         )
     if not enabled:
         return None
-    from edgekit.emulation import provision
+    from edgekit.targets.emulated import cache
 
     require_tflite(model)
-    provision.require()
+    cache.require()
     return profile
 
 
@@ -396,8 +413,8 @@ def instruction_criterion(
         estimate_ms,
         measure_instructions,
         setup_changes,
-        short_count,
     )
+    from edgekit.report.check import short_count
 
     lat = baseline.latency
     tol = th.max_latency_increase
@@ -449,9 +466,10 @@ def instruction_criterion(
     return crit, details
 
 
-def _reference_path(info: Any, override: str | os.PathLike | None) -> Path:
-    """The reference network the baseline was timed against, checked by sha256."""
-    from edgekit.artifacts import sha256_path
+def _reference_path(info: Any, override: str | os.PathLike | None) -> Any:
+    """The reference network (a ModelArtifact) the baseline was timed against, checked by
+    sha256."""
+    from edgekit.artifacts import ModelArtifact, sha256_path
     from edgekit.check.latency import REFERENCE_FILES
 
     if override is not None:
@@ -472,14 +490,17 @@ def _reference_path(info: Any, override: str | os.PathLike | None) -> Path:
             f"The latency reference model {path} the baseline was timed against does not exist. "
             "Pass its location with --reference, or --no-latency."
         )
-    if sha256_path(path) != info.sha256:
+    digest = sha256_path(path)
+    if digest != info.sha256:
         what = "this edgekit's bundled reference network" if info.path == "bundled" else str(path)
         raise BaselineError(
             f"The baseline's latency was measured against a different reference model than "
             f"{what} (sha256 differs), so the ratios do not compare. Recreate the baseline "
             "(edgekit baseline create ...), or pass --no-latency."
         )
-    return path
+    ref = ModelArtifact.open(path)
+    ref.sha256 = digest
+    return ref
 
 
 def run_check(
@@ -496,7 +517,7 @@ def run_check(
     batch_size: int | None = None,
     threads: int | None = None,
     output: int | str | None = None,
-    latency_metric: str | None = None,
+    latency_metric: LatencyMetric | None = None,
     target: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` and compare it with the baseline file; the report (see docs/check.md).
@@ -508,12 +529,10 @@ def run_check(
     Raises BaselineError / UsageError (exit 2) when no comparison can be made; a regression is
     reported (verdict "fail"), not raised.
     """
-    from edgekit.artifacts import detect_format, sha256_path
-    from edgekit.bench.machine import machine_info
-    from edgekit.check.baseline import load_data, read_baseline
+    from edgekit.artifacts import ModelArtifact
+    from edgekit.check.baseline import read_baseline
     from edgekit.check.evaluation import evaluate_samples
     from edgekit.data import Preprocessing
-    from edgekit.versions import runtime_versions
 
     th = thresholds or Thresholds()
     th.validate()
@@ -522,11 +541,48 @@ def run_check(
     ):
         raise UsageError(f"--latency-seconds must be more than 0. Received: {latency_seconds!r}")
     base = read_baseline(baseline)
-    detect_format(model)  # a missing or unreadable model: one line, exit 2, before loading data
+    # A missing or unreadable model: one line, exit 2, before loading data. Opened once here,
+    # the artifact goes to every step below.
+    art = ModelArtifact.open(model)
     lat_enabled = latency and th.max_latency_increase is not None
     profile = latency_plan(
-        base, baseline, model, enabled=lat_enabled, metric=latency_metric, target=target
+        base, baseline, art, enabled=lat_enabled, metric=latency_metric, target=target
     )
+    ds, data, fp = _baseline_data(base, baseline, data)
+    pre_b = Preprocessing.from_dict(base.preprocessing)
+    pre = Preprocessing(
+        mean=pre_b.mean if mean is None else mean, std=pre_b.std if std is None else std
+    )
+    res = evaluate_samples(
+        art, ds, pre, batch_size=batch_size or base.batch_size, top_k=base.accuracy.k,
+        threads=threads, output=output, expected_classes=base.model.num_classes,
+        description=f"check {art.name}",
+    )  # fmt: skip
+    base_correct = base.correct()
+    if not np.array_equal(base_correct, base.top1() == res.y):
+        raise BaselineError(
+            f"{baseline} is inconsistent with its data: its stored correctness does not match "
+            "the labels. Recreate the baseline."
+        )
+    criteria = [
+        accuracy_criterion(base_correct, res.correct, th),
+        class_criterion(res.y, base_correct, res.correct, res.labels, th),
+    ]
+    if base.latency_metric == "instructions":
+        lat_crit, lat_details = instruction_criterion(base, art, th, profile, enabled=latency)
+    else:
+        lat_crit, lat_details = latency_criterion(
+            base, art, th, enabled=latency, seconds=latency_seconds, reference=reference
+        )
+    criteria.append(lat_crit)
+    return _report(art, base, baseline, res, criteria, lat_details, (ds, data, fp), pre, th)
+
+
+def _baseline_data(base: Any, baseline: str | os.PathLike, data: Any) -> tuple[Any, Any, Any]:
+    """The data set to check on (`data`, else the baseline's spec), the spec and the data's
+    fingerprint; a BaselineError when that is not the baseline's."""
+    from edgekit.check.baseline import load_data
+
     if data is None:
         if base.data.spec is None:
             raise UsageError(
@@ -545,35 +601,21 @@ def run_check(
             "data, or refresh the baseline: edgekit baseline create BASELINE_MODEL --data DATA "
             f"--out {baseline}."
         )
-    pre_b = Preprocessing.from_dict(base.preprocessing)
-    pre = Preprocessing(
-        mean=pre_b.mean if mean is None else mean, std=pre_b.std if std is None else std
-    )
-    res = evaluate_samples(
-        model, ds, pre, batch_size=batch_size or base.batch_size, top_k=base.accuracy.k,
-        threads=threads, output=output, expected_classes=base.model.num_classes,
-        description=f"check {Path(model).name}",
-    )  # fmt: skip
-    base_correct = base.correct()
-    base_top1 = base.top1()
-    if not np.array_equal(base_correct, base_top1 == res.y):
-        raise BaselineError(
-            f"{baseline} is inconsistent with its data: its stored correctness does not match "
-            "the labels. Recreate the baseline."
-        )
-    criteria = [
-        accuracy_criterion(base_correct, res.correct, th),
-        class_criterion(res.y, base_correct, res.correct, res.labels, th),
-    ]
-    if base.latency_metric == "instructions":
-        lat_crit, lat_details = instruction_criterion(base, model, th, profile, enabled=latency)
-    else:
-        lat_crit, lat_details = latency_criterion(
-            base, model, th, enabled=latency, seconds=latency_seconds, reference=reference
-        )
-    criteria.append(lat_crit)
+    return ds, data, fp
 
-    acc = res.accuracy()
+
+def _warnings_and_notes(
+    art: Any,
+    base: Any,
+    criteria: list[dict[str, Any]],
+    lat_details: dict[str, Any] | None,
+    acc: dict[str, Any],
+    pre: Any,
+    versions: dict[str, Any],
+    machine: dict[str, Any],
+) -> tuple[list[str], list[str]]:
+    """What the reader should know beside the verdict: warned criteria, a changed counting
+    setup, NaN scores (warnings); the same file, other preprocessing, runtimes or CPU (notes)."""
     warnings = [c["message"] for c in criteria if c["status"] == "warn"]
     notes = []
     if lat_details and lat_details.get("setup_changes"):
@@ -583,8 +625,7 @@ def run_check(
             + "): part of the latency change may come from it; recreate the baseline to "
             "separate the two."
         )
-    sha = sha256_path(model)
-    if sha == base.model.sha256:
+    if art.digest() == base.model.sha256:
         notes.append("The candidate is the baseline's model file itself (same sha256).")
     if acc["nonfinite"]:
         warnings.append(
@@ -596,7 +637,6 @@ def run_check(
             f"Preprocessing differs from the baseline's: {pre.to_dict()} now, "
             f"{base.preprocessing} then."
         )
-    versions = runtime_versions()
     runtime_pkgs = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "numpy")
     changed = [
         f"{k} {base.versions.get(k)} -> {versions.get(k)}"
@@ -605,7 +645,6 @@ def run_check(
     ]
     if changed:
         notes.append("Runtime versions changed since the baseline: " + ", ".join(changed) + ".")
-    machine = machine_info()
     if machine.get("cpu") != base.machine.get("cpu"):
         how = (
             f"latency is counted on the emulated {base.latency.target}"
@@ -616,6 +655,32 @@ def run_check(
             f"The baseline was made on another CPU ({base.machine.get('cpu')}); {how}, accuracy "
             "does not depend on it."
         )
+    return warnings, notes
+
+
+def _report(
+    art: Any,
+    base: Any,
+    baseline: str | os.PathLike,
+    res: Any,
+    criteria: list[dict[str, Any]],
+    lat_details: dict[str, Any] | None,
+    checked_on: tuple[Any, Any, Any],
+    pre: Any,
+    th: Thresholds,
+) -> dict[str, Any]:
+    """The check report: the verdict, the criteria, and what they were measured on
+    (`checked_on`: the data set, its spec and its fingerprint)."""
+    from edgekit.bench.machine import machine_info
+    from edgekit.versions import runtime_versions
+
+    acc = res.accuracy()
+    versions = runtime_versions()
+    machine = machine_info()
+    warnings, notes = _warnings_and_notes(
+        art, base, criteria, lat_details, acc, pre, versions, machine
+    )
+    ds, data, fp = checked_on
     failed = [c["name"] for c in criteria if c["status"] == "fail"]
     return {
         "verdict": "fail" if failed else "pass",
@@ -624,7 +689,7 @@ def run_check(
         "warnings": warnings,
         "notes": notes,
         "criteria": criteria,
-        "model": {"path": str(model), "sha256": sha, **res.model},
+        "model": {"path": art.path, "sha256": art.digest(), **res.model},
         "baseline": {
             "path": str(baseline),
             "created": base.created,
@@ -643,7 +708,7 @@ def run_check(
         "accuracy": {
             "baseline": base.accuracy.model_dump(),
             "candidate": acc,
-            "top1_agreement": float(np.mean(base_top1 == res.top1)),
+            "top1_agreement": float(np.mean(base.top1() == res.top1)),
         },
         "latency_metric": base.latency_metric,
         "latency": lat_details,
@@ -672,7 +737,7 @@ def check(
     config: str | os.PathLike | bool | None = None,
     junit: str | os.PathLike | None = None,
     github_summary: bool | None = None,
-    latency_metric: str | None = None,
+    latency_metric: LatencyMetric | None = None,
     target: str | None = None,
 ) -> dict[str, Any]:
     """`edgekit check`: settings from arguments, then the config file, then defaults; run the
@@ -682,9 +747,9 @@ def check(
     config: a file; None finds edgekit.yaml / pyproject.toml from the working directory; False
         reads none. github_summary: None appends when $GITHUB_STEP_SUMMARY is set.
     """
-    from edgekit.check import report as rep
     from edgekit.check.config import load_config
     from edgekit.errors import EdgekitError
+    from edgekit.report import check as rep
 
     summary = (
         bool(os.environ.get("GITHUB_STEP_SUMMARY")) if github_summary is None else github_summary
@@ -704,22 +769,13 @@ def check(
             )
         if data is None:
             data = cfg.resolve(s.data, spec=True)
-        th = Thresholds()
-        options = {
+        given = {
             "max_accuracy_drop": max_accuracy_drop,
             "max_class_drop": max_class_drop,
             "max_latency_increase": max_latency_increase,
             "significance": significance,
         }
-        for name, given in options.items():
-            if given is not None:
-                setattr(th, name, given)
-                th.sources[name] = "option"
-            elif getattr(s, name) is not None:
-                setattr(th, name, getattr(s, name))
-                th.sources[name] = cfg.source
-            else:
-                th.sources[name] = "default"
+        th = _thresholds(cfg, given)
         if latency is None:
             latency = s.latency if s.latency is not None else True
         if latency_seconds is None:
@@ -749,3 +805,20 @@ def check(
         target = rep.append_step_summary(rep.markdown_summary(report))
         report["github_step_summary"] = str(target) if target else None
     return report
+
+
+def _thresholds(cfg: Any, given: dict[str, float | None]) -> Thresholds:
+    """Each threshold from its option, else the config file, else the default; `sources` says
+    which."""
+    th = Thresholds()
+    s = cfg.settings
+    for name, value in given.items():
+        if value is not None:
+            setattr(th, name, value)
+            th.sources[name] = "option"
+        elif getattr(s, name) is not None:
+            setattr(th, name, getattr(s, name))
+            th.sources[name] = cfg.source
+        else:
+            th.sources[name] = "default"
+    return th

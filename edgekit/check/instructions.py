@@ -1,7 +1,7 @@
 """Latency as instructions per invoke on an emulated arm64 target: the CI signal without noise.
 
 The `.tflite` model runs in the arm64 LiteRT under qemu-aarch64 with the device profile's core
-model and /proc/cpuinfo (edgekit.emulation.qemu); a QEMU plugin counts the guest instructions of
+model and /proc/cpuinfo (edgekit.targets.emulated.qemu); a QEMU plugin counts the guest instructions of
 each invoke. The count depends on the model, the LiteRT build and the core's features, not on
 the machine that emulates it or its neighbours, so two counts of the same model agree to a small
 fraction of a percent (docs/check.md has the figures). It is not a time: a regression in memory
@@ -11,12 +11,12 @@ traffic alone (same instructions, more cache misses) does not show.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EvaluationError, UnsupportedModelError, UsageError
+from edgekit.plans import LATENCY_METRICS
 
-METRICS = ("time", "instructions")
+METRICS = LATENCY_METRICS
 DEFAULT_RUNS = 5  # counted invokes per measurement (after 2 warm-up invokes)
 # The check refuses to decide when the measured run-to-run spread is larger than this fraction of
 # the tolerance AND the change lies within that spread of the tolerance.
@@ -31,14 +31,14 @@ def validate_metric(metric: str | None, option: str = "--latency-metric") -> str
 
 def emulated_targets() -> list[str]:
     """Bundled profiles that can be emulated (arm64 with a qemu cpu model)."""
-    from edgekit.emulation.profiles import list_profiles, load_profile
+    from edgekit.profiles import list_profiles, load_profile
 
     return [n for n in list_profiles() if load_profile(n).cpu.qemu_cpu]
 
 
 def resolve_target(target: str | None) -> Any:
     """The DeviceProfile for --target; UsageError naming the emulated targets otherwise."""
-    from edgekit.emulation.profiles import load_profile
+    from edgekit.profiles import load_profile
 
     if not target:
         raise UsageError(
@@ -55,15 +55,15 @@ def resolve_target(target: str | None) -> Any:
     return profile
 
 
-def require_tflite(model: str | os.PathLike) -> None:
-    """Only LiteRT models run on the emulated targets."""
-    from edgekit.artifacts import detect_format
+def require_tflite(model: str | os.PathLike | Any) -> None:
+    """Only LiteRT models run on the emulated targets (model: a path or a ModelArtifact)."""
+    from edgekit.artifacts import ModelArtifact
 
-    fmt = detect_format(model)
-    if fmt != "tflite":
+    art = ModelArtifact.open(model)
+    if art.format != "tflite":
         raise UnsupportedModelError(
             f"--latency-metric instructions counts LiteRT invokes of a .tflite model on the "
-            f"emulated target; {Path(model).name} is {fmt}. Check its .tflite export, or use "
+            f"emulated target; {art.name} is {art.format}. Check its .tflite export, or use "
             "--latency-metric time."
         )
 
@@ -83,7 +83,7 @@ def setup_info(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_instructions(
-    model: str | os.PathLike,
+    model: str | os.PathLike | Any,
     profile: Any,
     *,
     threads: int = 1,
@@ -95,15 +95,17 @@ def measure_instructions(
     spread ((max - min) / median), the LiteRT/plugin/QEMU versions and the compute precision.
     TargetUnavailableError (exit 2, naming `edgekit devices setup`) when not provisioned.
     """
+    from edgekit.artifacts import ModelArtifact
     from edgekit.check.latency import compute_precision
-    from edgekit.emulation import provision, qemu
+    from edgekit.targets.emulated import cache, qemu
 
+    model = ModelArtifact.open(model)
     require_tflite(model)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(
             f"--latency-threads must be an integer of at least 1. Received: {threads!r}"
         )
-    state = provision.require()
+    state = cache.require()
     res = qemu.count_instructions(
         model,
         qemu_cpu=profile.cpu.qemu_cpu,
@@ -117,7 +119,7 @@ def measure_instructions(
     if not res["median"]:
         raise EvaluationError(
             f"The emulated {profile.cpu.qemu_cpu} counted no instructions for "
-            f"{Path(model).name}; the check could not be made."
+            f"{model.name}; the check could not be made."
         )
     return {
         "metric": "instructions",
@@ -138,11 +140,11 @@ def measure_instructions(
     }
 
 
-def estimate_ms(model: str | os.PathLike, m: dict[str, Any], profile: Any) -> dict[str, Any]:
+def estimate_ms(model: str | os.PathLike | Any, m: dict[str, Any], profile: Any) -> dict[str, Any]:
     """Information only: the profile's latency estimate for the counted instructions
-    (edgekit.emulation.estimate; `calibrated: false` and no ms for an uncalibrated profile)."""
-    from edgekit.emulation.estimate import estimate_latency
-    from edgekit.emulation.static import analyze
+    (edgekit.targets.emulated.estimate; `calibrated: false` and no ms for an uncalibrated profile)."""
+    from edgekit.targets.emulated.estimate import estimate_latency
+    from edgekit.targets.emulated.static import analyze
 
     moved = analyze(model, gpu_analyzer=False, xnnpack_check=False)["totals"]["bytes_moved"]
     return estimate_latency(m["median"], moved, m["precision"], profile, m["threads"])
@@ -191,11 +193,3 @@ def decide(change_pct: float, band_pct: float, tol_pct: float) -> tuple[str, str
         "repeat best with one thread (--latency-threads 1) and models of a million "
         "instructions or more."
     )
-
-
-def short_count(n: float) -> str:
-    """12345678 -> "12.35M"."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.4g}{unit}"
-    return f"{n:.0f}"

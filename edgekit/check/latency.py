@@ -46,24 +46,22 @@ def bundled_reference(model_format: str, precision: str = "float32") -> Path:
     return asset(REFERENCE_FILES[(fmt, "int8" if precision == "int8" else "float32")])
 
 
-def compute_precision(path: str | os.PathLike) -> str:
+def compute_precision(path: str | os.PathLike | Any) -> str:
     """ "int8" when most convolutions and matrix products of the model compute in integers,
     else "float32". Integer and float kernels do not slow down alike when the machine is busy
     (another core's vector units, another clock licence), so the reference network is matched to
     the model's kind (docs/check.md has the measurements)."""
-    from edgekit.artifacts import detect_format
+    from edgekit.artifacts import ModelArtifact
 
-    fmt = detect_format(path)
-    if fmt == "tflite":
-        from edgekit.export.tflite import inspect_tflite
-
-        info = inspect_tflite(path)
+    art = ModelArtifact.open(path)
+    if art.format == "tflite":
+        info = art.tflite.summary()
         return "int8" if info["integer_compute_ops"] > info["float_compute_ops"] else "float32"
-    if fmt == "onnx":
+    if art.format == "onnx":
         import onnx
 
         try:
-            graph = onnx.load(str(path), load_external_data=False).graph
+            graph = onnx.load(art.path, load_external_data=False).graph
         except Exception:  # unreadable: the runner reports it with a proper message
             return "float32"
         made_by = {o: n.op_type for n in graph.node for o in n.output}
@@ -97,8 +95,8 @@ def default_clock(threads: int) -> str:
 
 
 def measure_ratio(
-    model: str | os.PathLike,
-    reference: str | os.PathLike,
+    model: str | os.PathLike | Any,
+    reference: str | os.PathLike | Any,
     *,
     threads: int = 1,
     clock: str | None = None,
@@ -113,9 +111,13 @@ def measure_ratio(
         `seconds`).
     Returns model_ms and reference_ms (per-invoke times, paired by round), rounds, the ratio of
     their medians with a 95% bootstrap interval, each one's median in ms, and the clock.
+    model / reference: paths or ModelArtifacts.
     """
+    from edgekit.artifacts import ModelArtifact
     from edgekit.bench.latency import measure_interleaved
     from edgekit.runtimes import open_runner
+
+    model = ModelArtifact.open(model)
 
     if not np.isfinite(seconds) or seconds <= 0:
         raise UsageError(f"--latency-seconds must be more than 0. Received: {seconds!r}")
@@ -138,7 +140,7 @@ def measure_ratio(
             raise
         except Exception as e:  # the runtime failed on valid input: no latency to compare
             raise EvaluationError(
-                f"Timing {Path(model).name} failed ({type(e).__name__}: {_shorten(str(e))}); "
+                f"Timing {model.name} failed ({type(e).__name__}: {_shorten(str(e))}); "
                 "the check could not be made."
             ) from None
         ref_d = runners[0].describe()

@@ -382,14 +382,9 @@ def _aligned(b: Any) -> Any:
 
 def metadata_buffer(model: bytes | str | os.PathLike) -> bytes | None:
     """The raw metadata flatbuffer stored in a .tflite, or None when it has none."""
-    data = _bytes(model)
-    schema = _model_schema()
-    m = schema.Model.GetRootAs(data, 0)
-    for i in range(m.MetadataLength()):
-        e = m.Metadata(i)
-        if _name(e.Name()) == METADATA_NAME:
-            return m.Buffers(e.Buffer()).DataAsNumpy().tobytes()
-    return None
+    from edgekit.tflite.reader import TFLiteModel
+
+    return TFLiteModel.read(model).metadata(METADATA_NAME)
 
 
 def read_metadata(model: bytes | str | os.PathLike) -> dict[str, Any] | None:

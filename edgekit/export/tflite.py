@@ -35,11 +35,6 @@ PRECISION: dict[str, str] = {
     "qat": "int8",  # a QAT model converts to an int8 model; "quantization" keeps "qat"
 }
 
-# Ops whose first input is the activation: an int8 activation here means integer kernels run.
-_COMPUTE_OPS = frozenset(
-    {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
-)
-
 _SELECT_HINT = (
     "Pass allow_select_tf_ops=True (`--allow-select-tf-ops`, recipe `allow_select_tf_ops: true`) "
     "to embed TensorFlow kernels (Flex ops); such models need the Flex delegate and fail on stock "
@@ -541,131 +536,11 @@ def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, Any]:
     output_dtype, signatures, tensor_dtypes (constant tensors by dtype), activation_dtypes (the
     other tensors by dtype), per_channel_tensors (constants with one scale per channel),
     integer_compute_ops / float_compute_ops (conv/matmul ops by activation dtype), subgraphs.
+    (edgekit.tflite.reader.TFLiteModel.summary, the one reader of the flatbuffer.)
     """
-    from ai_edge_litert import schema_py_generated as schema
+    from edgekit.tflite.reader import TFLiteModel
 
-    data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise UsageError("Not a TFLite flatbuffer (no 'TFL3' identifier). Pass a .tflite file.")
-    m = schema.Model.GetRootAs(data, 0)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    dtype_names = {
-        v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")
-    }
-
-    codes: list[tuple[str, str | None]] = []
-    for i in range(m.OperatorCodesLength()):
-        oc = m.OperatorCodes(i)
-        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-        name = op_names.get(code, f"BUILTIN_{code}")
-        custom = oc.CustomCode().decode() if name == "CUSTOM" and oc.CustomCode() else None
-        codes.append((name, custom))
-
-    used: set[int] = set()
-    const_counts: dict[str, int] = {}
-    act_counts: dict[str, int] = {}
-    per_channel = 0
-    integer_compute = float_compute = 0
-    for s in range(m.SubgraphsLength()):
-        sg = m.Subgraphs(s)
-        for t in range(sg.TensorsLength()):
-            tensor = sg.Tensors(t)
-            key = dtype_names.get(tensor.Type(), str(tensor.Type()))
-            buf = m.Buffers(tensor.Buffer()) if tensor.Buffer() < m.BuffersLength() else None
-            if buf is not None and (buf.DataLength() > 0 or buf.Size() > 0):
-                const_counts[key] = const_counts.get(key, 0) + 1
-                q = tensor.Quantization()
-                if q is not None and q.ScaleLength() > 1:
-                    per_channel += 1
-            else:
-                act_counts[key] = act_counts.get(key, 0) + 1
-        for o in range(sg.OperatorsLength()):
-            op = sg.Operators(o)
-            used.add(op.OpcodeIndex())
-            name = codes[op.OpcodeIndex()][0]
-            if name in _COMPUTE_OPS and op.InputsLength():
-                t_type = sg.Tensors(op.Inputs(0)).Type()
-                if t_type in (
-                    schema.TensorType.INT8,
-                    schema.TensorType.UINT8,
-                    schema.TensorType.INT16,
-                ):
-                    integer_compute += 1
-                elif t_type in (schema.TensorType.FLOAT32, schema.TensorType.FLOAT16):
-                    float_compute += 1
-
-    builtin = sorted({codes[i][0] for i in used if codes[i][0] != "CUSTOM"})
-    customs = sorted({codes[i][1] or "CUSTOM" for i in used if codes[i][0] == "CUSTOM"})
-    select = [c for c in customs if c.startswith("Flex")]
-
-    sigs: dict[str, dict[str, list[str]]] = {}
-    main = m.Subgraphs(0)
-    inputs = [_tensor_info(main, main.Inputs(i), dtype_names) for i in range(main.InputsLength())]
-    outputs = [
-        _tensor_info(main, main.Outputs(i), dtype_names) for i in range(main.OutputsLength())
-    ]
-    for i in range(m.SignatureDefsLength()):
-        sd = m.SignatureDefs(i)
-        key = sd.SignatureKey().decode()
-        sigs[key] = {
-            "inputs": [sd.Inputs(j).Name().decode() for j in range(sd.InputsLength())],
-            "outputs": [sd.Outputs(j).Name().decode() for j in range(sd.OutputsLength())],
-        }
-        if i == 0 and sd.SubgraphIndex() == 0:
-            # Signature names are what runtimes look up; index order follows the signature.
-            inputs = [
-                {
-                    **_tensor_info(main, sd.Inputs(j).TensorIndex(), dtype_names),
-                    "name": sd.Inputs(j).Name().decode(),
-                }
-                for j in range(sd.InputsLength())
-            ]
-            outputs = [
-                {
-                    **_tensor_info(main, sd.Outputs(j).TensorIndex(), dtype_names),
-                    "name": sd.Outputs(j).Name().decode(),
-                }
-                for j in range(sd.OutputsLength())
-            ]
-    return {
-        "ops": builtin,
-        "select_tf_ops": select,
-        "custom_ops": [c for c in customs if not c.startswith("Flex")],
-        "inputs": inputs,
-        "outputs": outputs,
-        "input_dtype": inputs[0]["dtype"] if inputs else None,
-        "output_dtype": outputs[0]["dtype"] if outputs else None,
-        "signatures": sigs,
-        "tensor_dtypes": dict(sorted(const_counts.items())),
-        "activation_dtypes": dict(sorted(act_counts.items())),
-        "per_channel_tensors": per_channel,
-        "integer_compute_ops": integer_compute,
-        "float_compute_ops": float_compute,
-        "subgraphs": m.SubgraphsLength(),
-    }
-
-
-def _tensor_info(sg: Any, index: int, dtype_names: dict[int, str]) -> dict[str, Any]:
-    t = sg.Tensors(index)
-    shape = [
-        int(d)
-        for d in (t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else t.ShapeAsNumpy())
-    ]
-    q = t.Quantization()
-    quant = None
-    if q is not None and q.ScaleLength():
-        scales = [float(s) for s in q.ScaleAsNumpy()]
-        zeros = [int(z) for z in q.ZeroPointAsNumpy()] if q.ZeroPointLength() else [0] * len(scales)
-        quant = {
-            "scale": scales[0] if len(scales) == 1 else scales,
-            "zero_point": zeros[0] if len(zeros) == 1 else zeros,
-        }
-    return {
-        "name": t.Name().decode() if t.Name() else f"tensor_{index}",
-        "shape": shape,
-        "dtype": dtype_names.get(t.Type(), str(t.Type())),
-        "quantization": quant,
-    }
+    return TFLiteModel.read(model).summary()
 
 
 # TF op names a kernel's own layer ends its tensor name with, per TFLite builtin (a fused
@@ -683,23 +558,14 @@ def layer_of_node(
 ) -> str | None:
     """The Keras layer a node of the main subgraph was converted from, read from the names of
     its output tensors (None when they name none). With `layer_names`, only those count."""
-    from ai_edge_litert import schema_py_generated as schema
+    from edgekit.tflite.reader import TFLiteModel
 
-    data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
-    m = schema.Model.GetRootAs(data, 0)
-    sg = m.Subgraphs(0)
-    if not 0 <= index < sg.OperatorsLength():
+    graph = TFLiteModel.read(model).graph()
+    if not 0 <= index < len(graph.ops):
         return None
-    op = sg.Operators(index)
-    code = m.OperatorCodes(op.OpcodeIndex())
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    kind = op_names.get(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())), "")
-    parts = [
-        part
-        for j in range(op.OutputsLength())
-        for part in (sg.Tensors(op.Outputs(j)).Name() or b"").decode().split(";")
-    ]
-    own = _KERNEL_TF_OPS.get(kind, ())
+    op = graph.ops[index]
+    parts = [part for j in op.outputs for part in graph.tensors[j].name.split(";")]
+    own = _KERNEL_TF_OPS.get(op.name, ())
     parts.sort(key=lambda p: 0 if p.rsplit("/", 1)[-1] in own else 1)  # the kernel's own first
     known = set(layer_names or [])
     for part in parts:

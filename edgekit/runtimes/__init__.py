@@ -12,67 +12,69 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from edgekit.errors import UsageError
 from edgekit.runtimes.base import Runner, TensorInfo, check_target, check_threads
-
-# Options each runtime takes. An option of another runtime is ignored (so that one bench call can
-# pass graph_optimization for its .onnx models and xla for its Keras ones); an unknown one is an
-# error.
-RUNTIME_OPTIONS = {
-    "tflite": (),
-    "onnx": ("graph_optimization", "providers"),
-    "keras": ("xla", "unsafe", "custom_objects", "batch_size"),
-}
 
 __all__ = ["Runner", "TensorInfo", "available_targets", "open_runner"]
 
 
 def open_runner(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Any,
     *,
     target: str = "cpu",
     threads: int | None = 1,
     xnnpack: bool = True,
-    **options: Any,
+    graph_optimization: str | None = None,
+    providers: list[str] | None = None,
+    xla: bool = False,
+    unsafe: bool = False,
+    custom_objects: dict[str, Any] | None = None,
+    batch_size: int | None = None,
 ) -> Runner:
     """Load a model artifact for a target and return its Runner.
 
-    path: a .tflite, .onnx, .keras, .h5 file or a SavedModel folder (format detected by content).
+    path: a .tflite, .onnx, .keras, .h5 file or a SavedModel folder (format detected by content),
+        or an edgekit.artifacts.ModelArtifact already opened.
     target: "cpu" or "gpu"; "gpu" raises TargetUnavailableError when this machine or the installed
         runtime has no GPU support.
     threads: CPU threads for the runtime's kernels (None: the runtime's own default).
-    xnnpack: LiteRT only: use the XNNPACK delegate (False: builtin reference kernels).
-    options: runtime-specific: `graph_optimization` ("all", "extended", "basic", "disabled") and
-        `providers` for ONNX Runtime; `xla` and `batch_size` for Keras.
+    Each runtime takes its own options and ignores the others' (one bench call can pass
+    graph_optimization for its .onnx models and xla for its Keras ones):
+    xnnpack: LiteRT: use the XNNPACK delegate (False: builtin reference kernels).
+    graph_optimization ("all", "extended", "basic", "disabled"; None: "all"), providers: ONNX
+        Runtime. xla, unsafe, custom_objects, batch_size: Keras / SavedModel.
     """
-    from edgekit.artifacts import KERAS_FORMATS, detect_format
+    from edgekit.artifacts import ModelArtifact
 
     target = check_target(target)
     threads = check_threads(threads)
-    known = {k for keys in RUNTIME_OPTIONS.values() for k in keys}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UsageError(
-            f"Unknown runner option(s) {', '.join(unknown)}. Expected: {', '.join(sorted(known))}."
-        )
-    fmt = detect_format(path)
-    family = "keras" if fmt in KERAS_FORMATS else fmt
-    options = {k: v for k, v in options.items() if k in RUNTIME_OPTIONS[family]}
-    if fmt == "tflite":
+    art = ModelArtifact.open(path)
+    if art.format == "tflite":
         from edgekit.runtimes import litert
 
         if target == "gpu":
-            return litert.LiteRTGpuRunner(path, threads=threads, **options)
-        return litert.LiteRTRunner(path, threads=threads, xnnpack=xnnpack, **options)
-    if fmt == "onnx":
+            return litert.LiteRTGpuRunner(art.path, threads=threads)
+        return litert.LiteRTRunner(art.path, threads=threads, xnnpack=xnnpack)
+    if art.format == "onnx":
         from edgekit.runtimes.onnxrt import OnnxRunner
 
-        return OnnxRunner(path, target=target, threads=threads, **options)
-    if fmt in KERAS_FORMATS:
-        from edgekit.runtimes.keras import KerasRunner
+        return OnnxRunner(
+            art.path,
+            target=target,
+            threads=threads,
+            graph_optimization=graph_optimization or "all",
+            providers=providers,
+        )
+    from edgekit.runtimes.keras import KerasRunner  # every Keras / SavedModel format
 
-        return KerasRunner(path, target=target, threads=threads, **options)
-    raise AssertionError(f"detect_format returned an unknown format {fmt!r}")  # pragma: no cover
+    return KerasRunner(
+        art.path,
+        target=target,
+        threads=threads,
+        xla=xla,
+        unsafe=unsafe,
+        custom_objects=custom_objects,
+        batch_size=batch_size,
+    )
 
 
 def available_targets() -> dict[str, dict[str, Any]]:

@@ -129,11 +129,8 @@ class LiteRTRunner(Runner):
         *,
         threads: int | None = 1,
         xnnpack: bool = True,
-        **options: Any,
     ) -> None:
         super().__init__(path, target="cpu", threads=threads)
-        if options:
-            raise TypeError(f"Unknown LiteRT runner options: {', '.join(sorted(options))}")
         mod, self.runtime, self.runtime_version = import_interpreter()
         self.xnnpack = xnnpack
         resolver = mod.OpResolverType
@@ -293,11 +290,8 @@ class LiteRTGpuRunner(Runner):
 
     format = "tflite"
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = 1, **options: Any) -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = 1) -> None:
         super().__init__(path, target="gpu", threads=threads)
-        options.pop("xnnpack", None)
-        if options:
-            raise TypeError(f"Unknown LiteRT GPU runner options: {', '.join(sorted(options))}")
         ok, why = litert_gpu_available()
         if not ok:
             raise TargetUnavailableError(f"--target gpu is not available for .tflite here: {why}.")

@@ -105,12 +105,8 @@ class OnnxRunner(Runner):
         threads: int | None = 1,
         graph_optimization: str = "all",
         providers: list[str] | None = None,
-        **options: Any,
     ) -> None:
         super().__init__(path, target=target, threads=threads)
-        options.pop("xnnpack", None)  # a LiteRT option; meaningless here
-        if options:
-            raise TypeError(f"Unknown ONNX Runtime runner options: {', '.join(sorted(options))}")
         ort = import_ort()
         self.runtime_version = ort.__version__
         if graph_optimization not in GRAPH_OPTIMIZATION:

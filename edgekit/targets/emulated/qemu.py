@@ -1,6 +1,6 @@
 """arm64 LiteRT under user-mode QEMU (qemu-aarch64), with an optional instruction count.
 
-    from edgekit.emulation import qemu
+    from edgekit.targets.emulated import qemu
     res = qemu.run_job({"model0.tflite": path}, job, qemu_cpu="cortex-a76",
                        features=[...], midr={...}, cores=8)
     counts = qemu.count_instructions(path, qemu_cpu="cortex-a76", features=[...], midr={...},
@@ -31,9 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit.emulation.provision import setup, status  # noqa: F401 - re-exported
 from edgekit.errors import TargetUnavailableError, UsageError
-from edgekit.runtimes.runner_io import last_line, read_output, stage_job
+from edgekit.targets.jobs import last_line, read_output, stage_job
 
 # QEMU's own models (target/arm/cpu64.c) and the /proc/cpuinfo a Linux kernel prints for them.
 # Profiles bring their own; these serve the smoke test and the tests.
@@ -138,10 +137,10 @@ def run_job(
 ) -> dict[str, Any]:
     """Run a remote-runner job (files: name in the job -> local path) on an emulated arm64 core;
     the runner's result, plus "instruction_counts" (the plugin's raw pairs) when counting."""
-    from edgekit.emulation import provision
+    from edgekit.targets.emulated import cache
 
-    state = _state if _state is not None else provision.require()
-    root = provision.emulation_dir()
+    state = _state if _state is not None else cache.require()
+    root = cache.emulation_dir()
     qemu_exe = state["qemu"]["path"]
     lroot = overlay(root, list(features), midr, cores)
     if not qemu_cpu or not all(c.isalnum() or c in "-_." for c in qemu_cpu):
@@ -249,10 +248,10 @@ def count_instructions(
 ) -> dict[str, Any]:
     """Guest instructions per invoke() of a .tflite on an emulated core (XNNPACK, random input):
     each of `runs` invokes counted alone, the markers' own cost subtracted."""
-    from edgekit.artifacts import detect_format
+    from edgekit.artifacts import ModelArtifact
 
-    path = Path(model_path)
-    if not path.is_file() or detect_format(path) != "tflite":
+    path = Path(model_path)  # a path or a ModelArtifact
+    if not path.is_file() or ModelArtifact.open(model_path).format != "tflite":
         raise UsageError(f"Expected a .tflite model file. Received: {model_path}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"Expected threads >= 1. Received: {threads!r}")

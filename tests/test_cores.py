@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from edgekit.emulation import cores
-from edgekit.emulation.cores import CoreClass
-from edgekit.emulation.estimate import estimate_latency
-from edgekit.emulation.profiles import QEMU_CPU_FEATURES, list_profiles, load_profile
+from edgekit import cores
+from edgekit.cores import CoreClass
+from edgekit.profiles import QEMU_CPU_FEATURES, list_profiles, load_profile
+from edgekit.targets.emulated.estimate import estimate_latency
 
 
 @pytest.mark.parametrize("name", sorted(cores.catalogue()))

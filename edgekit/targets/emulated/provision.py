@@ -1,9 +1,10 @@
 """Provisioning of the emulated arm64 targets: qemu-user, an arm64 Python sysroot, aarch64 wheels
 and the instruction-counting plugin, all in a cache folder outside the repository.
 
-    from edgekit.emulation import provision
+    from edgekit.targets.emulated import provision
     provision.setup()     # idempotent; "already provisioned" in well under a second
-    provision.status()    # what is there, what is missing, the one command that fixes it
+
+(edgekit.targets.emulated.cache says what is there: `status()`, `require()`.)
 
 Layout of `<cache>/emulation/` (cache: $EDGEKIT_CACHE, else $XDG_CACHE_HOME/edgekit, else
 ~/.cache/edgekit):
@@ -12,7 +13,7 @@ Layout of `<cache>/emulation/` (cache: $EDGEKIT_CACHE, else $XDG_CACHE_HOME/edge
     sysroot/              Debian bookworm arm64: python3.11, its stdlib, libstdc++ (dpkg -x)
     site/                 numpy and ai-edge-litert aarch64 wheels, unpacked
     plugin/insn_count-<sha256[:16]>.so
-    cpus/<key>/           one small overlay per emulated core (see edgekit.emulation.qemu)
+    cpus/<key>/           one small overlay per emulated core (see edgekit.targets.emulated.qemu)
 
 The sysroot comes from a private apt state (its own lists, cache and sources; the host's dpkg
 architecture list and apt lists are never touched), so it needs no root and is the same on any
@@ -23,8 +24,6 @@ renamed into place, so a killed setup never leaves a half part that looks done.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -33,16 +32,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib import metadata
-from importlib.resources import files as package_files
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import TargetUnavailableError
+from edgekit.targets.emulated.cache import (
+    FORMAT,
+    QEMU,
+    SETUP_COMMAND,
+    _check_parts,
+    _read_state,
+    _sha256,
+    _smoke_key,
+    emulation_dir,
+    plugin_path,
+    plugin_source,
+    status,
+    wanted_wheels,
+)
 
-FORMAT = 1
-SETUP_COMMAND = "edgekit devices setup"
-QEMU = "qemu-aarch64"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
@@ -55,126 +63,10 @@ GLIBC_MINOR = 36  # bookworm's glibc 2.36: the newest manylinux tag its wheels m
 PART_NAMES = ("qemu", "sysroot", "wheels", "plugin", "smoke")
 
 
-def cache_root() -> Path:
-    """$EDGEKIT_CACHE, else $XDG_CACHE_HOME/edgekit, else ~/.cache/edgekit."""
-    if os.environ.get("EDGEKIT_CACHE"):
-        return Path(os.environ["EDGEKIT_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "edgekit"
-    return Path.home() / ".cache" / "edgekit"
-
-
-def emulation_dir() -> Path:
-    return cache_root() / "emulation"
-
-
-def plugin_source() -> Path:
-    return Path(str(package_files("edgekit.emulation") / "insn_count.c"))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def wanted_wheels() -> dict[str, str]:
-    """The same LiteRT (and numpy) versions as this Python's, so guest and host runs compare."""
-    out = {}
-    for dist in ("ai-edge-litert", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            raise TargetUnavailableError(
-                f"{dist} is not installed in {sys.executable}; the emulated targets use the same "
-                f"version as the host. Install edgekit with its dependencies."
-            ) from None
-    return out
-
-
-def _read_state(root: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((root / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) and state.get("format") == FORMAT else {}
-
-
 def _write_state(root: Path, state: dict[str, Any]) -> None:
     from edgekit.artifacts import write_json_atomic
 
     write_json_atomic(root / "state.json", state)
-
-
-def plugin_path(root: Path | None = None) -> Path:
-    root = root or emulation_dir()
-    return root / "plugin" / f"insn_count-{_sha256(plugin_source())[:16]}.so"
-
-
-def _check_parts(root: Path, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each part: {"ok": bool, ...what was recorded, "why": reason when not ok}."""
-    parts: dict[str, dict[str, Any]] = {}
-    qemu = shutil.which(QEMU)
-    ok = qemu is not None and state.get("qemu", {}).get("path") == qemu
-    parts["qemu"] = {**state.get("qemu", {}), "ok": ok, "path": qemu}
-    if qemu is None:
-        parts["qemu"]["why"] = f"{QEMU} is not on PATH (Debian/Ubuntu package qemu-user)"
-    elif not ok:
-        parts["qemu"]["why"] = f"{qemu} was not tested yet"
-    sysroot = state.get("sysroot", {})
-    ok = bool(sysroot) and (root / "sysroot" / "usr" / "bin" / "python3.11").is_file()
-    parts["sysroot"] = {"ok": ok, **sysroot}
-    if not ok:
-        parts["sysroot"]["why"] = "no arm64 Python sysroot"
-    wheels = state.get("wheels", {})
-    want = wanted_wheels()
-    ok = wheels.get("versions") == want and (root / "site" / "ai_edge_litert").is_dir()
-    parts["wheels"] = {"ok": ok, **wheels, "wanted": want}
-    if not ok:
-        parts["wheels"]["why"] = f"no aarch64 wheels for {want}"
-    plugin = plugin_path(root)
-    ok = plugin.is_file() and state.get("plugin", {}).get("path") == str(plugin)
-    parts["plugin"] = {"ok": ok, **state.get("plugin", {})}
-    if not ok:
-        parts["plugin"]["why"] = "the instruction-counting plugin is not built for this source"
-    smoke = state.get("smoke", {})
-    ok = all(p["ok"] for p in parts.values()) and smoke.get("key") == _smoke_key(state)
-    parts["smoke"] = {"ok": ok, **smoke}
-    if not ok:
-        parts["smoke"]["why"] = "the parts were not tested together"
-    return parts
-
-
-def _smoke_key(state: dict[str, Any]) -> str:
-    keys = [json.dumps(state.get(k, {}), sort_keys=True) for k in ("sysroot", "wheels", "plugin")]
-    return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
-
-
-def status() -> dict[str, Any]:
-    """What is provisioned, what is missing, and the command that fixes it."""
-    root = emulation_dir()
-    parts = _check_parts(root, _read_state(root))
-    missing = [name for name, p in parts.items() if not p["ok"]]
-    return {
-        "provisioned": not missing,
-        "cache": str(root),
-        "parts": parts,
-        "missing": missing,
-        "fix": None if not missing else SETUP_COMMAND,
-    }
-
-
-def require() -> dict[str, Any]:
-    """The state of a complete provision; TargetUnavailableError naming the fix otherwise."""
-    root = emulation_dir()
-    state = _read_state(root)
-    parts = _check_parts(root, state)
-    missing = [n for n, p in parts.items() if not p["ok"]]
-    if missing:
-        why = "; ".join(parts[n]["why"] for n in missing)
-        raise TargetUnavailableError(
-            f"The emulated targets are not provisioned in {root} ({why}). Run `{SETUP_COMMAND}` "
-            "(downloads about 55 MB once; installing qemu-user needs root)."
-        )
-    return state
 
 
 @contextlib.contextmanager
@@ -406,8 +298,8 @@ def _build_plugin(root: Path) -> dict[str, Any]:
 def _smoke(state: dict[str, Any]) -> dict[str, Any]:
     """One int8 model on an emulated Cortex-A76 with the plugin: proves every part together."""
     from edgekit import ui
-    from edgekit.emulation import qemu
     from edgekit.resources import asset
+    from edgekit.targets.emulated import qemu
 
     ui.info("emulation: smoke test (LiteRT on an emulated Cortex-A76, instructions counted)")
     t0 = time.monotonic()

@@ -1,4 +1,4 @@
-"""The latency estimate from counted instructions (edgekit.emulation.estimate), on profiles made
+"""The latency estimate from counted instructions (edgekit.targets.emulated.estimate), on profiles made
 here as SimpleNamespace objects and plain dicts, the two shapes a profile can reach it in."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from edgekit.emulation.estimate import estimate_latency
 from edgekit.errors import UsageError
+from edgekit.targets.emulated.estimate import estimate_latency
 
 
 def profile(cpi=None, efficiency=0.7, error=0.3, bandwidth=10.0):

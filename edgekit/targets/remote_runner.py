@@ -21,7 +21,7 @@ import time
 RESULT = "EDGEKIT-RESULT "
 ERROR = "EDGEKIT-ERROR "
 _VECTOR_FLAGS = ("avx512f", "avx2", "avx", "sse4_2", "neon", "asimd", "sve")
-# Markers for edgekit's instruction counter (edgekit/emulation/insn_count.c): the policy argument
+# Markers for edgekit's instruction counter (edgekit/targets/emulated/insn_count.c): the policy argument
 # of sched_get_priority_max, which a real kernel refuses with EINVAL.
 MARK_START, MARK_STOP = 0x45444B01, 0x45444B02
 EMPTY_PAIRS = 5
@@ -245,6 +245,27 @@ class Model:
 
 
 def bench(job, mod):
+    """Load each model and time its first inference, warm up, then time interleaved rounds."""
+    models, rows = _load(job, mod)
+    first, done, warm_s = _warm(models, job["warmup"], job["warmup_seconds"])
+    markers = bool(job.get("markers"))
+    samples, pairs = _timed(models, job.get("runs"), job.get("min_seconds"), markers)
+    for row, m in zip(rows, models):  # noqa: B905 - strict= needs Python 3.10; boards run older
+        row.update(m.describe())
+    body = {
+        "models": rows,
+        "samples_ms": samples,
+        "warmup_runs": done,
+        "warmup_seconds": warm_s,
+        "first_warmup_ms": first,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if markers:
+        body["marker_pairs"] = pairs
+    return body
+
+
+def _load(job, mod):
     import numpy as np
 
     rng = np.random.default_rng(job.get("seed", 0))
@@ -278,11 +299,15 @@ def bench(job, mod):
             }
         )
         models.append(m)
-    # Warm-up: rounds of every model until both the count and the time are reached.
+    return models, rows
+
+
+def _warm(models, warmup, warmup_seconds):
+    """Rounds of every model until both the count and the time are reached."""
     first = [None] * len(models)
     done = 0
     start = time.perf_counter()
-    while done < job["warmup"] or time.perf_counter() - start < job["warmup_seconds"]:
+    while done < warmup or time.perf_counter() - start < warmup_seconds:
         for i, m in enumerate(models):
             t0 = time.perf_counter_ns()
             m.invoke()
@@ -290,13 +315,17 @@ def bench(job, mod):
             if first[i] is None:
                 first[i] = dt
         done += 1
-    warm_s = time.perf_counter() - start
-    # Timed rounds, each invoke timed alone; the order rotates by one every round.
+    return first, done, time.perf_counter() - start
+
+
+def _timed(models, runs, min_seconds, markers):
+    """Timed rounds, each invoke timed alone; the order rotates by one every round. With
+    markers, each timed invoke sits between a start and a stop marker for the instruction
+    counter; `pairs` says which model each pair wrapped (-1: an empty pair)."""
     n = len(models)
     samples = [[] for _ in models]
     clock = time.perf_counter_ns
-    markers = bool(job.get("markers"))
-    pairs = []  # with markers: which model each start/stop pair wrapped (-1: an empty pair)
+    pairs = []
     if markers:
         # Empty pairs first, shaped like the timed ones, so their count is the markers' own cost.
         for _ in range(EMPTY_PAIRS):
@@ -306,7 +335,6 @@ def bench(job, mod):
             t1 = clock()
             _mark(MARK_STOP)
             pairs.append(-1)
-    runs, min_seconds = job.get("runs"), job.get("min_seconds")
     limit_ns = int(min_seconds * 1e9) if min_seconds is not None else 0
     rounds = 0
     t_start = clock()
@@ -328,19 +356,7 @@ def bench(job, mod):
                 pairs.append(i)
             samples[i].append((t1 - t0) / 1e6)
         rounds += 1
-    for row, m in zip(rows, models):  # noqa: B905 - strict= needs Python 3.10; boards run older
-        row.update(m.describe())
-    body = {
-        "models": rows,
-        "samples_ms": samples,
-        "warmup_runs": done,
-        "warmup_seconds": warm_s,
-        "first_warmup_ms": first,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    if markers:
-        body["marker_pairs"] = pairs
-    return body
+    return samples, pairs
 
 
 def predict(job, mod):

@@ -22,7 +22,7 @@ import pytest
 from cli_helpers import invoke, one_line_error
 
 from edgekit.errors import UsageError
-from edgekit.runtimes.ssh import SshTarget
+from edgekit.targets.ssh import SshTarget
 
 REPO = Path(__file__).resolve().parent.parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

@@ -1,4 +1,4 @@
-"""edgekit.emulation.static on tiny real .tflite files (built here with TensorFlow; the module under
+"""edgekit.targets.emulated.static on tiny real .tflite files (built here with TensorFlow; the module under
 test never imports it): MACs against the hand formulas, peak activation memory against a hand
 count, precision classes, GPU rules and LiteRT's analyzer, XNNPACK predictions against LiteRT's
 real Interpreter, and device-profile findings."""
@@ -14,8 +14,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgekit.emulation.static import analyze, parse_gpu_analyzer, run_gpu_analyzer, xnnpack_observed
 from edgekit.errors import UsageError
+from edgekit.targets.emulated.static import (
+    analyze,
+    parse_gpu_analyzer,
+    run_gpu_analyzer,
+    xnnpack_observed,
+)
 
 H = W = 8
 
@@ -263,7 +268,7 @@ def test_bad_input(tmp_path):
 
 
 def test_static_tables_render(models, capsys):
-    from edgekit.bench.render import static_tables
+    from edgekit.report.bench import static_tables
 
     static_tables(analyze(models["cumsum"], _profile(512)))
     out = capsys.readouterr().out
@@ -274,8 +279,8 @@ def test_static_tables_render(models, capsys):
 
 def test_analysis_never_imports_tensorflow(models):
     code = (
-        "import sys, json; from edgekit.emulation.static import analyze; "
-        "from edgekit.bench.render import static_tables; "
+        "import sys, json; from edgekit.targets.emulated.static import analyze; "
+        "from edgekit.report.bench import static_tables; "
         f"r = analyze({str(models['cumsum'])!r}); json.dumps(r); "
         "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))"
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.emulation import provision, qemu
 from edgekit.errors import TargetUnavailableError, UsageError
+from edgekit.targets.emulated import cache, provision, qemu
 
 A76, A53 = qemu.CORTEX_A76, qemu.CORTEX_A53
 
@@ -103,7 +103,7 @@ def test_cpuinfo_text_is_what_an_arm64_kernel_prints():
 
 def test_unprovisioned_cache_gives_one_line_error(tmp_path, monkeypatch, models):
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "empty-cache"))
-    st = provision.status()
+    st = cache.status()
     assert not st["provisioned"] and st["fix"] == "edgekit devices setup"
     assert {"sysroot", "wheels", "plugin", "smoke"} <= set(st["missing"])
     assert st["cache"] == str(tmp_path / "empty-cache" / "emulation")
@@ -120,8 +120,8 @@ def test_unprovisioned_cache_gives_one_line_error(tmp_path, monkeypatch, models)
 def test_markers_are_harmless_on_a_real_kernel(tmp_path, models):
     """The same runner on this machine (a real kernel refuses the marker calls with EINVAL):
     the job succeeds and reports which model each marker pair wrapped."""
-    from edgekit.runtimes import remote_runner
-    from edgekit.runtimes.runner_io import read_output, stage_job
+    from edgekit.targets import remote_runner
+    from edgekit.targets.jobs import read_output, stage_job
 
     job = {
         "mode": "bench", "models": ["a.tflite", "b.tflite"], "threads": 1, "batch": 1,
@@ -151,8 +151,8 @@ def test_markers_are_harmless_on_a_real_kernel(tmp_path, models):
 
 def test_emulation_never_imports_tensorflow():
     code = (
-        "import sys, edgekit.emulation.qemu as q, edgekit.emulation.estimate, "
-        "edgekit.emulation.provision as p; p.status(); q.cpuinfo_text(['fp'], None, 1); "
+        "import sys, edgekit.targets.emulated.qemu as q, edgekit.targets.emulated.estimate, "
+        "edgekit.targets.emulated.provision as p; p.status(); q.cpuinfo_text(['fp'], None, 1); "
         "bad = [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]; "
         "sys.exit(str(bad) if bad else 0)"
     )
@@ -164,7 +164,7 @@ def test_emulation_never_imports_tensorflow():
 
 
 def test_setup_is_idempotent_and_fast_the_second_time(provisioned):
-    root = provision.emulation_dir()
+    root = cache.emulation_dir()
     before = {p: (root / p).stat().st_mtime_ns for p in ("state.json", "sysroot", "site")}
     t0 = time.monotonic()
     again = provision.setup()

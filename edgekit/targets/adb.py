@@ -10,7 +10,9 @@ serial goes to `adb -s` as its own argument and never reaches a shell.
         parsed = s.benchmark(Path("m.tflite"), BenchmarkPlan(threads=4, delegate="xnnpack"))
 
 `parse_benchmark_output` reads both the TFLite tool's output ("Inference timings in us: ...")
-and the LiteRT CompiledModel tool's ("========== BENCHMARK RESULTS ==========").
+and the LiteRT CompiledModel tool's ("========== BENCHMARK RESULTS =========="). `AndroidDevice`
+is the bench target: benchmark_model measures and reports only its own summary (count, mean,
+std, min, max; no percentiles), which fills the fields it has and leaves the others None.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import TargetUnavailableError, UsageError
+from edgekit.targets.base import SOURCE_DEVICE, BenchRun, ModelRun, Target, batching, tflite_models
 
 DEVICE_TMP = "/data/local/tmp"
 DELEGATES = ("xnnpack", "gpu", "nnapi", "none")
@@ -466,3 +469,128 @@ def _closest(stats: list[dict[str, float]], avg_ms: float) -> dict[str, float] |
         if abs(s["avg"] / 1000.0 - avg_ms) <= 1e-3 * max(1.0, avg_ms):
             return s
     return with_avg[-1] if with_avg else None
+
+
+# --- the bench target --------------------------------------------------------------------------
+
+
+class AndroidDevice(Target):
+    """`--target adb` / `adb:SERIAL`: LiteRT's benchmark_model on an Android device, one model
+    after the other."""
+
+    kind = "adb"
+    takes = ("benchmark_binary", "delegate", "taskset", "adb", "adb_timeout")
+
+    def __init__(self, target: str) -> None:
+        self.name = str(target)
+
+    def bench(self, models: list[Any], plan: Any) -> BenchRun:
+        from dataclasses import replace
+
+        from edgekit import ui
+
+        o = plan.options
+        models = tflite_models(models, "an adb target", batch=plan.batch)
+        if plan.batch != 1:
+            raise UsageError(
+                "benchmark_model feeds the model's own input shape; --batch applies to ssh and "
+                "local runs only. Leave --batch at 1 for adb targets."
+            )
+        if plan.samples:
+            raise UsageError(
+                "benchmark_model reports no per-run times; --samples needs a local or ssh run."
+            )
+        delegate = plan.delegate or ("xnnpack" if plan.xnnpack else "none")
+        flags = BenchmarkPlan(
+            threads=plan.threads if plan.threads is not None else -1,
+            runs=plan.runs if plan.runs is not None else 1,
+            min_seconds=plan.min_seconds,
+            warmup=plan.warmup,
+            warmup_seconds=plan.warmup_seconds,
+            delegate=delegate,
+            taskset=plan.taskset,
+        )
+        flags.check()  # before anything runs on the device
+        device = AdbDevice.connect(self.name, adb=o.adb, timeout=float(o.adb_timeout or 600))
+        ui.info(
+            f"bench: running {len(models)} model(s) on {device.describe()} with benchmark_model"
+        )
+        runs = []
+        with device.session(o.benchmark_binary) as session:
+            for m in models:
+                parsed = session.benchmark(Path(m.path), flags)
+                runs.append(_model_run(m, parsed, device, flags))
+            machine = device.machine_info()
+        peaks = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+        return BenchRun(
+            models=runs,
+            plan=replace(plan, runs=flags.runs, xnnpack=delegate == "xnnpack"),
+            target=device.target,
+            clock="LiteRT benchmark_model on the device (its own timer around each run)",
+            machine=machine,
+            source=SOURCE_DEVICE,
+            peak_rss_mb=max(peaks) if peaks else None,
+            settings={"delegate": delegate, "taskset": flags.taskset},
+            interleaved=False,
+            comparison_note="benchmark_model runs one model after the other and reports means "
+            "only: no interleaved ratio or confidence interval (compare with --target ssh:// or "
+            "locally for those).",
+        )
+
+    def predictor(self, model: Any, plan: Any) -> Any:
+        raise UsageError(
+            "eval runs on this machine, on an ssh target or on an emulated device profile: "
+            "benchmark_model on a phone times the model but returns no outputs. Use --target "
+            "ssh://user@host for a Linux board, or a profile (edgekit devices) such as pixel-4."
+        )
+
+
+def _model_run(m: Any, parsed: dict[str, Any], device: AdbDevice, plan: BenchmarkPlan) -> ModelRun:
+    mean, std, n = parsed["inference_avg_ms"], parsed.get("inference_std_ms"), parsed.get("count")
+    lat = {
+        "count": n,
+        "mean": mean,
+        "std": std,
+        "min": parsed.get("inference_min_ms"),
+        "p50": parsed.get("inference_p50_ms"),
+        "p90": None,
+        "p95": parsed.get("inference_p95_ms"),
+        "p99": None,
+        "max": parsed.get("inference_max_ms"),
+        "cv": (std / mean) if std is not None and mean else None,
+        "batch": 1,
+        "throughput": 1000.0 / mean if mean else None,
+        "warmup_runs": parsed.get("warmup_count"),
+        "warmup_seconds": None,
+        "warmup_mean_ms": parsed.get("warmup_avg_ms"),
+    }
+    inp = m.tflite.inputs[0]
+    accelerator = {"gpu": "GPU", "nnapi": "NNAPI"}.get(plan.delegate, "CPU")
+    runtime = {
+        "format": "tflite",
+        "runtime": parsed.get("tool", "benchmark_model"),
+        "runtime_version": "(version not printed)",
+        "target": device.target,
+        "threads": plan.threads,
+        "accelerator": accelerator,
+        "delegate": parsed.get("delegate_line")
+        or f"{plan.delegate} (requested; the output does not say how much it took)",
+        "fallback": parsed.get("fallback"),
+        "batching": batching(inp["shape"]),
+        "input": inp,
+        "outputs": m.tflite.outputs,
+    }
+    return ModelRun(
+        model=m,
+        runtime=runtime,
+        load_ms=parsed.get("init_ms"),
+        first_inference_ms=parsed.get("first_inference_ms"),
+        rss_before_mb=None,
+        rss_increase_mb=parsed.get("memory_overall_mb"),
+        peak_rss_mb=parsed.get("peak_memory_mb"),
+        latency_ms=lat,
+        extra={
+            "memory_init_mb": parsed.get("memory_init_mb"),
+            "benchmark_model": {k: v for k, v in parsed.items() if k != "raw"},
+        },
+    )

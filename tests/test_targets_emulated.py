@@ -20,8 +20,8 @@ from test_runtimes_models import zoo
 
 from edgekit import api
 from edgekit.cli import cli
-from edgekit.emulation.profiles import bundled_profiles, list_profiles, load_profile
-from edgekit.emulation.static import analyze
+from edgekit.profiles import bundled_profiles, list_profiles, load_profile
+from edgekit.targets.emulated.static import analyze
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_bench_rpi4_reports_static_counts_and_estimate(rpi4_report, models):
     # Defaults for an emulated target: 1 warm-up, 5 counted runs.
     assert rep["settings"]["runs"] == 5 and rep["settings"]["warmup"] == 1
     assert rep["device"]["name"] == "rpi4" and rep["settings"]["qemu_cpu"] == "cortex-a72"
-    # Level 1: the same static analysis as edgekit.emulation.static, against the profile.
+    # Level 1: the same static analysis as edgekit.targets.emulated.static, against the profile.
     static = analyze(models["int8_b1.tflite"], load_profile("rpi4"))
     assert row["static"]["totals"] == static["totals"]
     assert row["static"]["precision"] == "int8" and row["static"]["totals"]["macs"] > 0
@@ -80,7 +80,7 @@ def test_bench_rpi4_reports_static_counts_and_estimate(rpi4_report, models):
     assert row["emulated_ms"]["source"] == "emulated" and row["emulated_ms"]["count"] == 5
     assert "NOT a latency" in row["emulated_ms"]["note"]
     # Level 3: rpi4 is calibrated (benchmarks/calibrate_devices.py): milliseconds from the counts.
-    from edgekit.emulation.estimate import estimate_latency
+    from edgekit.targets.emulated.estimate import estimate_latency
 
     est = row["estimate"]
     assert est["source"] == "estimated" and est["calibrated"] is True
@@ -96,7 +96,7 @@ def test_bench_rpi4_reports_static_counts_and_estimate(rpi4_report, models):
 
 
 def test_device_bench_table(rpi4_report, capsys):
-    from edgekit.bench.render import bench_tables
+    from edgekit.report.bench import bench_tables
 
     bench_tables(rpi4_report)
     out = capsys.readouterr().out

@@ -7,6 +7,10 @@ non-interactive (BatchMode: a refused key fails at once instead of asking for a 
 
     target = SshTarget.parse("ssh://pi@raspberrypi.local:22")
     result = run_job(target, {"model0.tflite": Path("m.tflite")}, job)
+
+`LinuxBoard` is the bench / eval target: edgekit's runner takes the timings (or computes the
+outputs) on the board, and edgekit.bench computes the statistics with the same code as a run
+here.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgekit.errors import TargetUnavailableError, UsageError
-from edgekit.runtimes.runner_io import last_line, read_output, stage_job
+from edgekit.targets.base import SOURCE_DEVICE, BenchRun, Predictor, Target, tflite_models
+from edgekit.targets.jobs import (
+    RemotePredictor,
+    bench_job,
+    last_line,
+    model_runs,
+    read_output,
+    run_predict,
+    stage_job,
+)
 
 # Host names, IPv4/IPv6 literals; user names as POSIX allows them. Anything else (a leading "-"
 # that ssh would read as an option, spaces, quotes ...) is refused before ssh runs.
@@ -276,3 +289,77 @@ def remote_error(target: SshTarget, python: str, kind: str, message: str) -> Tar
     if kind == "batch":
         return TargetUnavailableError(f"{target}: {message}. Use --batch to match the model.")
     return TargetUnavailableError(f"The edgekit runner on {target} failed: {message}")
+
+
+class LinuxBoard(Target):
+    """`--target ssh://user@host[:port]`: a Linux board with Python 3, numpy and LiteRT."""
+
+    kind = "ssh"
+    takes = ("remote_python", "ssh_key", "known_hosts", "connect_timeout", "remote_timeout")
+
+    def __init__(self, target: str) -> None:
+        self.given = str(target)
+        self.url = SshTarget.parse(target)
+        self.name = str(self.url)
+
+    @staticmethod
+    def connection(o: Any) -> SshOptions:
+        """SshOptions from the plan's TargetOptions (their defaults where unset)."""
+        return SshOptions(
+            identity=o.ssh_key,
+            known_hosts=o.known_hosts,
+            connect_timeout=int(o.connect_timeout or 10),
+            timeout=float(o.remote_timeout or 600),
+            python=str(o.remote_python or "python3"),
+        )
+
+    def bench(self, models: list[Any], plan: Any) -> BenchRun:
+        """The benchmark of `edgekit bench`, run on the board by edgekit's remote runner."""
+        from dataclasses import replace
+
+        from edgekit import ui
+        from edgekit.runtimes.base import check_threads
+
+        opts = self.connection(plan.options)
+        plan = replace(plan, threads=check_threads(plan.threads))
+        models = tflite_models(models, "an ssh target", batch=plan.batch)
+        files, job = bench_job(models, plan)
+        ui.info(f"bench: running {len(models)} model(s) on {self.url} with {opts.python}")
+        res = run_job(self.url, files, job, opts)
+        return BenchRun(
+            models=model_runs(models, res, target=self.name, threads=plan.threads),
+            plan=plan,
+            target=self.name,
+            clock="time.perf_counter_ns around invoke() only, on the device (edgekit runner)",
+            machine=res["machine"],
+            source=SOURCE_DEVICE,
+            peak_rss_mb=res["peak_rss_mb"],
+            warmup_runs=res["warmup_runs"],
+            warmup_seconds=res["warmup_seconds"],
+            settings={"remote_python": opts.python},
+        )
+
+    def predictor(self, model: Any, plan: Any) -> Predictor:
+        """The model runs on the board (one round trip for the whole set); the metrics are
+        computed here from its outputs, with the same code as a run here."""
+        opts = self.connection(plan.options)
+        (model,) = tflite_models([model], "an ssh target", batch=1)
+        threads = plan.threads or os.cpu_count() or 1
+
+        def predict(x: Any) -> Any:
+            return run_predict(
+                model,
+                x,
+                threads=threads,
+                batch_size=plan.batch_size,
+                run=lambda files, job: run_job(self.url, files, job, opts),
+            )
+
+        return RemotePredictor(
+            model,
+            predict,
+            target=self.given,
+            source=SOURCE_DEVICE,
+            batching="on the device: one invoke per batch",
+            threads=threads,
+        )

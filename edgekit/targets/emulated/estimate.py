@@ -65,7 +65,7 @@ def estimate_latency(
     """Estimated milliseconds per invoke on `profile`'s fastest cores, with the expected error and
     the core's issue bound; `calibrated: false` and no milliseconds when the profile has no
     constants for this."""
-    from edgekit.emulation.cores import bounds
+    from edgekit.cores import bounds
 
     instructions = _number(instructions, "instructions")
     moved = 0.0 if bytes_moved is None else _number(bytes_moved, "bytes_moved")
@@ -122,22 +122,7 @@ def estimate_latency(
     ms = ms_1 / speedup
     err = _per_precision(_get(cal, "expected_error"), precision)
     basis = _basis(cal, precision)
-    notes = []
-    if clamped:
-        notes.append(
-            f"the profile's cpi {fitted_cpi:.3g} would mean {1 / fitted_cpi:.2f} instructions per "
-            f"cycle, more than a {core} can issue ({bound['max_ipc']:g}): clamped to "
-            f"{bound['min_cpi']:.3g}"
-        )
-    if bound is None:
-        notes.append(f"no core class for {core!r}: the estimate is not checked against a bound")
-    if basis == "extrapolated":
-        notes.append(
-            "extrapolated: no published figure of this precision on this core class was fitted; "
-            "the band is the one measured for carried-over constants"
-        )
-    elif basis == "core-class":
-        notes.append("constants of other devices of its core class (no figure of its own)")
+    notes = _notes(core, bound, fitted_cpi if clamped else None, basis)
     return {
         **result,
         "calibrated": True,
@@ -163,3 +148,25 @@ def estimate_latency(
         "notes": notes,
         "formula": FORMULA,
     }
+
+
+def _notes(core: Any, bound: dict[str, Any] | None, clamped: float | None, basis: Any) -> list[str]:
+    """What the reader of an estimate must know: a cpi clamped at the core's issue bound (the
+    profile's cpi in `clamped`), no bound to check against, constants not fitted on the device."""
+    notes = []
+    if clamped is not None and bound is not None:
+        notes.append(
+            f"the profile's cpi {clamped:.3g} would mean {1 / clamped:.2f} instructions per "
+            f"cycle, more than a {core} can issue ({bound['max_ipc']:g}): clamped to "
+            f"{bound['min_cpi']:.3g}"
+        )
+    if bound is None:
+        notes.append(f"no core class for {core!r}: the estimate is not checked against a bound")
+    if basis == "extrapolated":
+        notes.append(
+            "extrapolated: no published figure of this precision on this core class was fitted; "
+            "the band is the one measured for carried-over constants"
+        )
+    elif basis == "core-class":
+        notes.append("constants of other devices of its core class (no figure of its own)")
+    return notes

@@ -18,8 +18,8 @@ import pytest
 from cli_helpers import invoke, one_line_error
 
 from edgekit.errors import TargetUnavailableError, UsageError
-from edgekit.runtimes import adb
-from edgekit.runtimes.adb import BenchmarkOutputError, BenchmarkPlan, parse_benchmark_output
+from edgekit.targets import adb
+from edgekit.targets.adb import BenchmarkOutputError, BenchmarkPlan, parse_benchmark_output
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OUTPUTS = FIXTURES / "benchmark_model"

@@ -1,10 +1,10 @@
 """Static analysis of a `.tflite` file: MACs, bytes moved, peak activation memory, precision and
 delegate support (XNNPACK, GPU, NNAPI) per operator, and findings against a device profile.
 
-Reads the flatbuffer with LiteRT's generated schema (`ai_edge_litert.schema_py_generated`) and,
-for the XNNPACK cross-check, runs LiteRT's Interpreter; never imports TensorFlow.
+Reads the flatbuffer with edgekit.tflite.reader (LiteRT's generated schema) and, for the XNNPACK
+cross-check, runs LiteRT's Interpreter; never imports TensorFlow.
 
-    from edgekit.emulation.static import analyze
+    from edgekit.targets.emulated.static import analyze
     result = analyze("model.tflite", profile=load_profile("pixel-7"))   # a JSON-able dict
 
 What each number means and where the delegate rules come from: docs/static-analysis.md.
@@ -18,41 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ModelLoadError, UsageError
-
-# Bytes per element of each TensorType; int4 weights are packed two to a byte.
-_ITEMSIZE = {
-    "float32": 4.0,
-    "float16": 2.0,
-    "bfloat16": 2.0,
-    "float64": 8.0,
-    "int32": 4.0,
-    "uint32": 4.0,
-    "int64": 8.0,
-    "uint64": 8.0,
-    "int16": 2.0,
-    "uint16": 2.0,
-    "int8": 1.0,
-    "uint8": 1.0,
-    "bool": 1.0,
-    "int4": 0.5,
-    "complex64": 8.0,
-    "complex128": 16.0,
-    "string": 0.0,
-    "resource": 0.0,
-    "variant": 0.0,
-}
+from edgekit.tflite.reader import COMPUTE_OPS, Op, Tensor, TFLiteModel
 
 # Ops whose work is multiply-accumulates; the formulas are in _macs().
-MAC_OPS = frozenset(
-    {
-        "CONV_2D",
-        "DEPTHWISE_CONV_2D",
-        "FULLY_CONNECTED",
-        "BATCH_MATMUL",
-        "TRANSPOSE_CONV",
-        "CONV_3D",
-    }
-)
+MAC_OPS = COMPUTE_OPS
 # Ops counted as one operation per output element (arithmetic and activations).
 _ELEMENTWISE = frozenset(
     {
@@ -80,120 +49,19 @@ PEAK_NOTE = (
 )
 
 
-# --- reading the flatbuffer --------------------------------------------------------------------
-
-
-class _Tensor:
-    __slots__ = (
-        "const",
-        "dtype",
-        "index",
-        "name",
-        "nbytes",
-        "per_channel",
-        "quantized",
-        "shape",
-        "signature",
-        "variable",
-    )  # fmt: skip
-
-    def elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= max(int(d), 0)
-        return n
-
-
-class _Op:
-    __slots__ = ("custom", "index", "inputs", "name", "options", "outputs", "version")
-
-
-def _read(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int], list[int], int]:
-    """(tensors, ops in execution order, graph inputs, graph outputs, subgraphs) of subgraph 0."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.Model.GetRootAs(data, 0)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    dtype_names = {
-        v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")
-    }
-    option_names = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
-    sg = m.Subgraphs(0)
-    tensors = []
-    for i in range(sg.TensorsLength()):
-        t = sg.Tensors(i)
-        x = _Tensor()
-        x.index = i
-        x.name = t.Name().decode(errors="replace") if t.Name() else f"tensor_{i}"
-        # `shape` holds 1 where the signature has -1 (a dynamic batch): counted as 1.
-        x.shape = [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
-        x.signature = (
-            [int(d) for d in t.ShapeSignatureAsNumpy()] if t.ShapeSignatureLength() else x.shape
-        )
-        x.dtype = dtype_names.get(t.Type(), str(t.Type()))
-        buf = m.Buffers(t.Buffer()) if 0 < t.Buffer() < m.BuffersLength() else None
-        size = 0
-        if buf is not None:
-            # Large models keep buffers outside the flatbuffer (offset/size); both count.
-            size = buf.DataLength() or int(buf.Size())
-        x.const = size > 0
-        x.nbytes = size if x.const else int(x.elements() * _ITEMSIZE.get(x.dtype, 4.0))
-        x.variable = bool(t.IsVariable())
-        q = t.Quantization()
-        x.quantized = q is not None and q.ScaleLength() > 0
-        x.per_channel = q is not None and q.ScaleLength() > 1
-        tensors.append(x)
-    ops = []
-    for i in range(sg.OperatorsLength()):
-        o = sg.Operators(i)
-        oc = m.OperatorCodes(o.OpcodeIndex())
-        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-        op = _Op()
-        op.index = i
-        op.name = op_names.get(code, f"BUILTIN_{code}")
-        op.custom = oc.CustomCode().decode() if op.name == "CUSTOM" and oc.CustomCode() else None
-        op.version = int(oc.Version())
-        op.inputs = [int(v) for v in o.InputsAsNumpy()] if o.InputsLength() else []
-        op.outputs = [int(v) for v in o.OutputsAsNumpy()] if o.OutputsLength() else []
-        op.options = None
-        name = option_names.get(o.BuiltinOptionsType())
-        table = o.BuiltinOptions()
-        if name and name != "NONE" and table is not None and hasattr(schema, name):
-            op.options = getattr(schema, name)()
-            op.options.Init(table.Bytes, table.Pos)
-        ops.append(op)
-    ins = [int(v) for v in sg.InputsAsNumpy()] if sg.InputsLength() else []
-    outs = [int(v) for v in sg.OutputsAsNumpy()] if sg.OutputsLength() else []
-    return tensors, ops, ins, outs, m.SubgraphsLength()
-
-
-def _opt(op: _Op, method: str, default: Any = None) -> Any:
+def _opt(op: Op, method: str, default: Any = None) -> Any:
     fn = getattr(op.options, method, None)
     return fn() if fn is not None else default
 
 
-def _activation(op: _Op) -> str:
+def _activation(op: Op) -> str:
     return _ACTIVATIONS.get(_opt(op, "FusedActivationFunction", 0), "NONE")
-
-
-def _const_values(data: bytes, tensor: _Tensor) -> list[int] | None:
-    """Values of a small int32 constant (axes, strides); None if not one."""
-    if not tensor.const or tensor.dtype != "int32" or tensor.nbytes > 64:
-        return None
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.Model.GetRootAs(data, 0)
-    t = m.Subgraphs(0).Tensors(tensor.index)
-    raw = m.Buffers(t.Buffer()).DataAsNumpy()
-    import numpy as np
-
-    return [int(v) for v in np.frombuffer(raw.tobytes(), dtype="<i4")]
 
 
 # --- counting ----------------------------------------------------------------------------------
 
 
-def _macs(op: _Op, T: list[_Tensor]) -> int:
+def _macs(op: Op, T: list[Tensor]) -> int:
     """Multiply-accumulates of one op, from its stored shapes (dynamic dimensions count as 1)."""
     if op.name not in MAC_OPS or not op.outputs:
         return 0
@@ -231,7 +99,7 @@ def _macs(op: _Op, T: list[_Tensor]) -> int:
     return 0
 
 
-def _elementwise(op: _Op, T: list[_Tensor]) -> int:
+def _elementwise(op: Op, T: list[Tensor]) -> int:
     if op.name in _ELEMENTWISE and op.outputs:
         return T[op.outputs[0]].elements()
     if op.name in _REDUCING and op.inputs:
@@ -239,7 +107,7 @@ def _elementwise(op: _Op, T: list[_Tensor]) -> int:
     return 0
 
 
-def _op_precision(op: _Op, T: list[_Tensor], producers: dict[int, _Op]) -> str:
+def _op_precision(op: Op, T: list[Tensor], producers: dict[int, Op]) -> str:
     """int8 / uint8 / int16 / float32 / float16 / hybrid for compute ops; else the data's dtype."""
     acts = [T[i] for i in op.inputs if i >= 0 and not T[i].const]
     first = acts[0] if acts else (T[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None)
@@ -354,14 +222,16 @@ _NNAPI_OPS: dict[str, int | str] = {
 }  # fmt: skip
 
 
-def _unsupported_custom(op: _Op) -> str:
+def _unsupported_custom(op: Op) -> str:
     name = op.custom or "CUSTOM"
     if name.startswith("Flex"):
         return f"{name} is a TensorFlow (Flex) op: it runs on the CPU with the Flex delegate"
     return f"custom op {name} has no kernel in this delegate"
 
 
-def _xnnpack_rule(op: _Op, T: list[_Tensor], data: bytes, producers: dict[int, _Op]) -> str | None:
+def _xnnpack_rule(
+    op: Op, T: list[Tensor], model: TFLiteModel, producers: dict[int, Op]
+) -> str | None:
     """None if XNNPACK takes the op, else the reason it does not."""
     if op.name == "CUSTOM":
         return _unsupported_custom(op)
@@ -404,7 +274,7 @@ def _xnnpack_rule(op: _Op, T: list[_Tensor], data: bytes, producers: dict[int, _
     if op.name == "SOFTMAX" and abs(_opt(op, "Beta", 1.0) - 1.0) > 1e-6:
         return "SOFTMAX with beta != 1 is not supported"
     if op.name == "STRIDED_SLICE":
-        strides = _const_values(data, T[op.inputs[3]]) if len(op.inputs) > 3 else None
+        strides = model.const_int32(T[op.inputs[3]]) if len(op.inputs) > 3 else None
         if strides is None or any(s != 1 for s in strides):
             return "STRIDED_SLICE needs constant strides of 1"
         if _opt(op, "EllipsisMask", 0) or _opt(op, "NewAxisMask", 0):
@@ -419,7 +289,7 @@ def _xnnpack_rule(op: _Op, T: list[_Tensor], data: bytes, producers: dict[int, _
     return None
 
 
-def _gpu_rule(op: _Op, T: list[_Tensor]) -> str | None:
+def _gpu_rule(op: Op, T: list[Tensor]) -> str | None:
     """None if gpu_compatibility.cc's checks (the subset edgekit mirrors) pass, else why not."""
     if op.name == "CUSTOM":
         if op.custom in _GPU_CUSTOM_OPS:
@@ -466,7 +336,7 @@ def _gpu_rule(op: _Op, T: list[_Tensor]) -> str | None:
     return None
 
 
-def _nnapi_rule(op: _Op, T: list[_Tensor]) -> str | None:
+def _nnapi_rule(op: Op, T: list[Tensor]) -> str | None:
     if op.name == "CUSTOM":
         return _unsupported_custom(op)
     level = _NNAPI_OPS.get(op.name)
@@ -480,7 +350,7 @@ def _nnapi_rule(op: _Op, T: list[_Tensor]) -> str | None:
     return None
 
 
-def _nnapi_level(op: _Op) -> int | str | None:
+def _nnapi_level(op: Op) -> int | str | None:
     return _NNAPI_OPS.get(op.name)
 
 
@@ -608,7 +478,7 @@ def xnnpack_observed(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _peak(
-    T: list[_Tensor], ops: list[_Op], graph_in: list[int], graph_out: list[int]
+    T: list[Tensor], ops: list[Op], graph_in: list[int], graph_out: list[int]
 ) -> dict[str, Any]:
     n = len(ops)
     start: dict[int, int] = {}
@@ -656,7 +526,7 @@ def _peak(
     }
 
 
-def _tensor_json(t: _Tensor) -> dict[str, Any]:
+def _tensor_json(t: Tensor) -> dict[str, Any]:
     d: dict[str, Any] = {"index": t.index, "shape": t.signature, "dtype": t.dtype}
     if t.const:
         d["constant"] = True
@@ -679,6 +549,67 @@ def _model_precision(info: dict[str, Any], per_op: list[dict[str, Any]]) -> str:
     return "float32"
 
 
+def _op_entry(
+    op: Op, T: list[Tensor], model: TFLiteModel, producers: dict[int, Op]
+) -> dict[str, Any]:
+    """One op's counts, precision and what each delegate's rules say of it."""
+    ins = [T[i] for i in op.inputs if i >= 0]
+    outs = [T[i] for i in op.outputs if i >= 0]
+    seen: set[int] = set()
+    moved = 0
+    for t in ins + outs:
+        if t.index not in seen:
+            seen.add(t.index)
+            moved += t.nbytes
+    name = op.custom if op.name == "CUSTOM" and op.custom else op.name
+    rules = {
+        "xnnpack": _xnnpack_rule(op, T, model, producers),
+        "gpu": _gpu_rule(op, T),
+        "nnapi": _nnapi_rule(op, T),
+    }
+    entry: dict[str, Any] = {
+        "index": op.index,
+        "op": name,
+        "inputs": [_tensor_json(t) for t in ins],
+        "outputs": [_tensor_json(t) for t in outs],
+        "macs": _macs(op, T),
+        "elementwise_ops": _elementwise(op, T),
+        "bytes_moved": int(moved),
+        "weights_bytes": int(sum(t.nbytes for t in {t.index: t for t in ins}.values() if t.const)),
+        "precision": _op_precision(op, T, producers),
+        "delegates": {
+            k: {"supported": why is None, "reason": why, "source": "rules"}
+            for k, why in rules.items()
+        },
+    }
+    level = _nnapi_level(op)
+    if level is not None and rules["nnapi"] is None:
+        entry["delegates"]["nnapi"]["min_android_api"] = level
+    return entry
+
+
+def _totals(per_op: list[dict[str, Any]], T: list[Tensor], file_size: int) -> dict[str, Any]:
+    by_type: dict[str, int] = {}
+    for o in per_op:
+        by_type[o["op"]] = by_type.get(o["op"], 0) + 1
+    weights = sum(t.nbytes for t in T if t.const)
+    totals = {
+        "ops": len(per_op),
+        "ops_by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "macs": int(sum(o["macs"] for o in per_op)),
+        "elementwise_ops": int(sum(o["elementwise_ops"] for o in per_op)),
+        "bytes_moved": int(sum(o["bytes_moved"] for o in per_op)),
+        "weights_bytes": int(weights),
+        "file_size_bytes": file_size,
+        "macs_by_precision": {},
+    }
+    for o in per_op:
+        if o["macs"]:
+            mp = totals["macs_by_precision"]
+            mp[o["precision"]] = mp.get(o["precision"], 0) + o["macs"]
+    return totals
+
+
 def analyze(
     path: str | os.PathLike,
     profile: Any | None = None,
@@ -690,7 +621,7 @@ def analyze(
 
     Args:
         path: the `.tflite` file.
-        profile: a device profile (edgekit.emulation.profiles.DeviceProfile or any object with
+        profile: a device profile (edgekit.profiles.DeviceProfile or any object with
             `name`, `memory.app_memory_mb`, `accelerators`, `cpu.dotprod`, `cpu.fp16`); adds
             findings for that device.
         gpu_analyzer: also run LiteRT's model analyzer for GPU compatibility.
@@ -704,63 +635,27 @@ def analyze(
         delegates (per delegate: source, fallback_ops, and for XNNPACK the interpreter's
         outcome), findings [{level, code, message}].
     """
-    from edgekit.export.tflite import inspect_tflite
-
-    p = Path(path)
+    p = Path(path)  # a path or a ModelArtifact, whose file is read once
     if not p.is_file():
         raise UsageError(f"Expected a .tflite file. Received: {path} (no such file).")
-    data = p.read_bytes()
-    info = inspect_tflite(data)  # raises UsageError for a file that is not a TFLite flatbuffer
+    # An artifact's parsed file, else the file read now (UsageError if it is not a TFLite one).
+    opened = getattr(path, "format", None) == "tflite"
+    model = path.tflite if opened else TFLiteModel.read(p)  # type: ignore[union-attr]
+    data = model.data
+    info = model.summary()
     try:
-        T, ops, graph_in, graph_out, n_subgraphs = _read(data)
+        g = model.graph()
+        T, ops, graph_in, graph_out = g.tensors, g.ops, g.inputs, g.outputs
     except Exception as e:
         raise ModelLoadError(
             f"Cannot read the TFLite flatbuffer {p.name}: {e}. The file is truncated or "
             "damaged; re-export it."
         ) from None
     producers = {o: op for op in ops for o in op.outputs if o >= 0}
-
-    per_op: list[dict[str, Any]] = []
-    for op in ops:
-        ins = [T[i] for i in op.inputs if i >= 0]
-        outs = [T[i] for i in op.outputs if i >= 0]
-        seen: set[int] = set()
-        moved = 0
-        for t in ins + outs:
-            if t.index not in seen:
-                seen.add(t.index)
-                moved += t.nbytes
-        name = op.custom if op.name == "CUSTOM" and op.custom else op.name
-        rules = {
-            "xnnpack": _xnnpack_rule(op, T, data, producers),
-            "gpu": _gpu_rule(op, T),
-            "nnapi": _nnapi_rule(op, T),
-        }
-        entry: dict[str, Any] = {
-            "index": op.index,
-            "op": name,
-            "inputs": [_tensor_json(t) for t in ins],
-            "outputs": [_tensor_json(t) for t in outs],
-            "macs": _macs(op, T),
-            "elementwise_ops": _elementwise(op, T),
-            "bytes_moved": int(moved),
-            "weights_bytes": int(
-                sum(t.nbytes for t in {t.index: t for t in ins}.values() if t.const)
-            ),
-            "precision": _op_precision(op, T, producers),
-            "delegates": {
-                k: {"supported": why is None, "reason": why, "source": "rules"}
-                for k, why in rules.items()
-            },
-        }
-        level = _nnapi_level(op)
-        if level is not None and rules["nnapi"] is None:
-            entry["delegates"]["nnapi"]["min_android_api"] = level
-        per_op.append(entry)
-
+    per_op = [_op_entry(op, T, model, producers) for op in ops]
     delegates = {
-        "xnnpack": _xnnpack_summary(path, per_op, xnnpack_check),
-        "gpu": _gpu_summary(path, per_op, gpu_analyzer),
+        "xnnpack": _xnnpack_summary(p, per_op, xnnpack_check),
+        "gpu": _gpu_summary(p, per_op, gpu_analyzer),
         "nnapi": {
             "source": "edgekit rules from the NNAPI delegate's Validate() (LiteRT "
             "tflite/delegates/nnapi/nnapi_delegate.cc)",
@@ -775,29 +670,10 @@ def analyze(
             o["index"] for o in per_op if not o["delegates"][k]["supported"]
         ]
 
-    by_type: dict[str, int] = {}
-    for o in per_op:
-        by_type[o["op"]] = by_type.get(o["op"], 0) + 1
-    weights = sum(t.nbytes for t in T if t.const)
-    totals = {
-        "ops": len(per_op),
-        "ops_by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "macs": int(sum(o["macs"] for o in per_op)),
-        "elementwise_ops": int(sum(o["elementwise_ops"] for o in per_op)),
-        "bytes_moved": int(sum(o["bytes_moved"] for o in per_op)),
-        "weights_bytes": int(weights),
-        "file_size_bytes": len(data),
-        "macs_by_precision": {},
-    }
-    for o in per_op:
-        if o["macs"]:
-            mp = totals["macs_by_precision"]
-            mp[o["precision"]] = mp.get(o["precision"], 0) + o["macs"]
-
     result: dict[str, Any] = {
         "path": str(p),
         "file_size_bytes": len(data),
-        "subgraphs": n_subgraphs,
+        "subgraphs": model.subgraphs,
         "analyzed_subgraph": 0,
         "precision": _model_precision(info, per_op),
         "inputs": info["inputs"],
@@ -806,7 +682,7 @@ def analyze(
         "custom_ops": info["custom_ops"],
         "dynamic_dimensions": any(-1 in t.signature for t in T),
         "ops": per_op,
-        "totals": totals,
+        "totals": _totals(per_op, T, len(data)),
         "peak_activation": _peak(T, ops, graph_in, graph_out),
         "delegates": delegates,
         "findings": [],

@@ -13,6 +13,14 @@ STATUS_WORD = {"pass": "pass", "warn": "WARN", "fail": "FAIL", "skipped": "skipp
 STATUS_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "skipped": "➖"}
 
 
+def short_count(n: float) -> str:
+    """12345678 -> "12.35M"."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.4g}{unit}"
+    return f"{n:.0f}"
+
+
 def _fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.2%}"
 
@@ -44,8 +52,6 @@ def rows(report: dict[str, Any]) -> list[dict[str, str]]:
                 f"{_signed(-c['ci_low_pts'], 1)}]"
             )
         elif c["name"] == "latency" and c.get("metric") == "instructions":
-            from edgekit.check.instructions import short_count
-
             row.update(
                 baseline=f"{short_count(c['baseline'])} instr",
                 candidate=f"{short_count(c['candidate'])} instr",
@@ -295,8 +301,6 @@ def baseline_rows(info: dict[str, Any]) -> list[dict[str, str]]:
     if lat is None:
         out.append({"what": "latency", "value": "not measured (--no-latency)"})
     elif lat.get("metric") == "instructions":
-        from edgekit.check.instructions import short_count
-
         out.append(
             {
                 "what": "latency",

@@ -178,7 +178,7 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def static_tables(result: dict[str, Any], *, top: int = 10) -> None:
-    """Tables for `edgekit.emulation.static.analyze`: totals and peak memory, the top ops by
+    """Tables for `edgekit.targets.emulated.static.analyze`: totals and peak memory, the top ops by
     MACs, delegate fallbacks and findings."""
     import click
 

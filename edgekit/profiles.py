@@ -139,7 +139,7 @@ class Cpu(_Strict):
         from the Features line of /proc/cpuinfo (measured: claiming asimddp on -cpu cortex-a53
         changes nothing), and its cpuinfo turns SDOT on by MIDR for some parts. So the emulated
         int8 kernels follow qemu_cpu and the MIDR, and must be the device's."""
-        from edgekit.emulation.cores import int8_kernels
+        from edgekit.cores import int8_kernels
 
         allowed = QEMU_CPU_FEATURES[self.qemu_cpu or ""]
         if allowed is None:
@@ -185,7 +185,7 @@ class Cpu(_Strict):
     def int8_kernels(self) -> str:
         """'dotprod' when XNNPACK runs SDOT/UDOT int8 kernels on the big cores: the kernel reports
         asimddp, or XNNPACK's cpuinfo knows the MIDR has them (Kryo 485 Gold reports no asimddp)."""
-        from edgekit.emulation.cores import int8_kernels
+        from edgekit.cores import int8_kernels
 
         return int8_kernels(self.midr, list(self.features))
 
@@ -355,7 +355,7 @@ class DeviceProfile(_Strict):
             if self.cpu.arch == "aarch64" and (not self.cpu.features or self.cpu.midr is None):
                 raise ValueError("cpu.features and cpu.midr are required for an aarch64 device")
             if self.cpu.arch == "aarch64":
-                from edgekit.emulation.cores import catalogue
+                from edgekit.cores import catalogue
 
                 core = self.cpu.clusters[0].core
                 if core not in catalogue():
@@ -423,7 +423,7 @@ class DeviceProfile(_Strict):
 
 
 def _bounds(cpu: Cpu) -> dict[str, Any] | None:
-    from edgekit.emulation.cores import bounds
+    from edgekit.cores import bounds
 
     return bounds(cpu.clusters[0].core) if cpu.clusters else None
 

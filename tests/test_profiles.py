@@ -12,14 +12,14 @@ import yaml
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.emulation.profiles import (
+from edgekit.errors import RecipeError
+from edgekit.profiles import (
     QEMU_CPU_FEATURES,
     DeviceProfile,
     list_profiles,
     load_profile,
     validate_profile,
 )
-from edgekit.errors import RecipeError
 
 # A minimal valid aarch64 board; tests break one thing at a time.
 BOARD = {

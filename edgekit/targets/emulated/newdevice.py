@@ -116,7 +116,7 @@ def parse_clusters(spec: str | list[str] | None) -> list[tuple[int, float]]:
 
 def _groups(cores: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cores with the same MIDR, in the order of their first processor, with their core class."""
-    from edgekit.emulation.cores import by_midr
+    from edgekit.cores import by_midr
 
     groups: dict[tuple, dict[str, Any]] = {}
     for c in cores:
@@ -202,8 +202,8 @@ def new_profile(
     """A validated profile mapping (`profile`) for a device nobody published figures for, and what
     was decided (`core_class`, `constants_from`, `basis`, `expected_error`, `dropped_features`,
     `notes`). `core_class` overrides the big cores' class (for a core edgekit does not know)."""
-    from edgekit.emulation.cores import int8_kernels, nearest, require_core
-    from edgekit.emulation.profiles import QEMU_CPU_FEATURES, validate_profile
+    from edgekit.cores import int8_kernels, nearest
+    from edgekit.profiles import validate_profile
 
     if not _NAME.match(name):
         raise UsageError(
@@ -217,74 +217,29 @@ def new_profile(
     groups = _groups(info["cores"])
     cl = _clusters(groups, parse_clusters(clusters), max_khz)
     big = cl[0]["group"]
-    if core_class:
-        cls = require_core(core_class)
-    elif big["class"] is None:
-        from edgekit.emulation.cores import catalogue
-
-        raise UsageError(
-            f"The big cores (CPU implementer {big['midr']['implementer']}, part "
-            f"{big['midr']['part']}) are not a core class edgekit knows: pass --core-class with "
-            f"the Arm core they derive from (one of {', '.join(sorted(catalogue()))})."
-        )
-    else:
-        cls = big["class"]
+    cls = _big_class(big, core_class)
     midr, features = big["midr"], list(big["features"])
     kernels = int8_kernels(midr, features)
-    # XNNPACK reads the ISA from the emulated CPU: its SDOT must be the device's.
-    qemu_cpu = cls.qemu_cpu
-    has_dot = "asimddp" in (QEMU_CPU_FEATURES[qemu_cpu] or ())
-    if kernels == "dotprod" and not has_dot:
-        qemu_cpu = "cortex-a76"
-    elif kernels == "no-dotprod" and has_dot:
-        qemu_cpu = "cortex-a72" if cls.pipeline == "out-of-order" else "cortex-a53"
-    allowed = QEMU_CPU_FEATURES[qemu_cpu] or frozenset(features)
-    dropped = [f for f in features if f not in allowed and f != "evtstrm"]
+    qemu_cpu, dropped = _emulated_cpu(cls, kernels, features)
     fit = _require_fit()
     cons, notes = _constants(cls.core, kernels, fit, nearest)
     basis = {p: c["basis"] for p, c in cons.items()}
     errors = {p: round(fit.bands[p][b].error, 2) for p, b in basis.items()}
-    cluster_rows = []
-    for c in cl:
-        g = c["group"]
-        core = cls.core if g is big else g["core"]
-        row = {"core": core, "count": c["count"], "max_ghz": c["max_ghz"]}
-        if g["name"]:
-            row = {"core": core, "name": g["name"], "count": c["count"], "max_ghz": c["max_ghz"]}
-        cluster_rows.append(row)
+    cluster_rows = _cluster_rows(cl, big, cls.core)
     spec = ",".join(f"{c['count']}x{c['max_ghz']:g}" for c in cl)
     clocks = (
         "cpufreq cpuinfo_max_freq of every CPU, read over adb"
         if max_khz
         else f"--clusters {spec} (given by the user, fastest first)"
     )
-    described = " + ".join(f"{c['count']}x {c['core']} @{c['max_ghz']:g}GHz" for c in cluster_rows)
-    desc = [
-        f"Made by `edgekit devices new` on {today} from {origin}"
-        + (f" ({info['hardware']})" if info["hardware"] else "")
-        + f": {described}.",
-        f"No published figure of its own: constants carried over ({'; '.join(notes)}).",
-    ]
-    if dropped:
-        desc.append(
-            f"Features the device has but qemu's {qemu_cpu} model lacks, so emulation runs "
-            f"without them: {', '.join(dropped)} (XNNPACK on the device may use kernels the count "
-            "does not see, e.g. i8mm or SVE ones)."
-        )
-    method = (
-        f"edgekit devices new on {today}: no figure of this device was fitted; constants of core "
-        f"class {', '.join(sorted({c['from'] for c in cons.values()}))} from "
-        f"devices/cores/fit.yaml ({fit.date}, {fit.script}); "
-        + "; ".join(
-            f"{p}: {c['basis']} ({c['rule']}), band = the {c['basis']} {p} band measured there"
-            for p, c in cons.items()
-        )
-    )
+    made = f"{today} from {origin}" + (f" ({info['hardware']})" if info["hardware"] else "")
+    description = _description(made, cluster_rows, notes, dropped, qemu_cpu)
+    method = _method(today, cons, fit)
     raw: dict[str, Any] = {
         "name": name,
         "title": title or f"{name} ({cls.title}-class, extrapolated)",
         "kind": kind,
-        "description": " ".join(desc),
+        "description": description,
         "cpu": {
             "arch": "aarch64",
             "qemu_cpu": qemu_cpu,
@@ -330,8 +285,81 @@ def new_profile(
     }
 
 
+def _description(
+    made: str, rows: list[dict[str, Any]], notes: list[str], dropped: list[str], qemu_cpu: str
+) -> str:
+    """The profile's description: how it was made, from what, and what emulation leaves out."""
+    described = " + ".join(f"{c['count']}x {c['core']} @{c['max_ghz']:g}GHz" for c in rows)
+    desc = [
+        f"Made by `edgekit devices new` on {made}: {described}.",
+        f"No published figure of its own: constants carried over ({'; '.join(notes)}).",
+    ]
+    if dropped:
+        desc.append(
+            f"Features the device has but qemu's {qemu_cpu} model lacks, so emulation runs "
+            f"without them: {', '.join(dropped)} (XNNPACK on the device may use kernels the count "
+            "does not see, e.g. i8mm or SVE ones)."
+        )
+    return " ".join(desc)
+
+
+def _method(today: str, cons: dict[str, dict[str, Any]], fit: Any) -> str:
+    """calibration.method: where each precision's constants and band come from."""
+    return (
+        f"edgekit devices new on {today}: no figure of this device was fitted; constants of core "
+        f"class {', '.join(sorted({c['from'] for c in cons.values()}))} from "
+        f"devices/cores/fit.yaml ({fit.date}, {fit.script}); "
+        + "; ".join(
+            f"{p}: {c['basis']} ({c['rule']}), band = the {c['basis']} {p} band measured there"
+            for p, c in cons.items()
+        )
+    )
+
+
+def _big_class(big: dict[str, Any], core_class: str | None) -> Any:
+    """The core class of the big cores: `core_class` when given, else the one their MIDR names."""
+    from edgekit.cores import catalogue, require_core
+
+    if core_class:
+        return require_core(core_class)
+    if big["class"] is None:
+        raise UsageError(
+            f"The big cores (CPU implementer {big['midr']['implementer']}, part "
+            f"{big['midr']['part']}) are not a core class edgekit knows: pass --core-class with "
+            f"the Arm core they derive from (one of {', '.join(sorted(catalogue()))})."
+        )
+    return big["class"]
+
+
+def _emulated_cpu(cls: Any, kernels: str, features: list[str]) -> tuple[str, list[str]]:
+    """(qemu model, the device's features that model lacks). XNNPACK reads the ISA from the
+    emulated CPU: its SDOT must be the device's."""
+    from edgekit.profiles import QEMU_CPU_FEATURES
+
+    qemu_cpu = cls.qemu_cpu
+    has_dot = "asimddp" in (QEMU_CPU_FEATURES[qemu_cpu] or ())
+    if kernels == "dotprod" and not has_dot:
+        qemu_cpu = "cortex-a76"
+    elif kernels == "no-dotprod" and has_dot:
+        qemu_cpu = "cortex-a72" if cls.pipeline == "out-of-order" else "cortex-a53"
+    allowed = QEMU_CPU_FEATURES[qemu_cpu] or frozenset(features)
+    return qemu_cpu, [f for f in features if f not in allowed and f != "evtstrm"]
+
+
+def _cluster_rows(cl: list[dict[str, Any]], big: dict[str, Any], core: str) -> list[dict[str, Any]]:
+    """The profile's cpu.clusters: the big cores as their core class `core`, the others as read."""
+    rows = []
+    for c in cl:
+        g = c["group"]
+        row: dict[str, Any] = {"core": core if g is big else g["core"]}
+        if g["name"]:
+            row["name"] = g["name"]
+        rows.append({**row, "count": c["count"], "max_ghz": c["max_ghz"]})
+    return rows
+
+
 def _require_fit() -> Any:
-    from edgekit.emulation.cores import load_fit
+    from edgekit.cores import load_fit
 
     fit = load_fit()
     if fit is None:
@@ -345,7 +373,7 @@ def _require_fit() -> Any:
 def _constants(core: str, kernels: str, fit: Any, nearest: Any) -> tuple[dict, list[str]]:
     """Per precision: cpi, basis (core-class when the class was fitted, else extrapolated), the
     class the numbers come from and the rule, as calibrate_devices.py states them."""
-    from edgekit.emulation.cores import require_core
+    from edgekit.cores import require_core
 
     bound = require_core(core).min_cpi
     fitted_float = sorted(c for c, v in fit.classes.items() if v["float32"].basis == "fitted")
@@ -378,7 +406,7 @@ def _constants(core: str, kernels: str, fit: Any, nearest: Any) -> tuple[dict, l
 def read_adb(target: str = "adb", *, adb: str | None = None) -> dict[str, Any]:
     """/proc/cpuinfo, every CPU's cpuinfo_max_freq, MemTotal and the model name of the device at
     `target` (adb or adb:SERIAL)."""
-    from edgekit.runtimes.adb import AdbDevice
+    from edgekit.targets.adb import AdbDevice
 
     dev = AdbDevice.connect(target, adb=adb, timeout=60.0)
     cpuinfo = dev.shell(["cat", "/proc/cpuinfo"])

@@ -1,0 +1,1 @@
+"""`.tflite` files without TensorFlow: edgekit.tflite.reader is the one reader of the flatbuffer."""

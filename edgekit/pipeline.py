@@ -15,12 +15,10 @@ key reuses it; a killed run therefore resumes after the last completed stage.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,48 +39,13 @@ from edgekit.artifacts import (
 )
 from edgekit.errors import BudgetExceeded, DataError, UsageError
 from edgekit.recipes import Recipe, load_recipe
+from edgekit.stages.context import RunContext, first_output, hash_json
 
 TEACHER_ASSET = "teacher_shapes.keras"
 # The bundled example's unlabeled pool: fresh scenes of the reference task from a generator seed
 # that neither the labelled data (0), the teacher's training (1000-1009) nor its fresh test (999) use.
 EXAMPLE_POOL = "shapes:seed=77,n=10000"
 NO_POOL = "none"
-
-
-@dataclass
-class RunContext:
-    """What every stage may read: the recipe, the data splits, teacher outputs, the run folder."""
-
-    recipe: Recipe
-    out: Path
-    splits: dict[str, Any]  # name -> edgekit.data.Dataset ("unlabeled": the pool, if any)
-    preprocessing: Any  # edgekit.data.Preprocessing
-    labels: list[str]
-    teacher: ModelArtifact
-    teacher_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> logits
-    unsafe: bool = False
-    predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
-
-    def x(self, split: str, limit: int | None = None) -> np.ndarray:
-        ds = self.splits[split]
-        x = self.preprocessing.apply(ds.x[:limit] if limit else ds.x)
-        return np.asarray(x, dtype=np.float32)
-
-    def y(self, split: str, limit: int | None = None) -> np.ndarray | None:
-        ds = self.splits[split]
-        if ds.y is None:
-            return None
-        return ds.y[:limit] if limit else ds.y
-
-    @property
-    def labeled(self) -> bool:
-        return self.splits["train"].y is not None
-
-    @property
-    def unlabeled_source(self) -> str | None:
-        """Where the unlabeled images came from (a spec or a path); None without any."""
-        pool = self.splits.get("unlabeled")
-        return pool.source if pool is not None else None
 
 
 def default_out_dir(recipe_name: str) -> Path:
@@ -103,10 +66,6 @@ def bundled_teacher() -> tuple[Path, str]:
             f"The bundled example teacher is missing ({path}); reinstall edgekit or pass MODEL."
         )
     return path, spec
-
-
-def _hash_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def compress(
@@ -184,9 +143,7 @@ def compress(
             predict_teacher=predict_teacher,
         )
         needs_train = any(s.stage == "distill" for s in rec.stages)
-        _teacher_outputs(
-            ctx, predict_teacher, ["train", "val", "eval"] if needs_train else ["eval"]
-        )
+        ctx.compute_teacher_outputs(["train", "val", "eval"] if needs_train else ["eval"])
         _check_labels(ctx)
 
         stage_records, exports, models = _run_stages(ctx, teacher)
@@ -311,88 +268,6 @@ def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
     return (lambda x: runner.run(x)[0]), shape
 
 
-def first_output(out: Any) -> np.ndarray:
-    """The class scores of a model's prediction (the first output of a multi-output model)."""
-    return out[0] if isinstance(out, list) else out
-
-
-def as_logits(outputs: np.ndarray) -> np.ndarray:
-    """Teacher outputs as logits: probabilities (rows >= 0 summing to 1) become log-probabilities."""
-    out = np.asarray(outputs, dtype=np.float32)
-    if out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
-        return np.log(np.clip(out, 1e-12, 1.0))
-    return out
-
-
-def _teacher_outputs(ctx: RunContext, predict, split_names: list[str]) -> None:
-    """Run the teacher once per sample and cache the logits in OUT/cache (keyed by teacher and data)."""
-    for name in split_names:
-        ctx.teacher_outputs[name] = _cached_teacher_logits(ctx, predict, name)
-
-
-def teacher_view_outputs(ctx: RunContext, split: str, views: list[tuple[bool, int]]) -> np.ndarray:
-    """The teacher's logits on every view (see `training.augment_views`) of every image of
-    `split`, as (views, samples, classes); each view computed once and cached in OUT/cache."""
-    out = []
-    for view in views:
-        if view == (False, 0) and split in ctx.teacher_outputs:
-            out.append(ctx.teacher_outputs[split])
-        else:
-            out.append(_cached_teacher_logits(ctx, ctx.predict_teacher, split, view))
-    return np.stack(out)
-
-
-def _cached_teacher_logits(
-    ctx: RunContext, predict, name: str, view: tuple[bool, int] | None = None
-) -> np.ndarray:
-    cache_dir = ctx.out / "cache"
-    if view == (False, 0):
-        view = None  # the original images: the plain per-split cache file
-    parts: list[Any] = [
-        ctx.teacher.sha256,
-        ctx.splits[name].fingerprint(),
-        ctx.preprocessing.to_dict(),
-        name,
-    ]
-    label = name
-    if view is not None:
-        parts.append(list(view))
-        label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
-    key = _hash_json(parts)[:16]
-    path = cache_dir / f"teacher-{label}-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    x = ctx.x(name)
-    if view is not None:
-        from edgekit.stages.training import apply_view
-
-        x = apply_view(x, view)
-    batches = [x[i : i + 256] for i in range(0, len(x), 256)]
-    outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({label})")]
-    logits = as_logits(np.concatenate(outs, axis=0))
-    classes = len(ctx.labels) if ctx.labeled else None
-    if logits.ndim != 2:
-        raise UsageError(
-            f"The model outputs shape {logits.shape[1:]}, not one score per class. Use a "
-            "classifier whose last layer has one output per class."
-        )
-    if classes is not None and logits.shape[1] != classes:
-        from edgekit.errors import classes_mismatch
-
-        if logits.shape[1] > classes:
-            raise UsageError(
-                f"The model has {logits.shape[1]} outputs but the data's labels cover "
-                f"{classes} classes. Use a classifier whose last layer matches the labels."
-            )
-        raise UsageError(classes_mismatch("The model", int(logits.shape[1]), ctx.labels))
-    from edgekit.artifacts import atomic_path
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        np.save(tmp, logits)
-    return logits
-
-
 def _check_labels(ctx: RunContext) -> None:
     needs = []
     for s in ctx.recipe.stages:
@@ -408,7 +283,7 @@ def _check_labels(ctx: RunContext) -> None:
 
 
 def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -> str:
-    return _hash_json(
+    return hash_json(
         {
             "edgekit": __version__,
             "index": index,

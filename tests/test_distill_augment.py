@@ -241,7 +241,7 @@ def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_
     assert {p.name.split("-")[2] for p in cache if p.name.count("-") == 3} == {"mr0", "mr2", "r2"}
     # the per-view logits are really the teacher's answers on the mirrored images
     from edgekit.keras_compat import load_model
-    from edgekit.pipeline import as_logits
+    from edgekit.stages.context import as_logits
 
     x = np.load(digits_npz)["x"].astype(np.float32) / 255.0
     model = load_model(teacher_keras3)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from edgekit.artifacts import ModelArtifact
 
 if TYPE_CHECKING:
-    from edgekit.pipeline import RunContext
+    from edgekit.stages.context import RunContext
 
 _REGISTRY: dict[str, type[Stage]] = {}
 

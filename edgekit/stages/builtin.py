@@ -15,11 +15,11 @@ import numpy as np
 from edgekit import ui
 from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UnsupportedModelError
-from edgekit.pipeline import as_logits, first_output, teacher_view_outputs
 from edgekit.stages.base import Stage, StageOutput, register
+from edgekit.stages.context import as_logits, first_output
 
 if TYPE_CHECKING:
-    from edgekit.pipeline import RunContext
+    from edgekit.stages.context import RunContext
 
 
 def _load(ctx: RunContext, model: ModelArtifact) -> Any:
@@ -148,7 +148,7 @@ class DistillStageRunner(Stage):
             """The teacher's logits on `x` (the images of `split`), (samples, classes); with
             views (views, samples, classes). The bundled teacher's are cached in OUT/cache."""
             if not intermediate:
-                out = teacher_view_outputs(ctx, split, views or [(False, 0)])
+                out = ctx.teacher_view_outputs(split, views or [(False, 0)])
                 return out if views else out[0]
             if views:
                 return np.stack([logits_of(apply_view(x, v)) for v in views])

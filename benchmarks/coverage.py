@@ -466,13 +466,14 @@ def _quantized_cell(model_path: Path, spec: str, fmt: str, mode: str, folder: Pa
     from edgekit.export.convert import convert_one, verify_one
     from edgekit.export.single import _data, _samples
     from edgekit.keras_compat import load_model
-    from edgekit.recipes import QuantizeStage, Verification
+    from edgekit.recipes import Verification
     from edgekit.runtimes import open_runner
+    from edgekit.stages.quantize import QuantizeConfig
 
     loaded = load_model(model_path)
     _, splits = _data(spec, model_path, loaded)
     pre, shape = Preprocessing(), tuple(loaded.input_shape)
-    verify, q = Verification(), QuantizeStage()
+    verify, q = Verification(), QuantizeConfig()
     x, y = _samples(splits, "eval", verify.samples, pre, shape)
     calib = _samples(splits, "calib", q.calibration_samples, pre, shape)[0]
     out = folder / f"{model_path.stem}_{fmt}_{mode}.{fmt}"

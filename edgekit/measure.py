@@ -26,7 +26,7 @@ def measure_artifact(
 
     runner_opts: dict[str, Any] = {"unsafe": unsafe} if art.family == "keras" else {}
     if art.family == "keras" and art.precision == "qat":
-        from edgekit.stages.qat import qat_custom_objects
+        from edgekit.stages.qat_io import qat_custom_objects
 
         runner_opts["custom_objects"] = qat_custom_objects()
     runner = open_runner(art.path, threads=1, **runner_opts)

@@ -91,7 +91,7 @@ def compress(
     from edgekit.data import Preprocessing, load_dataset
 
     rec = load_recipe(recipe, overrides)
-    wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
+    wants_pool = _wants_pool(rec)
     model_path, data, unlabeled, message = resolve_inputs(rec, model, data, unlabeled)
     if message:
         ui.info(message)
@@ -142,8 +142,7 @@ def compress(
             unsafe=unsafe,
             predict_teacher=predict_teacher,
         )
-        needs_train = any(s.stage == "distill" for s in rec.stages)
-        ctx.compute_teacher_outputs(["train", "val", "eval"] if needs_train else ["eval"])
+        ctx.compute_teacher_outputs(_teacher_splits(rec, splits))
         _check_labels(ctx)
 
         stage_records, exports, models = _run_stages(ctx, teacher)
@@ -202,7 +201,7 @@ def resolve_inputs(
 
     No model: the bundled example teacher; no data either: its reference data and, when a stage
     uses unlabeled images, its pool (`EXAMPLE_POOL`). `unlabeled="none"` means no pool."""
-    wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
+    wants_pool = _wants_pool(rec)
     no_pool = unlabeled is not None and unlabeled.strip().lower() == NO_POOL
     if no_pool:
         unlabeled = None
@@ -268,13 +267,26 @@ def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
     return (lambda x: runner.run(x)[0]), shape
 
 
+def _stages(rec: Recipe) -> list[Any]:
+    from edgekit.stages.base import get_stage
+
+    return [get_stage(cfg) for cfg in rec.stages]
+
+
+def _wants_pool(rec: Recipe) -> bool:
+    """True when a stage of the recipe learns from unlabeled images."""
+    return any(stage.uses_unlabeled() for stage in _stages(rec))
+
+
+def _teacher_splits(rec: Recipe, splits: dict[str, Any]) -> list[str]:
+    """The splits whose teacher outputs are computed up front: "eval" (the report) and those the
+    stages read, in the splits' order."""
+    wanted = {"eval"}.union(*(stage.teacher_splits() for stage in _stages(rec)))
+    return [name for name in splits if name in wanted]
+
+
 def _check_labels(ctx: RunContext) -> None:
-    needs = []
-    for s in ctx.recipe.stages:
-        if s.stage in ("prune", "qat"):
-            needs.append(s.stage)
-        elif s.stage == "distill" and s.alpha > 0:
-            needs.append("distill (alpha > 0)")
+    needs = [n for n in (stage.needs_labels() for stage in _stages(ctx.recipe)) if n]
     if needs and not ctx.labeled:
         raise DataError(
             f"Stage {needs[0]} needs labels but the data are unlabeled. Provide labels (y), or for "
@@ -299,14 +311,11 @@ def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -
 
 
 def _run_stages(ctx: RunContext, teacher: ModelArtifact):
-    from edgekit.stages.base import get_stage
-
     current = teacher
     exports: list[tuple[str, ModelArtifact]] = []
     models: list[tuple[str, ModelArtifact]] = []
     records = []
-    for i, cfg in enumerate(ctx.recipe.stages):
-        stage = get_stage(cfg)
+    for i, (cfg, stage) in enumerate(zip(ctx.recipe.stages, _stages(ctx.recipe), strict=True)):
         final_dir = ctx.out / "stages" / f"{i:02d}-{cfg.stage}"
         key = _stage_key(ctx, i, cfg, current)
         record_path = final_dir / "stage.json"

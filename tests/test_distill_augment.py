@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.recipes import DistillStage
-from edgekit.stages.distill import kept_augmentation, teacher_consistency
+from edgekit.stages.distill import DistillConfig, kept_augmentation, teacher_consistency
 from edgekit.stages.training import (
     apply_view,
     augment_views,
@@ -165,7 +164,7 @@ def test_distill_checks_the_per_view_teacher_logits_match_the_views():
 
 
 def _stage(**augment):
-    return DistillStage.model_validate({"augment": augment})
+    return DistillConfig.model_validate({"augment": augment})
 
 
 def test_consistency_keeps_what_the_teacher_is_invariant_to():

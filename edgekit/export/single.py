@@ -268,7 +268,8 @@ def _convert(
     route: str = "auto",
 ) -> dict[str, Any]:
     from edgekit.export.convert import convert_one, verify_one
-    from edgekit.recipes import QuantizeStage, Verification
+    from edgekit.recipes import Verification
+    from edgekit.stages.quantize import QuantizeConfig
 
     if quantize in CALIBRATED and not splits:
         raise UsageError(
@@ -276,7 +277,7 @@ def _convert(
             "trained on, or a sample of it)."
         )
     shape = tuple(loaded.input_shape)
-    verify, qdefaults = Verification(), QuantizeStage()
+    verify, qdefaults = Verification(), QuantizeConfig()
     x, y = _samples(splits, "eval", verify.samples, pre, shape)
     ref = loaded.predict(x)  # every output: each one is verified
     calib = (

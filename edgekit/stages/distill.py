@@ -1,4 +1,8 @@
-"""Knowledge distillation into a MobileNet student (tf_keras).
+"""The distill stage: knowledge distillation of the model (the teacher) into a MobileNet student.
+
+This file holds the stage's recipe config (`DistillConfig`), the stage (`Distill`: what it
+needs from the run, and its augmentation and unlabeled-pool policy) and the training itself
+(`distill()`, usable on its own with NumPy arrays).
 
 Loss per sample: alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T)),
 with t the teacher's logits and s the student's. The teacher's logits are computed once per sample
@@ -11,18 +15,274 @@ alpha = 0 learns from the teacher alone and works with unlabeled data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from edgekit import ui
+from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UsageError
-from edgekit.recipes import DistillStage
+from edgekit.schema import Strict
 from edgekit.stages import training
-from edgekit.stages.students import build_student
+from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+from edgekit.stages.context import as_logits, first_output
+from edgekit.stages.model_io import load, save_keras
+from edgekit.stages.students import StudentConfig, build_student
+
+if TYPE_CHECKING:
+    from edgekit.stages.context import RunContext
 
 # Training steps per call into TensorFlow: the same steps, a Python round trip every 8 of them
 # instead of every one (benchmarks/train_throughput.py). Distillation has no per-step callback.
 STEPS_PER_EXECUTION = 8
+
+
+class Optimizer(Strict):
+    """The optimizer and learning-rate schedule of the student's training."""
+
+    name: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Optimizer (sgd: momentum 0.9)."
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Learning-rate schedule over the epochs (cosine decays to 0)."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled with adamw).")
+
+
+class EarlyStopping(Strict):
+    """Stop when the validation figure stops improving; the best epoch's weights are kept."""
+
+    enabled: bool = Field(True, description="Stop early and restore the best epoch's weights.")
+    patience: int = Field(4, ge=1, description="Epochs without improvement before stopping.")
+    monitor: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy",
+        description="Validation figure watched (val_accuracy falls back to the agreement with "
+        "the teacher on unlabeled data).",
+    )
+
+
+class Augment(Strict):
+    """Label-preserving augmentation of the training images during distillation.
+
+    Mirror images and quarter turns give at most eight distinct views of an image. The teacher's
+    logits on the original image can stand for every view only if the teacher answers the same on
+    them: the stage measures that on the validation split (top-1 agreement between each image and
+    its transformed copy, per augmentation). `teacher_views` decides what happens then:
+    `auto` (default) reuses the original image's logits (one teacher pass) when every augmentation
+    reaches `min_teacher_agreement`, and otherwise runs the teacher once on every view the
+    augmentation can draw (up to 8 passes over the training split, cached in the run folder) so
+    each augmented image is taught the teacher's logits on that very view; `true` always runs it
+    on every view; `false` never does and drops an augmentation below `min_teacher_agreement` with
+    a warning (or, with `strict`, stops with a one-line error).
+    """
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field(
+        "none", description="Random mirror images (each direction with probability 1/2)."
+    )
+    rot90: bool = Field(
+        False,
+        description="Random quarter turns (0, 90, 180 or 270 degrees); square images only "
+        "(dropped with a warning on others, an error with strict).",
+    )
+    teacher_views: bool | Literal["auto"] = Field(
+        "auto",
+        description="Run the teacher on every distinct augmented view of each training image "
+        "(up to 8 passes, cached) and teach each view its own logits: true always, auto only when "
+        "the teacher is not invariant to an augmentation, false never (such augmentations are "
+        "dropped).",
+    )
+    min_teacher_agreement: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Least top-1 agreement of the teacher with itself on augmented views for "
+        "its original image's logits to stand for them.",
+    )
+    strict: bool = Field(
+        False,
+        description="Stop (instead of dropping the augmentation) when the teacher disagrees or "
+        "the images are not square (rot90).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or self.rot90
+
+
+class DistillConfig(StageConfig):
+    """Knowledge distillation of the model (the teacher) into a MobileNet student."""
+
+    stage: Literal["distill"] = "distill"
+    student: StudentConfig = Field(StudentConfig(), description="The student network.")
+    alpha: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Weight of the label cross-entropy; 1 - alpha weighs the distillation KL.",
+    )
+    temperature: float = Field(
+        4.0, gt=0, description="Softmax temperature T of the distillation term."
+    )
+    epochs: int = Field(12, ge=1, description="Most epochs of training (see early_stopping).")
+    batch_size: int = Field(64, ge=1, description="Images per training step.")
+    optimizer: Optimizer = Field(
+        Optimizer(learning_rate=2e-3), description="Optimizer and learning-rate schedule."
+    )
+    early_stopping: EarlyStopping = Field(
+        EarlyStopping(), description="Early stopping on the validation split."
+    )
+    augment: Augment = Field(
+        Augment(), description="Label-preserving augmentation of the training images."
+    )
+    use_unlabeled: bool = Field(
+        True,
+        description="Add the run's unlabeled images (compress --unlabeled) to the training set, "
+        "taught by the teacher's outputs alone (no label term). An epoch then passes over both. "
+        "No unlabeled images given: nothing changes.",
+    )
+
+
+@register
+class Distill(Stage):
+    """Train a fresh student on the teacher's outputs (and the labels, with alpha > 0)."""
+
+    name = "distill"
+    config_type = DistillConfig
+    position = 10
+    trains_float_weights = True
+
+    def needs_labels(self) -> str | None:
+        return "distill (alpha > 0)" if self.config.alpha > 0 else None
+
+    def uses_unlabeled(self) -> bool:
+        return self.config.use_unlabeled
+
+    def teacher_splits(self) -> tuple[str, ...]:
+        return ("train", "val")
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        x_train, x_val = ctx.x("train"), ctx.x("val")
+        # Quarter turns of non-square images: dropped (or an error with strict) for what they are,
+        # before any teacher is measured, not reported as a teacher that is not invariant to them.
+        requested = aug = self.config.augment
+        not_square: list[str] = []
+        problem = rot90_shape_problem(x_train.shape) if requested.rot90 else None
+        if problem and requested.strict:
+            raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
+        if problem:
+            ui.info(f"warning: {problem}: training without quarter turns.")
+            aug, not_square = requested.model_copy(update={"rot90": False}), ["rot90"]
+        config = self.config.model_copy(update={"augment": aug})
+        # distilling from an intermediate model: run it once per sample as the teacher
+        intermediate = model.sha256 != ctx.teacher.sha256
+        predict = load(ctx, model).predict if intermediate else ctx.predict_teacher
+
+        def logits_of(x: np.ndarray) -> np.ndarray:
+            return as_logits(first_output(predict(x)))
+
+        t_val = logits_of(x_val) if intermediate else ctx.teacher_outputs["val"]
+        consistency: dict[str, float] = {}
+        flip, rot90, dropped = aug.flip, aug.rot90, []
+        views = None
+        if aug.enabled and predict is not None:
+            consistency = teacher_consistency(config, logits_of, x_val, t_val)
+            figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in consistency.items())
+            ui.info(
+                f"distill: teacher agreement with itself on augmented validation images: {figures}"
+            )
+            kept_flip, kept_rot90, not_invariant = kept_augmentation(aug, consistency)
+            if aug.teacher_views is True or (aug.teacher_views == "auto" and not_invariant):
+                views = training.augment_views(flip, rot90)
+                why = (
+                    f"it is not invariant to {', '.join(not_invariant)}"
+                    if not_invariant
+                    else "distill.augment.teacher_views=true"
+                )
+                ui.info(
+                    f"distill: running the teacher on {len(views)} views of each training image "
+                    f"({why}), so that every augmented image is taught the teacher's answer on it"
+                )
+            else:
+                flip, rot90, dropped = kept_flip, kept_rot90, not_invariant
+        if dropped:
+            message = (
+                f"The teacher is not invariant to {', '.join(dropped)} (agreement below "
+                f"{100 * aug.min_teacher_agreement:.0f}%), so its logits on the original images "
+                "would teach wrong targets for those views"
+            )
+            if aug.strict:
+                raise DataError(
+                    f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90), set "
+                    "distill.augment.teacher_views=auto to run the teacher on every view, or set "
+                    "distill.augment.strict=false to drop them automatically."
+                )
+            ui.info(f"warning: {message}: training without them.")
+
+        def teacher_logits(split: str, x: np.ndarray) -> np.ndarray:
+            """The teacher's logits on `x` (the images of `split`), (samples, classes); with
+            views (views, samples, classes). The bundled teacher's are cached in OUT/cache."""
+            if not intermediate:
+                out = ctx.teacher_view_outputs(split, views or [(False, 0)])
+                return out if views else out[0]
+            if views:
+                return np.stack([logits_of(training.apply_view(x, v)) for v in views])
+            return logits_of(x)
+
+        t_train = teacher_logits("train", x_train)
+        y_train = ctx.y("train") if config.alpha > 0 else None
+        pool = ctx.splits.get("unlabeled") if config.use_unlabeled else None
+        n_pool = len(pool) if pool is not None and predict is not None else 0
+        if n_pool:
+            ui.info(
+                f"distill: {n_pool} unlabeled images ({ctx.unlabeled_source}) join the {len(x_train)} "
+                "labelled ones, taught by the teacher's outputs alone"
+            )
+            x_pool = ctx.x("unlabeled")
+            t_train = np.concatenate([t_train, teacher_logits("unlabeled", x_pool)], axis=-2)
+            x_train = np.concatenate([x_train, x_pool])
+            if y_train is not None:
+                y_train = np.concatenate(
+                    [np.asarray(y_train, np.int64), np.full(n_pool, -1, np.int64)]
+                )
+        result = distill(
+            config,
+            x_train,
+            t_train,
+            y_train,
+            x_val=x_val,
+            teacher_val=t_val,
+            y_val=ctx.y("val"),
+            seed=ctx.recipe.seed,
+            augment=(flip, rot90),
+            teacher_views=views,
+        )
+        art = save_keras(
+            result.model, workdir / "student.keras", parameters=int(result.model.count_params())
+        )
+        s = self.config.student
+        return StageOutput(
+            model=art,
+            report={
+                "student": f"{s.arch} width {s.width:g}, input {s.input_size or 'as teacher'}",
+                "parameters": int(result.model.count_params()),
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "unlabeled_samples": n_pool,
+                "augment": {
+                    "requested": requested.model_dump(),
+                    "used": {"flip": flip, "rot90": rot90},
+                    "teacher_views": len(views) if views else None,
+                    "dropped": not_square + dropped,
+                    "teacher_agreement": consistency,
+                }
+                if requested.enabled
+                else None,
+                "history": result.history,
+            },
+        )
 
 
 @dataclass
@@ -126,7 +386,7 @@ def wanted_views(aug: Any) -> list[str]:
 
 
 def teacher_consistency(
-    config: DistillStage, predict: Any, x: np.ndarray, teacher_logits: np.ndarray
+    config: DistillConfig, predict: Any, x: np.ndarray, teacher_logits: np.ndarray
 ) -> dict[str, float]:
     """Per augmentation the recipe asks for, the teacher's top-1 agreement on `x` with itself on
     the transformed images. Reusing cached logits for augmented views is sound only where this is
@@ -155,7 +415,7 @@ def kept_augmentation(aug: Any, consistency: dict[str, float]) -> tuple[str, boo
 
 
 def distill(
-    config: DistillStage,
+    config: DistillConfig,
     x_train: np.ndarray,
     teacher_train: np.ndarray | None,
     y_train: np.ndarray | None = None,

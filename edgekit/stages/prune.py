@@ -230,53 +230,12 @@ def prune(
             "policy": policy,
         }
     )
-    if m_by_n or schedule == "constant":
-        pruning_schedule = sparsity.ConstantSparsity(
-            float(target_sparsity),
-            begin_step=plan["begin_step"],
-            end_step=plan["end_step"],
-            frequency=plan["frequency"],
-        )
-    else:
-        pruning_schedule = sparsity.PolynomialDecay(
-            initial_sparsity=float(initial_sparsity),
-            final_sparsity=float(target_sparsity),
-            begin_step=plan["begin_step"],
-            end_step=plan["end_step"],
-            frequency=plan["frequency"],
-        )
-    params: dict[str, Any] = {"pruning_schedule": pruning_schedule}
-    if m_by_n:
-        params["sparsity_m_by_n"] = tuple(int(v) for v in m_by_n)
-
+    params = _pruning_params(plan, target_sparsity, initial_sparsity, m_by_n)
     work = training.copy_model(model)
-    xnn_policy = None
-    if policy == "xnnpack":
-        xnn_policy = sparsity.PruneForLatencyOnXNNPack()
-        try:
-            xnn_policy.ensure_model_supports_pruning(work)
-        except ValueError as e:
-            reason = " ".join(str(e).split())
-            raise UnsupportedModelError(
-                f"policy='xnnpack' needs a model XNNPACK's sparse inference can run, and {model.name!r} is not one: "
-                f"{reason}. Use policy=None to prune every supported layer instead."
-            ) from None
+    xnn_policy = _xnnpack_policy(work, model.name) if policy == "xnnpack" else None
     loss = training.classification_loss(work, targets, x)
-
-    wrapped, skipped = _wrap_layers(work, params, m_by_n=m_by_n, xnn_policy=xnn_policy)
-    if skipped and not skip_unsupported:
-        first = skipped[0]
-        raise UnsupportedModelError(
-            f"Layer {first['layer']!r} ({first['class']}) cannot be pruned: {first['reason']}. "
-            "Pass skip_unsupported=True to prune the supported layers and leave it dense."
-        )
-    if not wrapped["records"]:
-        what = "1x1 Conv2D layer" if policy == "xnnpack" else "layer with weights tfmot can prune"
-        raise UnsupportedModelError(
-            f"Model {model.name!r} has no {what} (Dense, Conv, Embedding ...); there is nothing to prune."
-        )
-    for s in skipped:
-        ui.info(f"prune: skipping layer {s['layer']!r} ({s['class']}): {s['reason']}")
+    wrapped = _wrap_prunable(work, params, m_by_n, xnn_policy, skip_unsupported, model.name)
+    skipped = wrapped["skipped"]
     pruned = wrapped["model"]
     ui.info(
         f"prune: {len(wrapped['records'])} layer(s) to {plan['target_sparsity']:.0%} sparsity "
@@ -313,6 +272,78 @@ def prune(
         skipped_layers=skipped,
         schedule=plan,
     )
+
+
+def _pruning_params(
+    plan: dict[str, Any],
+    target_sparsity: float,
+    initial_sparsity: float,
+    m_by_n: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """tfmot's prune_low_magnitude parameters for the step plan: the sparsity schedule (constant
+    for m_by_n) and the m_by_n block."""
+    import tensorflow_model_optimization as tfmot
+
+    sparsity = tfmot.sparsity.keras
+    steps = {k: plan[k] for k in ("begin_step", "end_step", "frequency")}
+    if m_by_n or plan["schedule"] == "constant":
+        pruning_schedule = sparsity.ConstantSparsity(float(target_sparsity), **steps)
+    else:
+        pruning_schedule = sparsity.PolynomialDecay(
+            initial_sparsity=float(initial_sparsity),
+            final_sparsity=float(target_sparsity),
+            **steps,
+        )
+    params: dict[str, Any] = {"pruning_schedule": pruning_schedule}
+    if m_by_n:
+        params["sparsity_m_by_n"] = tuple(int(v) for v in m_by_n)
+    return params
+
+
+def _xnnpack_policy(work: Any, name: str) -> Any:
+    """tfmot's PruneForLatencyOnXNNPack, once it accepts the model (an error names why not)."""
+    import tensorflow_model_optimization as tfmot
+
+    xnn_policy = tfmot.sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        xnn_policy.ensure_model_supports_pruning(work)
+    except ValueError as e:
+        reason = " ".join(str(e).split())
+        raise UnsupportedModelError(
+            f"policy='xnnpack' needs a model XNNPACK's sparse inference can run, and {name!r} is not one: "
+            f"{reason}. Use policy=None to prune every supported layer instead."
+        ) from None
+    return xnn_policy
+
+
+def _wrap_prunable(
+    work: Any,
+    params: dict[str, Any],
+    m_by_n: tuple[int, int] | None,
+    xnn_policy: Any,
+    skip_unsupported: bool,
+    name: str,
+) -> dict[str, Any]:
+    """`_wrap_layers` with its outcome checked: a layer tfmot cannot prune is an error unless
+    `skip_unsupported` (then it is said and listed in "skipped"), and so is a model with nothing
+    to prune."""
+    wrapped, skipped = _wrap_layers(work, params, m_by_n=m_by_n, xnn_policy=xnn_policy)
+    if skipped and not skip_unsupported:
+        first = skipped[0]
+        raise UnsupportedModelError(
+            f"Layer {first['layer']!r} ({first['class']}) cannot be pruned: {first['reason']}. "
+            "Pass skip_unsupported=True to prune the supported layers and leave it dense."
+        )
+    if not wrapped["records"]:
+        what = (
+            "1x1 Conv2D layer" if xnn_policy is not None else "layer with weights tfmot can prune"
+        )
+        raise UnsupportedModelError(
+            f"Model {name!r} has no {what} (Dense, Conv, Embedding ...); there is nothing to prune."
+        )
+    for s in skipped:
+        ui.info(f"prune: skipping layer {s['layer']!r} ({s['class']}): {s['reason']}")
+    return {**wrapped, "skipped": skipped}
 
 
 def _check_options(

@@ -421,20 +421,18 @@ def _rebase(output: Any, final_dir: Path) -> Any:
 
 
 def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, measure_latency):
-    from edgekit.measure import measure_artifact
-
     n_eval = ctx.recipe.data.max_eval_samples
     x_eval, y_eval = ctx.x("eval", n_eval), ctx.y("eval", n_eval)
     t_eval = ctx.teacher_outputs["eval"][: len(x_eval)]
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
-    teacher_row = measure_artifact(
+    teacher_row = _measure_artifact(
         teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval
     )
     reference_row, reference_note = None, None
     reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
-        reference_row = measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
+        reference_row = _measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
         reference_row["path"] = _rel(reference_row["path"], ctx.out)
         reference_row["parameters"] = teacher_row.get("parameters")
     elif reference:
@@ -443,7 +441,7 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     rows = []
     for stage_name, art in [*models, *exports]:
         with ui.doing(f"measuring {Path(art.path).name}"):
-            row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
+            row = _measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
@@ -480,6 +478,74 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
             "note": "p50 over timed runs after warm-up, batch 1, CPU",
         },
     }
+
+
+def _measure_artifact(
+    art: ModelArtifact,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    teacher_logits: np.ndarray,
+    *,
+    runs: int = 50,
+    unsafe: bool = False,
+    outputs: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One report row: size, parameters, top-1 accuracy and agreement with the teacher on the eval
+    split, CPU p50 latency (1 thread, batch 1). `outputs` skips inference when the artifact's
+    outputs are already known."""
+    from edgekit.bench.latency import measure
+    from edgekit.runtimes import open_runner
+
+    runner_opts: dict[str, Any] = {"unsafe": unsafe} if art.family == "keras" else {}
+    if art.family == "keras" and art.precision == "qat":
+        from edgekit.stages.qat_io import qat_custom_objects
+
+        runner_opts["custom_objects"] = qat_custom_objects()
+    runner = open_runner(art.path, threads=1, **runner_opts)
+    try:
+        if outputs is None:
+            outputs = _batched(runner, x)
+        pred = np.asarray(outputs).argmax(axis=1)
+        latency = None
+        if runs > 0:
+            latency = measure(runner, x[:1], runs=runs, warmup=5, warmup_seconds=0.2).p50
+        runtime = runner.describe()
+    finally:
+        runner.close()
+    row = {
+        "path": art.path,
+        "format": art.family,
+        "precision": art.precision,
+        "size_bytes": size_bytes(art.path),
+        "parameters": art.metadata.get("parameters") or _count_params(art, unsafe),
+        "accuracy": float((pred == y).mean()) if y is not None else None,
+        "agreement_with_teacher": float((pred == teacher_logits.argmax(axis=1)).mean()),
+        "latency_ms_p50": round(latency, 4) if latency is not None else None,
+        "runtime": {
+            k: runtime.get(k)
+            for k in ("runtime", "runtime_version", "threads", "delegate", "provider")
+            if k in runtime
+        },
+        "sha256": art.sha256,
+    }
+    for key in ("verification", "sparsity", "conversion"):
+        if key in art.metadata:
+            row[key] = art.metadata[key]
+    return row
+
+
+def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate(
+        [runner.run(x[i : i + batch])[0] for i in range(0, len(x), batch)], axis=0
+    )
+
+
+def _count_params(art: ModelArtifact, unsafe: bool) -> int | None:
+    if art.family != "keras":
+        return None
+    from edgekit.keras_compat import load_model
+
+    return load_model(art.path, unsafe=unsafe).count_params()
 
 
 def _teacher_tflite(ctx: RunContext, teacher: ModelArtifact) -> ModelArtifact | str | None:

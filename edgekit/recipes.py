@@ -87,9 +87,9 @@ class DataConfig(Strict):
     )
 
 
-# The stage configs registered when this module is imported (the built-in stages); a stage
-# registered later is in `recipe_model()`'s union.
-StageConfig = _stage_union(_configs())
+# One entry of `stages:`: the stage configs registered when this module is imported (the built-in
+# stages, edgekit/stages/*.py); a stage registered later is in `recipe_model()`'s union.
+AnyStage = _stage_union(_configs())
 
 
 class Verification(Strict):
@@ -114,7 +114,7 @@ class Recipe(Strict):
     description: str = ""
     seed: int = 0
     data: DataConfig = DataConfig()
-    stages: list[StageConfig] = Field(**_STAGES_FIELD)
+    stages: list[AnyStage] = Field(**_STAGES_FIELD)
     verify: Verification = Verification()
     budget: Budget = Budget()
     latency_runs: int = Field(

@@ -35,13 +35,7 @@ from edgekit.errors import StageError, UnsupportedModelError
 from edgekit.stages import training
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
 from edgekit.stages.model_io import as_tf_keras, base_name
-from edgekit.stages.qat_io import (  # load_qat_model, qat_custom_objects: also importable from here
-    float_output_config_class,
-    load_qat_model,  # noqa: F401
-    qat_custom_objects,  # noqa: F401
-    qat_scope,
-    save_qat_model,
-)
+from edgekit.stages.qat_io import float_output_config_class, qat_scope, save_qat_model
 
 if TYPE_CHECKING:
     from edgekit.stages.context import RunContext

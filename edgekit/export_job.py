@@ -1,4 +1,8 @@
-"""`edgekit export`: one verified conversion of a Keras model, optionally Android-ready.
+"""`edgekit export` (`api.export`): one verified conversion of a Keras model, optionally Android-ready.
+
+A job, like the compress pipeline (`edgekit.pipeline`) beside it: it composes the export library
+(`edgekit.export`), the data sets, the recipe defaults and a latency measurement, so it sits above
+them all rather than inside the export library.
 
 The same conversion and verification as the compress recipes' export/quantize stages
 (`edgekit.export.convert`), with the recipes' defaults for the data split, calibration and

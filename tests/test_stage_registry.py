@@ -171,3 +171,51 @@ def test_a_registered_stage_says_it_needs_labels(copy_stage, tiny_model_and_data
     recipe = _recipe(tmp_path, "{stage: copy_model, labelled: true}")
     with pytest.raises(DataError, match="Stage copy_model needs labels"):
         api.compress(model, recipe=str(recipe), data=str(data), out=tmp_path / "r")
+
+
+SHARPEN = '''
+from typing import Literal
+
+from pydantic import Field
+
+from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+
+
+class SharpenConfig(StageConfig):
+    """A stage that only has to exist."""
+
+    stage: Literal["sharpen"] = "sharpen"
+    amount: float = Field(0.5, gt=0, description="How much.")
+
+
+@register
+class Sharpen(Stage):
+    name = "sharpen"
+    config_type = SharpenConfig
+    position = 45
+
+    def run(self, ctx, model, workdir):
+        return StageOutput()
+'''
+
+
+def test_a_file_in_the_stages_package_is_all_it_takes(tmp_path, monkeypatch):
+    """The registry imports every module of edgekit.stages: a new file there adds a stage (here
+    the package's search path gains a folder holding sharpen.py; the source tree is left alone)."""
+    import sys
+
+    import edgekit.stages as package
+
+    (tmp_path / "sharpen.py").write_text(SHARPEN)
+    stage_classes()
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    monkeypatch.setattr(base, "_discovered", False)
+    try:
+        assert base.stage_names() == (*BUILT_IN[:4], "sharpen", "export")
+        r = validate_recipe({"name": "t", "stages": [{"stage": "sharpen", "amount": 2}]})
+        assert type(r.stages[0]).__module__ == "edgekit.stages.sharpen"
+        with pytest.raises(RecipeError, match=r"sharpen\.amount"):
+            validate_recipe({"name": "t", "stages": [{"stage": "sharpen", "amount": 0}]})
+    finally:
+        base._REGISTRY.pop("sharpen", None)
+        sys.modules.pop("edgekit.stages.sharpen", None)

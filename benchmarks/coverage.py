@@ -61,7 +61,6 @@ CLASSES = 10
 RIDGE = 1.0  # ridge strength, relative to the features' mean energy
 VARIANCE_FLOOR = 0.01  # BatchNorm variances below 1% of the layer's median are raised to it
 SAMPLES = 400  # shapes images per architecture: 280 train, 40 val, 40 calib, 40 eval
-TRAIN_SAMPLES = 6000  # fresh scenes for --train-epochs
 
 
 @dataclass(frozen=True)
@@ -364,39 +363,8 @@ def data_spec(entry: Entry, n: int = SAMPLES) -> str:
     return f"shapes:size={entry.size},n={n}"
 
 
-def train_all(model: Any, entry: Entry, epochs: int, n: int = TRAIN_SAMPLES) -> dict[str, Any]:
-    """Train every layer for `epochs` epochs on `n` fresh shapes scenes (another generator seed).
-
-    The control for the int8 columns: is a failure the converter's, or the random network's?
-    Adam 1e-3, batch 64, sparse cross-entropy on the class logits; single-output models only.
-    """
-    from edgekit.data import Preprocessing, load_dataset
-
-    t0 = time.perf_counter()
-    k = _keras_module(model)
-    ds = load_dataset(f"shapes:size={entry.size},n={n},seed=4242")
-    x = np.asarray(Preprocessing().apply(ds.x), np.float32)
-    model.compile(
-        optimizer=k.optimizers.Adam(1e-3),
-        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    hist = model.fit(x, np.asarray(ds.y), epochs=epochs, batch_size=64, verbose=0)
-    return {
-        "method": f"every layer trained {epochs} epoch(s) on {n} shapes scenes (seed 4242)",
-        "seconds": round(time.perf_counter() - t0, 1),
-        "train_accuracy": round(float(hist.history["accuracy"][-1]), 3),
-    }
-
-
-def prepare(
-    name: str, folder: Path, n: int = SAMPLES, train_epochs: int = 0
-) -> tuple[Path, str, dict[str, Any]]:
-    """Build, train the heads and save one architecture; returns (model file, data spec, figures).
-
-    With `train_epochs`, every layer is trained first (`train_all`) and the heads are kept as
-    trained.
-    """
+def prepare(name: str, folder: Path, n: int = SAMPLES) -> tuple[Path, str, dict[str, Any]]:
+    """Build, train the heads and save one architecture; returns (model file, data spec, figures)."""
     from edgekit.data import Preprocessing, load_dataset
     from edgekit.keras_compat import keras, save_model
 
@@ -406,12 +374,7 @@ def prepare(
     ds = load_dataset(spec)
     x = np.asarray(Preprocessing().apply(ds.x), np.float32)
     model = build(name)
-    if train_epochs and len(getattr(model, "outputs", None) or [None]) == 1:
-        figures = train_all(model, entry, train_epochs)
-        pred = np.asarray(model.predict(x, verbose=0)).argmax(axis=1)
-        figures["accuracy_on_matrix_images"] = round(float(np.mean(pred == ds.y)), 3)
-    else:
-        figures = train_heads(model, x, np.asarray(ds.y))
+    figures = train_heads(model, x, np.asarray(ds.y))
     path = folder / f"{name}.keras"
     save_model(model, path)
     figures["parameters"] = int(model.count_params())
@@ -559,11 +522,11 @@ def _quantized_cell(model_path: Path, spec: str, fmt: str, mode: str, folder: Pa
     }
 
 
-def run_arch(name: str, paths: list[str], folder: Path, train_epochs: int = 0) -> dict[str, Any]:
+def run_arch(name: str, paths: list[str], folder: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     result: dict[str, Any] = {"arch": name, "source": entries()[name].source}
     try:
-        model_path, spec, figures = prepare(name, folder, train_epochs=train_epochs)
+        model_path, spec, figures = prepare(name, folder)
     except Exception as e:
         result.update(
             build={"status": "crash", "reason": _one_line(f"{type(e).__name__}: {e}")},
@@ -641,12 +604,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--table-only", action="store_true", help="Print the table of --json; run nothing."
     )
-    ap.add_argument(
-        "--train-epochs",
-        type=int,
-        default=0,
-        help="Train every layer this many epochs first (the int8 control; use its own --json).",
-    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -658,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:  # one architecture, in this process
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         with tempfile.TemporaryDirectory(prefix=f"coverage-{args.worker}-") as tmp:
-            res = run_arch(args.worker, paths, Path(tmp), args.train_epochs)
+            res = run_arch(args.worker, paths, Path(tmp))
         args.result.write_text(json.dumps(res, indent=1, default=str))
         return 0
 
@@ -688,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = Path(f.name)
         cmd = [sys.executable, __file__, "--worker", name, "--result", str(out)]
-        cmd += ["--paths", ",".join(todo), "--train-epochs", str(args.train_epochs)]
+        cmd += ["--paths", ",".join(todo)]
         proc = subprocess.run(cmd, cwd=ROOT)
         if proc.returncode == 0 and out.stat().st_size:
             res = json.loads(out.read_text())

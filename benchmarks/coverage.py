@@ -385,7 +385,7 @@ def run_path(model_path: Path, spec: str, path: str, folder: Path) -> dict[str, 
     """One cell: an export path (`edgekit export`) or a recipe (`edgekit compress`)."""
     from edgekit import api
     from edgekit.errors import EdgekitError
-    from edgekit.export.single import export
+    from edgekit.export_job import export
 
     t0 = time.perf_counter()
     cell: dict[str, Any] = {"path": path}
@@ -464,15 +464,16 @@ def _quantized_cell(model_path: Path, spec: str, fmt: str, mode: str, folder: Pa
     """
     from edgekit.data import Preprocessing
     from edgekit.export.convert import convert_one, verify_one
-    from edgekit.export.single import _data, _samples
+    from edgekit.export_job import _data, _samples
     from edgekit.keras_compat import load_model
-    from edgekit.recipes import QuantizeStage, Verification
+    from edgekit.recipes import Verification
     from edgekit.runtimes import open_runner
+    from edgekit.stages.quantize import QuantizeConfig
 
     loaded = load_model(model_path)
     _, splits = _data(spec, model_path, loaded)
     pre, shape = Preprocessing(), tuple(loaded.input_shape)
-    verify, q = Verification(), QuantizeStage()
+    verify, q = Verification(), QuantizeConfig()
     x, y = _samples(splits, "eval", verify.samples, pre, shape)
     calib = _samples(splits, "calib", q.calibration_samples, pre, shape)[0]
     out = folder / f"{model_path.stem}_{fmt}_{mode}.{fmt}"

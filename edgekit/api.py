@@ -91,7 +91,7 @@ def export(
     route: "auto" (edgekit's converter, then Keras 3's own exporter if it fails), "edgekit" or
         "keras"; the report's conversion.route names the one that made the file.
     """
-    from edgekit.export.single import export as _export
+    from edgekit.export_job import export as _export
 
     return _export(
         model,

@@ -15,12 +15,10 @@ key reuses it; a killed run therefore resumes after the last completed stage.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,48 +39,13 @@ from edgekit.artifacts import (
 )
 from edgekit.errors import BudgetExceeded, DataError, UsageError
 from edgekit.recipes import Recipe, load_recipe
+from edgekit.stages.context import RunContext, first_output, hash_json
 
 TEACHER_ASSET = "teacher_shapes.keras"
 # The bundled example's unlabeled pool: fresh scenes of the reference task from a generator seed
 # that neither the labelled data (0), the teacher's training (1000-1009) nor its fresh test (999) use.
 EXAMPLE_POOL = "shapes:seed=77,n=10000"
 NO_POOL = "none"
-
-
-@dataclass
-class RunContext:
-    """What every stage may read: the recipe, the data splits, teacher outputs, the run folder."""
-
-    recipe: Recipe
-    out: Path
-    splits: dict[str, Any]  # name -> edgekit.data.Dataset ("unlabeled": the pool, if any)
-    preprocessing: Any  # edgekit.data.Preprocessing
-    labels: list[str]
-    teacher: ModelArtifact
-    teacher_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> logits
-    unsafe: bool = False
-    predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
-
-    def x(self, split: str, limit: int | None = None) -> np.ndarray:
-        ds = self.splits[split]
-        x = self.preprocessing.apply(ds.x[:limit] if limit else ds.x)
-        return np.asarray(x, dtype=np.float32)
-
-    def y(self, split: str, limit: int | None = None) -> np.ndarray | None:
-        ds = self.splits[split]
-        if ds.y is None:
-            return None
-        return ds.y[:limit] if limit else ds.y
-
-    @property
-    def labeled(self) -> bool:
-        return self.splits["train"].y is not None
-
-    @property
-    def unlabeled_source(self) -> str | None:
-        """Where the unlabeled images came from (a spec or a path); None without any."""
-        pool = self.splits.get("unlabeled")
-        return pool.source if pool is not None else None
 
 
 def default_out_dir(recipe_name: str) -> Path:
@@ -103,10 +66,6 @@ def bundled_teacher() -> tuple[Path, str]:
             f"The bundled example teacher is missing ({path}); reinstall edgekit or pass MODEL."
         )
     return path, spec
-
-
-def _hash_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def compress(
@@ -132,7 +91,7 @@ def compress(
     from edgekit.data import Preprocessing, load_dataset
 
     rec = load_recipe(recipe, overrides)
-    wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
+    wants_pool = _wants_pool(rec)
     model_path, data, unlabeled, message = resolve_inputs(rec, model, data, unlabeled)
     if message:
         ui.info(message)
@@ -183,10 +142,7 @@ def compress(
             unsafe=unsafe,
             predict_teacher=predict_teacher,
         )
-        needs_train = any(s.stage == "distill" for s in rec.stages)
-        _teacher_outputs(
-            ctx, predict_teacher, ["train", "val", "eval"] if needs_train else ["eval"]
-        )
+        ctx.compute_teacher_outputs(_teacher_splits(rec, splits))
         _check_labels(ctx)
 
         stage_records, exports, models = _run_stages(ctx, teacher)
@@ -245,7 +201,7 @@ def resolve_inputs(
 
     No model: the bundled example teacher; no data either: its reference data and, when a stage
     uses unlabeled images, its pool (`EXAMPLE_POOL`). `unlabeled="none"` means no pool."""
-    wants_pool = any(s.stage == "distill" and s.use_unlabeled for s in rec.stages)
+    wants_pool = _wants_pool(rec)
     no_pool = unlabeled is not None and unlabeled.strip().lower() == NO_POOL
     if no_pool:
         unlabeled = None
@@ -311,95 +267,26 @@ def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
     return (lambda x: runner.run(x)[0]), shape
 
 
-def first_output(out: Any) -> np.ndarray:
-    """The class scores of a model's prediction (the first output of a multi-output model)."""
-    return out[0] if isinstance(out, list) else out
+def _stages(rec: Recipe) -> list[Any]:
+    from edgekit.stages.base import get_stage
+
+    return [get_stage(cfg) for cfg in rec.stages]
 
 
-def as_logits(outputs: np.ndarray) -> np.ndarray:
-    """Teacher outputs as logits: probabilities (rows >= 0 summing to 1) become log-probabilities."""
-    out = np.asarray(outputs, dtype=np.float32)
-    if out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
-        return np.log(np.clip(out, 1e-12, 1.0))
-    return out
+def _wants_pool(rec: Recipe) -> bool:
+    """True when a stage of the recipe learns from unlabeled images."""
+    return any(stage.uses_unlabeled() for stage in _stages(rec))
 
 
-def _teacher_outputs(ctx: RunContext, predict, split_names: list[str]) -> None:
-    """Run the teacher once per sample and cache the logits in OUT/cache (keyed by teacher and data)."""
-    for name in split_names:
-        ctx.teacher_outputs[name] = _cached_teacher_logits(ctx, predict, name)
-
-
-def teacher_view_outputs(ctx: RunContext, split: str, views: list[tuple[bool, int]]) -> np.ndarray:
-    """The teacher's logits on every view (see `training.augment_views`) of every image of
-    `split`, as (views, samples, classes); each view computed once and cached in OUT/cache."""
-    out = []
-    for view in views:
-        if view == (False, 0) and split in ctx.teacher_outputs:
-            out.append(ctx.teacher_outputs[split])
-        else:
-            out.append(_cached_teacher_logits(ctx, ctx.predict_teacher, split, view))
-    return np.stack(out)
-
-
-def _cached_teacher_logits(
-    ctx: RunContext, predict, name: str, view: tuple[bool, int] | None = None
-) -> np.ndarray:
-    cache_dir = ctx.out / "cache"
-    if view == (False, 0):
-        view = None  # the original images: the plain per-split cache file
-    parts: list[Any] = [
-        ctx.teacher.sha256,
-        ctx.splits[name].fingerprint(),
-        ctx.preprocessing.to_dict(),
-        name,
-    ]
-    label = name
-    if view is not None:
-        parts.append(list(view))
-        label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
-    key = _hash_json(parts)[:16]
-    path = cache_dir / f"teacher-{label}-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    x = ctx.x(name)
-    if view is not None:
-        from edgekit.stages.training import apply_view
-
-        x = apply_view(x, view)
-    batches = [x[i : i + 256] for i in range(0, len(x), 256)]
-    outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({label})")]
-    logits = as_logits(np.concatenate(outs, axis=0))
-    classes = len(ctx.labels) if ctx.labeled else None
-    if logits.ndim != 2:
-        raise UsageError(
-            f"The model outputs shape {logits.shape[1:]}, not one score per class. Use a "
-            "classifier whose last layer has one output per class."
-        )
-    if classes is not None and logits.shape[1] != classes:
-        from edgekit.errors import classes_mismatch
-
-        if logits.shape[1] > classes:
-            raise UsageError(
-                f"The model has {logits.shape[1]} outputs but the data's labels cover "
-                f"{classes} classes. Use a classifier whose last layer matches the labels."
-            )
-        raise UsageError(classes_mismatch("The model", int(logits.shape[1]), ctx.labels))
-    from edgekit.artifacts import atomic_path
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        np.save(tmp, logits)
-    return logits
+def _teacher_splits(rec: Recipe, splits: dict[str, Any]) -> list[str]:
+    """The splits whose teacher outputs are computed up front: "eval" (the report) and those the
+    stages read, in the splits' order."""
+    wanted = {"eval"}.union(*(stage.teacher_splits() for stage in _stages(rec)))
+    return [name for name in splits if name in wanted]
 
 
 def _check_labels(ctx: RunContext) -> None:
-    needs = []
-    for s in ctx.recipe.stages:
-        if s.stage in ("prune", "qat"):
-            needs.append(s.stage)
-        elif s.stage == "distill" and s.alpha > 0:
-            needs.append("distill (alpha > 0)")
+    needs = [n for n in (stage.needs_labels() for stage in _stages(ctx.recipe)) if n]
     if needs and not ctx.labeled:
         raise DataError(
             f"Stage {needs[0]} needs labels but the data are unlabeled. Provide labels (y), or for "
@@ -408,7 +295,7 @@ def _check_labels(ctx: RunContext) -> None:
 
 
 def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -> str:
-    return _hash_json(
+    return hash_json(
         {
             "edgekit": __version__,
             "index": index,
@@ -424,14 +311,11 @@ def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -
 
 
 def _run_stages(ctx: RunContext, teacher: ModelArtifact):
-    from edgekit.stages.base import get_stage
-
     current = teacher
     exports: list[tuple[str, ModelArtifact]] = []
     models: list[tuple[str, ModelArtifact]] = []
     records = []
-    for i, cfg in enumerate(ctx.recipe.stages):
-        stage = get_stage(cfg)
+    for i, (cfg, stage) in enumerate(zip(ctx.recipe.stages, _stages(ctx.recipe), strict=True)):
         final_dir = ctx.out / "stages" / f"{i:02d}-{cfg.stage}"
         key = _stage_key(ctx, i, cfg, current)
         record_path = final_dir / "stage.json"
@@ -537,20 +421,18 @@ def _rebase(output: Any, final_dir: Path) -> Any:
 
 
 def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, measure_latency):
-    from edgekit.measure import measure_artifact
-
     n_eval = ctx.recipe.data.max_eval_samples
     x_eval, y_eval = ctx.x("eval", n_eval), ctx.y("eval", n_eval)
     t_eval = ctx.teacher_outputs["eval"][: len(x_eval)]
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
-    teacher_row = measure_artifact(
+    teacher_row = _measure_artifact(
         teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval
     )
     reference_row, reference_note = None, None
     reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
-        reference_row = measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
+        reference_row = _measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
         reference_row["path"] = _rel(reference_row["path"], ctx.out)
         reference_row["parameters"] = teacher_row.get("parameters")
     elif reference:
@@ -559,7 +441,7 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     rows = []
     for stage_name, art in [*models, *exports]:
         with ui.doing(f"measuring {Path(art.path).name}"):
-            row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
+            row = _measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
@@ -596,6 +478,74 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
             "note": "p50 over timed runs after warm-up, batch 1, CPU",
         },
     }
+
+
+def _measure_artifact(
+    art: ModelArtifact,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    teacher_logits: np.ndarray,
+    *,
+    runs: int = 50,
+    unsafe: bool = False,
+    outputs: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One report row: size, parameters, top-1 accuracy and agreement with the teacher on the eval
+    split, CPU p50 latency (1 thread, batch 1). `outputs` skips inference when the artifact's
+    outputs are already known."""
+    from edgekit.bench.latency import measure
+    from edgekit.runtimes import open_runner
+
+    runner_opts: dict[str, Any] = {"unsafe": unsafe} if art.family == "keras" else {}
+    if art.family == "keras" and art.precision == "qat":
+        from edgekit.stages.qat_io import qat_custom_objects
+
+        runner_opts["custom_objects"] = qat_custom_objects()
+    runner = open_runner(art.path, threads=1, **runner_opts)
+    try:
+        if outputs is None:
+            outputs = _batched(runner, x)
+        pred = np.asarray(outputs).argmax(axis=1)
+        latency = None
+        if runs > 0:
+            latency = measure(runner, x[:1], runs=runs, warmup=5, warmup_seconds=0.2).p50
+        runtime = runner.describe()
+    finally:
+        runner.close()
+    row = {
+        "path": art.path,
+        "format": art.family,
+        "precision": art.precision,
+        "size_bytes": size_bytes(art.path),
+        "parameters": art.metadata.get("parameters") or _count_params(art, unsafe),
+        "accuracy": float((pred == y).mean()) if y is not None else None,
+        "agreement_with_teacher": float((pred == teacher_logits.argmax(axis=1)).mean()),
+        "latency_ms_p50": round(latency, 4) if latency is not None else None,
+        "runtime": {
+            k: runtime.get(k)
+            for k in ("runtime", "runtime_version", "threads", "delegate", "provider")
+            if k in runtime
+        },
+        "sha256": art.sha256,
+    }
+    for key in ("verification", "sparsity", "conversion"):
+        if key in art.metadata:
+            row[key] = art.metadata[key]
+    return row
+
+
+def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate(
+        [runner.run(x[i : i + batch])[0] for i in range(0, len(x), batch)], axis=0
+    )
+
+
+def _count_params(art: ModelArtifact, unsafe: bool) -> int | None:
+    if art.family != "keras":
+        return None
+    from edgekit.keras_compat import load_model
+
+    return load_model(art.path, unsafe=unsafe).count_params()
 
 
 def _teacher_tflite(ctx: RunContext, teacher: ModelArtifact) -> ModelArtifact | str | None:

@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from edgekit.errors import RecipeError
+from edgekit.schema import Strict
+from edgekit.stages.base import stage_class, stage_classes, stage_names
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+def _stage_union(configs: tuple[type, ...]) -> Any:
+    """The recipe's `stages:` item type: the registered stage configs, told apart by `stage`."""
+    return Annotated[Union[configs], Field(discriminator="stage")]  # noqa: UP007 (a runtime tuple)
 
 
-class Split(_Strict):
+def _configs() -> tuple[type, ...]:
+    return tuple(c.config_type for c in stage_classes())
+
+
+_STAGES_FIELD = {"min_length": 1, "description": "The stages, run in this order."}
+
+
+class Split(Strict):
     """Fractions of the data set used for each purpose. `eval` is never trained or calibrated on."""
 
     train: float = Field(0.7, gt=0, lt=1, description="Fraction used to train / fine-tune.")
@@ -44,7 +54,7 @@ class Split(_Strict):
         return {"train": self.train, "val": self.val, "calib": self.calib, "eval": self.eval}
 
 
-class PreprocessingConfig(_Strict):
+class PreprocessingConfig(Strict):
     """Model input = (pixel - mean) / std, with pixels in [0, 255]. Defaults give [0, 1]."""
 
     mean: float | list[float] = 0.0
@@ -59,7 +69,7 @@ class PreprocessingConfig(_Strict):
         return v
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     split: Split = Split()
     seed: int = Field(0, description="Seed of the split.")
     preprocessing: PreprocessingConfig = PreprocessingConfig()
@@ -77,218 +87,12 @@ class DataConfig(_Strict):
     )
 
 
-class Optimizer(_Strict):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
+# One entry of `stages:`: the stage configs registered when this module is imported (the built-in
+# stages, edgekit/stages/*.py); a stage registered later is in `recipe_model()`'s union.
+AnyStage = _stage_union(_configs())
 
 
-class EarlyStopping(_Strict):
-    enabled: bool = True
-    patience: int = Field(4, ge=1)
-    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-
-
-class StudentConfig(_Strict):
-    arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"] = "mobilenet_v2"
-    width: float = Field(0.35, gt=0, description="Width multiplier (Keras Applications' `alpha`).")
-    input_size: int | None = Field(
-        None,
-        description="Square input side in pixels; None keeps the teacher's. Resized inside the model.",
-    )
-    minimalistic: bool = Field(
-        False,
-        description="MobileNetV3 only: the 'minimalistic' variant (ReLU instead of hard-swish, no "
-        "squeeze-excite, 3x3 kernels only). Much faster in int8 on CPUs and edge accelerators.",
-    )
-    dropout: float = Field(0.0, ge=0, lt=1)
-    bn_momentum: float = Field(
-        0.99,
-        gt=0,
-        lt=1,
-        description="Batch-norm moving-average momentum. Keras Applications use 0.999, tuned for "
-        "ImageNet-length training: over a short distillation the moving statistics would stay near "
-        "their initial values and inference-mode accuracy would lag far behind training.",
-    )
-
-    @field_validator("input_size")
-    @classmethod
-    def _min_size(cls, v: int | None) -> int | None:
-        if v is not None and v < 32:
-            raise ValueError(
-                f"MobileNet students need an input of at least 32 pixels. Received: input_size={v}"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _minimalistic_v3(self) -> StudentConfig:
-        if self.minimalistic and self.arch == "mobilenet_v2":
-            raise ValueError(
-                "minimalistic applies to MobileNetV3 students only. Received: arch=mobilenet_v2, "
-                "minimalistic=true; set minimalistic to false, or arch to mobilenet_v3_small or "
-                "mobilenet_v3_large"
-            )
-        return self
-
-
-class Augment(_Strict):
-    """Label-preserving augmentation of the training images during distillation.
-
-    Mirror images and quarter turns give at most eight distinct views of an image. The teacher's
-    logits on the original image can stand for every view only if the teacher answers the same on
-    them: the stage measures that on the validation split (top-1 agreement between each image and
-    its transformed copy, per augmentation). `teacher_views` decides what happens then:
-    `auto` (default) reuses the original image's logits (one teacher pass) when every augmentation
-    reaches `min_teacher_agreement`, and otherwise runs the teacher once on every view the
-    augmentation can draw (up to 8 passes over the training split, cached in the run folder) so
-    each augmented image is taught the teacher's logits on that very view; `true` always runs it
-    on every view; `false` never does and drops an augmentation below `min_teacher_agreement` with
-    a warning (or, with `strict`, stops with a one-line error).
-    """
-
-    flip: Literal["none", "horizontal", "vertical", "both"] = Field(
-        "none", description="Random mirror images (each direction with probability 1/2)."
-    )
-    rot90: bool = Field(
-        False,
-        description="Random quarter turns (0, 90, 180 or 270 degrees); square images only "
-        "(dropped with a warning on others, an error with strict).",
-    )
-    teacher_views: bool | Literal["auto"] = Field(
-        "auto",
-        description="Run the teacher on every distinct augmented view of each training image "
-        "(up to 8 passes, cached) and teach each view its own logits: true always, auto only when "
-        "the teacher is not invariant to an augmentation, false never (such augmentations are "
-        "dropped).",
-    )
-    min_teacher_agreement: float = Field(
-        0.95,
-        ge=0,
-        le=1,
-        description="Least top-1 agreement of the teacher with itself on augmented views for "
-        "its original image's logits to stand for them.",
-    )
-    strict: bool = Field(
-        False,
-        description="Stop (instead of dropping the augmentation) when the teacher disagrees or "
-        "the images are not square (rot90).",
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return self.flip != "none" or self.rot90
-
-
-class DistillStage(_Strict):
-    """Knowledge distillation of the model (the teacher) into a MobileNet student."""
-
-    stage: Literal["distill"] = "distill"
-    student: StudentConfig = StudentConfig()
-    alpha: float = Field(
-        0.3,
-        ge=0,
-        le=1,
-        description="Weight of the label cross-entropy; 1 - alpha weighs the distillation KL.",
-    )
-    temperature: float = Field(
-        4.0, gt=0, description="Softmax temperature T of the distillation term."
-    )
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Optimizer = Optimizer(learning_rate=2e-3)
-    early_stopping: EarlyStopping = EarlyStopping()
-    augment: Augment = Augment()
-    use_unlabeled: bool = Field(
-        True,
-        description="Add the run's unlabeled images (compress --unlabeled) to the training set, "
-        "taught by the teacher's outputs alone (no label term). An epoch then passes over both. "
-        "No unlabeled images given: nothing changes.",
-    )
-
-
-class PruneStage(_Strict):
-    """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept)."""
-
-    stage: Literal["prune"] = "prune"
-    target_sparsity: float = Field(
-        0.5, description="Fraction of prunable weights set to zero, in [0, 1)."
-    )
-    schedule: Literal["polynomial", "constant"] = "polynomial"
-    initial_sparsity: float = 0.0
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)
-    frequency: int | None = Field(
-        None, ge=1, description="Steps between pruning updates (None: derived)."
-    )
-    m_by_n: tuple[int, int] | None = Field(None, description="Structured sparsity, e.g. [2, 4].")
-    policy: Literal["xnnpack"] | None = Field(
-        None, description="tfmot's PruneForLatencyOnXNNPack policy."
-    )
-
-    @field_validator("target_sparsity", "initial_sparsity")
-    @classmethod
-    def _sparsity_range(cls, v: float, info: Any) -> float:
-        if not 0 <= v < 1:
-            raise ValueError(
-                f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}"
-            )
-        return v
-
-
-class QatStage(_Strict):
-    """Quantization-aware training (tfmot quantize_model); exports become int8."""
-
-    stage: Literal["qat"] = "qat"
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-
-
-QuantMode = Literal["dynamic", "float16", "int8", "int16x8"]
-
-
-class QuantizeStage(_Strict):
-    """Post-training quantization of the current model into TFLite (and ONNX for int8/dynamic)."""
-
-    stage: Literal["quantize"] = "quantize"
-    modes: list[QuantMode] = Field(default_factory=lambda: ["int8"], min_length=1)
-    formats: list[Literal["tflite", "onnx"]] = Field(
-        default_factory=lambda: ["tflite", "onnx"], min_length=1
-    )
-    calibration_samples: int = Field(300, ge=1, description="Samples from the calib split.")
-    per_channel: bool = True
-    io_type: Literal["float32", "int8", "uint8"] = Field(
-        "float32", description="Input/output type of full-integer TFLite models."
-    )
-    onnx_reduce_range: bool = Field(
-        True,
-        description="7-bit weights in ONNX int8: avoids U8S8 saturation on AVX2/AVX-512 without VNNI.",
-    )
-
-
-class ExportStage(_Strict):
-    """Float exports of the current model, each verified against it."""
-
-    stage: Literal["export"] = "export"
-    formats: list[Literal["tflite", "onnx"]] = Field(
-        default_factory=lambda: ["tflite", "onnx"], min_length=1
-    )
-    opset: int = Field(17, ge=13, le=21)
-    allow_select_tf_ops: bool = Field(
-        False,
-        description="Allow TensorFlow (Flex) ops in TFLite; such models fail on stock Android LiteRT.",
-    )
-
-
-StageConfig = Annotated[
-    DistillStage | PruneStage | QatStage | QuantizeStage | ExportStage, Field(discriminator="stage")
-]
-STAGE_NAMES = ("distill", "prune", "qat", "quantize", "export")
-
-
-class Verification(_Strict):
+class Verification(Strict):
     float_atol: float = Field(
         1e-3, gt=0, description="Max abs error on probabilities for float32 exports."
     )
@@ -299,18 +103,18 @@ class Verification(_Strict):
     samples: int = Field(256, ge=1)
 
 
-class Budget(_Strict):
+class Budget(Strict):
     max_accuracy_drop: float | None = Field(
         None, ge=0, description="Points of top-1 the final artifact may lose against the teacher."
     )
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     name: str
     description: str = ""
     seed: int = 0
     data: DataConfig = DataConfig()
-    stages: list[StageConfig] = Field(min_length=1)
+    stages: list[AnyStage] = Field(**_STAGES_FIELD)
     verify: Verification = Verification()
     budget: Budget = Budget()
     latency_runs: int = Field(
@@ -323,13 +127,35 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _stage_order(self) -> Recipe:
-        names = [s.stage for s in self.stages]
-        for later in ("distill", "prune"):
-            if later in names and "qat" in names and names.index(later) > names.index("qat"):
+        quantized = None  # the first quantization-aware stage so far
+        for s in self.stages:
+            cls = stage_class(s.stage)
+            if quantized and cls.trains_float_weights:
                 raise ValueError(
-                    f"stage '{later}' cannot come after 'qat' (it would undo the quantization)"
+                    f"stage '{s.stage}' cannot come after '{quantized}' (it would undo the "
+                    "quantization)"
                 )
+            if cls.quantization_aware and quantized is None:
+                quantized = s.stage
         return self
+
+
+_MODELS: dict[tuple[type, ...], type[Recipe]] = {_configs(): Recipe}
+
+
+def recipe_model() -> type[Recipe]:
+    """The Recipe model whose stage union holds every stage registered now: `Recipe` itself, or
+    a subclass of it when stages were registered after this module was imported (a plugin, a
+    test)."""
+    configs = _configs()
+    if configs not in _MODELS:
+        _MODELS[configs] = create_model(
+            "Recipe",
+            __base__=Recipe,
+            __module__=__name__,
+            stages=(list[_stage_union(configs)], Field(**_STAGES_FIELD)),
+        )
+    return _MODELS[configs]
 
 
 def _format_validation_error(
@@ -340,14 +166,15 @@ def _format_validation_error(
 ) -> str:
     from edgekit.schema import format_validation_error
 
-    hint = f"unknown stage; expected one of {', '.join(STAGE_NAMES)}"
+    names = stage_names()
+    hint = f"unknown stage; expected one of {', '.join(names)}"
     return format_validation_error(
         "recipe",
         source,
         err,
         union_tag_hint=hint,
-        tag_names=STAGE_NAMES,
-        model=Recipe,
+        tag_names=names,
+        model=recipe_model(),
         raw=raw,
         overrides=overrides or [],
     )
@@ -415,7 +242,7 @@ def _apply_overrides(
         parts = key.split(".")
         target: Any = out
         path: list[Any] = []
-        if parts[0] in STAGE_NAMES:
+        if parts[0] in stage_names():
             stages = out.get("stages") or []
             if not isinstance(stages, list):
                 raise RecipeError(
@@ -479,8 +306,8 @@ def _no_stage_message(key: str, name: str, recipe: dict[str, Any]) -> str:
         written = next(iter(s), None) if isinstance(s, dict) and len(s) == 1 else None
         fix = (
             f"write `- stage: {written}` with its settings beside it, not `- {written}: {{...}}`"
-            if written in STAGE_NAMES
-            else f"start each stage with `- stage: NAME`, NAME one of {', '.join(STAGE_NAMES)}"
+            if written in stage_names()
+            else f"start each stage with `- stage: NAME`, NAME one of {', '.join(stage_names())}"
         )
         return (
             f"--set {key}: recipe '{recipe.get('name')}' has no '{name}' stage: its stage "
@@ -505,6 +332,6 @@ def validate_recipe(
     _applied: list[tuple[str, tuple[Any, ...]]] | None = None,
 ) -> Recipe:
     try:
-        return Recipe.model_validate(raw)
+        return recipe_model().model_validate(raw)
     except ValidationError as e:
         raise RecipeError(_format_validation_error(source, e, raw, _applied)) from None

@@ -14,11 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgekit.errors import RecipeError
 
 Loc = tuple[Any, ...]
+
+
+class Strict(BaseModel):
+    """Base of the recipe models (stage configs included): unknown keys are errors, and so are
+    assignments of values a field does not take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
 
 
 def format_validation_error(

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.recipes import DistillStage
-from edgekit.stages.distill import kept_augmentation, teacher_consistency
+from edgekit.stages.distill import DistillConfig, kept_augmentation, teacher_consistency
 from edgekit.stages.training import (
     apply_view,
     augment_views,
@@ -165,7 +164,7 @@ def test_distill_checks_the_per_view_teacher_logits_match_the_views():
 
 
 def _stage(**augment):
-    return DistillStage.model_validate({"augment": augment})
+    return DistillConfig.model_validate({"augment": augment})
 
 
 def test_consistency_keeps_what_the_teacher_is_invariant_to():
@@ -241,7 +240,7 @@ def test_digit_teacher_is_not_mirror_invariant(tmp_path, teacher_keras3, digits_
     assert {p.name.split("-")[2] for p in cache if p.name.count("-") == 3} == {"mr0", "mr2", "r2"}
     # the per-view logits are really the teacher's answers on the mirrored images
     from edgekit.keras_compat import load_model
-    from edgekit.pipeline import as_logits
+    from edgekit.stages.context import as_logits
 
     x = np.load(digits_npz)["x"].astype(np.float32) / 255.0
     model = load_model(teacher_keras3)

@@ -138,27 +138,25 @@ def test_unlabeled_pool_with_other_channels_is_refused(tmp_path, teacher_keras3,
 
 def test_labels_only_training_needs_alpha_one_labels_and_classes():
     from edgekit.errors import UsageError
-    from edgekit.recipes import DistillStage
-    from edgekit.stages.distill import distill
+    from edgekit.stages.distill import DistillConfig, distill
 
     x, y = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, np.int64)
     with pytest.raises(UsageError, match="alpha=1"):
-        distill(DistillStage(alpha=0.5), x, None, y, num_classes=3)
+        distill(DistillConfig(alpha=0.5), x, None, y, num_classes=3)
     with pytest.raises(UsageError, match="num_classes"):
-        distill(DistillStage(alpha=1.0), x, None, y)
+        distill(DistillConfig(alpha=1.0), x, None, y)
     with pytest.raises(UsageError, match="val labels=none"):
-        distill(DistillStage(alpha=1.0), x, None, y, x_val=x, num_classes=3)
+        distill(DistillConfig(alpha=1.0), x, None, y, x_val=x, num_classes=3)
 
 
 def test_labels_only_training_reports_accuracy_and_no_agreement():
     """The from-scratch baseline (benchmarks/compress_reference.py): no teacher, so no agreement."""
-    from edgekit.recipes import DistillStage
-    from edgekit.stages.distill import distill
+    from edgekit.stages.distill import DistillConfig, distill
 
     rng = np.random.default_rng(0)
     x = rng.random((48, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 3, 48)
-    cfg = DistillStage.model_validate(
+    cfg = DistillConfig.model_validate(
         {"alpha": 1.0, "epochs": 1, "batch_size": 16,
          "student": {"arch": "mobilenet_v2", "width": 0.35}}
     )  # fmt: skip

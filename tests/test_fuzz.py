@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgekit.cli import cli
-from edgekit.recipes import STAGE_NAMES, bundled_recipes
+from edgekit.recipes import bundled_recipes
+from edgekit.stages.base import stage_names
 
 EXAMPLES = int(os.environ.get("EDGEKIT_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -78,7 +79,7 @@ RECIPE_KEYS = ["name", "description", "seed", "data", "verify", "budget", "laten
 
 @st.composite
 def stage_entries(draw):
-    kind = draw(st.sampled_from([*STAGE_NAMES, "sharpen", None]))
+    kind = draw(st.sampled_from([*stage_names(), "sharpen", None]))
     fields = draw(st.dictionaries(st.sampled_from([*STAGE_KEYS, "bogus"]), values, max_size=4))
     form = draw(st.sampled_from(["tagged", "tagged", "nested", "bare", "junk"]))
     if form == "tagged":

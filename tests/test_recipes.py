@@ -6,12 +6,12 @@ import pytest
 
 from edgekit.errors import RecipeError
 from edgekit.recipes import (
-    STAGE_NAMES,
     apply_overrides,
     bundled_recipes,
     load_recipe,
     validate_recipe,
 )
+from edgekit.stages.base import stage_names
 
 
 def test_bundled_recipes_present():
@@ -22,7 +22,7 @@ def test_bundled_recipes_present():
 def test_every_bundled_recipe_validates(name):
     recipe = load_recipe(name)
     assert recipe.name == name
-    assert all(s.stage in STAGE_NAMES for s in recipe.stages)
+    assert all(s.stage in stage_names() for s in recipe.stages)
 
 
 def test_distill_recipe_shape():

@@ -13,10 +13,9 @@ from edgekit.stages.qat import (
     FALLBACK_FLOAT,
     FALLBACK_OUTPUT,
     flatten_nested,
-    load_qat_model,
     qat,
-    save_qat_model,
 )
+from edgekit.stages.qat_io import load_qat_model, save_qat_model
 
 # The converter's note about float inputs of a QAT model (they are quantized inside): expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import UsageError
-from edgekit.recipes import StudentConfig
-from edgekit.stages.students import build_student
+from edgekit.stages.students import StudentConfig, build_student
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])

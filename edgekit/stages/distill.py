@@ -1,4 +1,8 @@
-"""Knowledge distillation into a MobileNet student (tf_keras).
+"""The distill stage: knowledge distillation of the model (the teacher) into a MobileNet student.
+
+This file holds the stage's recipe config (`DistillConfig`), the stage (`Distill`: what it
+needs from the run, and its augmentation and unlabeled-pool policy) and the training itself
+(`distill()`, usable on its own with NumPy arrays).
 
 Loss per sample: alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T)),
 with t the teacher's logits and s the student's. The teacher's logits are computed once per sample
@@ -10,19 +14,353 @@ alpha = 0 learns from the teacher alone and works with unlabeled data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from edgekit import ui
+from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UsageError
-from edgekit.recipes import DistillStage
+from edgekit.schema import Strict
 from edgekit.stages import training
-from edgekit.stages.students import build_student
+from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+from edgekit.stages.context import as_logits, first_output
+from edgekit.stages.model_io import load, save_keras
+from edgekit.stages.students import StudentConfig, build_student
+
+if TYPE_CHECKING:
+    from edgekit.stages.context import RunContext
 
 # Training steps per call into TensorFlow: the same steps, a Python round trip every 8 of them
 # instead of every one (benchmarks/train_throughput.py). Distillation has no per-step callback.
 STEPS_PER_EXECUTION = 8
+
+
+class Optimizer(Strict):
+    """The optimizer and learning-rate schedule of the student's training."""
+
+    name: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Optimizer (sgd: momentum 0.9)."
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Learning-rate schedule over the epochs (cosine decays to 0)."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled with adamw).")
+
+
+class EarlyStopping(Strict):
+    """Stop when the validation figure stops improving; the best epoch's weights are kept."""
+
+    enabled: bool = Field(True, description="Stop early and restore the best epoch's weights.")
+    patience: int = Field(4, ge=1, description="Epochs without improvement before stopping.")
+    monitor: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy",
+        description="Validation figure watched (val_accuracy falls back to the agreement with "
+        "the teacher on unlabeled data).",
+    )
+
+
+class Augment(Strict):
+    """Label-preserving augmentation of the training images during distillation.
+
+    Mirror images and quarter turns give at most eight distinct views of an image. The teacher's
+    logits on the original image can stand for every view only if the teacher answers the same on
+    them: the stage measures that on the validation split (top-1 agreement between each image and
+    its transformed copy, per augmentation). `teacher_views` decides what happens then:
+    `auto` (default) reuses the original image's logits (one teacher pass) when every augmentation
+    reaches `min_teacher_agreement`, and otherwise runs the teacher once on every view the
+    augmentation can draw (up to 8 passes over the training split, cached in the run folder) so
+    each augmented image is taught the teacher's logits on that very view; `true` always runs it
+    on every view; `false` never does and drops an augmentation below `min_teacher_agreement` with
+    a warning (or, with `strict`, stops with a one-line error).
+    """
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field(
+        "none", description="Random mirror images (each direction with probability 1/2)."
+    )
+    rot90: bool = Field(
+        False,
+        description="Random quarter turns (0, 90, 180 or 270 degrees); square images only "
+        "(dropped with a warning on others, an error with strict).",
+    )
+    teacher_views: bool | Literal["auto"] = Field(
+        "auto",
+        description="Run the teacher on every distinct augmented view of each training image "
+        "(up to 8 passes, cached) and teach each view its own logits: true always, auto only when "
+        "the teacher is not invariant to an augmentation, false never (such augmentations are "
+        "dropped).",
+    )
+    min_teacher_agreement: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Least top-1 agreement of the teacher with itself on augmented views for "
+        "its original image's logits to stand for them.",
+    )
+    strict: bool = Field(
+        False,
+        description="Stop (instead of dropping the augmentation) when the teacher disagrees or "
+        "the images are not square (rot90).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or self.rot90
+
+
+class DistillConfig(StageConfig):
+    """Knowledge distillation of the model (the teacher) into a MobileNet student."""
+
+    stage: Literal["distill"] = "distill"
+    student: StudentConfig = Field(StudentConfig(), description="The student network.")
+    alpha: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Weight of the label cross-entropy; 1 - alpha weighs the distillation KL.",
+    )
+    temperature: float = Field(
+        4.0, gt=0, description="Softmax temperature T of the distillation term."
+    )
+    epochs: int = Field(12, ge=1, description="Most epochs of training (see early_stopping).")
+    batch_size: int = Field(64, ge=1, description="Images per training step.")
+    optimizer: Optimizer = Field(
+        Optimizer(learning_rate=2e-3), description="Optimizer and learning-rate schedule."
+    )
+    early_stopping: EarlyStopping = Field(
+        EarlyStopping(), description="Early stopping on the validation split."
+    )
+    augment: Augment = Field(
+        Augment(), description="Label-preserving augmentation of the training images."
+    )
+    use_unlabeled: bool = Field(
+        True,
+        description="Add the run's unlabeled images (compress --unlabeled) to the training set, "
+        "taught by the teacher's outputs alone (no label term). An epoch then passes over both. "
+        "No unlabeled images given: nothing changes.",
+    )
+
+
+@register
+class Distill(Stage):
+    """Train a fresh student on the teacher's outputs (and the labels, with alpha > 0)."""
+
+    name = "distill"
+    config_type = DistillConfig
+    position = 10
+    trains_float_weights = True
+
+    def needs_labels(self) -> str | None:
+        return "distill (alpha > 0)" if self.config.alpha > 0 else None
+
+    def uses_unlabeled(self) -> bool:
+        return self.config.use_unlabeled
+
+    def teacher_splits(self) -> tuple[str, ...]:
+        return ("train", "val")
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        x_train, x_val = ctx.x("train"), ctx.x("val")
+        teacher = _Teacher(ctx, model)
+        plan = plan_augmentation(self.config, teacher, x_train.shape, x_val)
+        t_val = teacher.val_logits(x_val)
+        t_train = teacher.logits("train", x_train, plan.views)
+        y_train = ctx.y("train") if self.config.alpha > 0 else None
+        x_train, t_train, y_train, n_pool = self._join_pool(
+            ctx, teacher, plan.views, x_train, t_train, y_train
+        )
+        result = distill(
+            plan.config,
+            x_train,
+            t_train,
+            y_train,
+            x_val=x_val,
+            teacher_val=t_val,
+            y_val=ctx.y("val"),
+            seed=ctx.recipe.seed,
+            augment=(plan.flip, plan.rot90),
+            teacher_views=plan.views,
+        )
+        art = save_keras(
+            result.model, workdir / "student.keras", parameters=int(result.model.count_params())
+        )
+        s = self.config.student
+        return StageOutput(
+            model=art,
+            report={
+                "student": f"{s.arch} width {s.width:g}, input {s.input_size or 'as teacher'}",
+                "parameters": int(result.model.count_params()),
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "unlabeled_samples": n_pool,
+                "augment": plan.report() if plan.requested.enabled else None,
+                "history": result.history,
+            },
+        )
+
+    def _join_pool(
+        self,
+        ctx: RunContext,
+        teacher: _Teacher,
+        views: list[training.View] | None,
+        x_train: np.ndarray,
+        t_train: np.ndarray,
+        y_train: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        """The training set with the run's unlabeled images (if any, and `use_unlabeled`)
+        appended, taught by the teacher alone (label -1); and how many joined."""
+        pool = ctx.splits.get("unlabeled") if self.config.use_unlabeled else None
+        n_pool = len(pool) if pool is not None and teacher.can_run else 0
+        if not n_pool:
+            return x_train, t_train, y_train, 0
+        ui.info(
+            f"distill: {n_pool} unlabeled images ({ctx.unlabeled_source}) join the {len(x_train)} "
+            "labelled ones, taught by the teacher's outputs alone"
+        )
+        x_pool = ctx.x("unlabeled")
+        t_train = np.concatenate([t_train, teacher.logits("unlabeled", x_pool, views)], axis=-2)
+        x_train = np.concatenate([x_train, x_pool])
+        if y_train is not None:
+            y_train = np.concatenate([np.asarray(y_train, np.int64), np.full(n_pool, -1, np.int64)])
+        return x_train, t_train, y_train, n_pool
+
+
+@dataclass
+class _Teacher:
+    """Where the stage's teacher logits come from: the run's teacher (its outputs computed once
+    and cached in OUT/cache by the run context) or, when distilling from an intermediate model
+    (the current model is not the run's teacher), that model, loaded when first run and run here
+    once per sample."""
+
+    ctx: RunContext
+    model: ModelArtifact
+    _predict: Any = None
+    _val: np.ndarray | None = None
+
+    @property
+    def intermediate(self) -> bool:
+        return self.model.sha256 != self.ctx.teacher.sha256
+
+    @property
+    def can_run(self) -> bool:
+        return self.intermediate or self.ctx.predict_teacher is not None
+
+    def logits_of(self, x: np.ndarray) -> np.ndarray:
+        if self._predict is None:
+            self._predict = (
+                load(self.ctx, self.model).predict
+                if self.intermediate
+                else self.ctx.predict_teacher
+            )
+        return as_logits(first_output(self._predict(x)))
+
+    def val_logits(self, x_val: np.ndarray) -> np.ndarray:
+        if self._val is None:
+            self._val = (
+                self.logits_of(x_val) if self.intermediate else self.ctx.teacher_outputs["val"]
+            )
+        return self._val
+
+    def logits(self, split: str, x: np.ndarray, views: list[training.View] | None) -> np.ndarray:
+        """The teacher's logits on `x` (the images of `split`), (samples, classes); with views
+        (views, samples, classes)."""
+        if not self.intermediate:
+            out = self.ctx.teacher_view_outputs(split, views or [(False, 0)])
+            return out if views else out[0]
+        if views:
+            return np.stack([self.logits_of(training.apply_view(x, v)) for v in views])
+        return self.logits_of(x)
+
+
+@dataclass
+class AugmentPlan:
+    """What the distill stage trains with, once the images and the teacher were looked at."""
+
+    requested: Augment  # the recipe's augment settings
+    config: DistillConfig  # the stage's config with what the images allow (rot90 off if not square)
+    flip: str
+    rot90: bool
+    views: list[training.View] | None  # teacher run on every view: the views, else None
+    dropped: list[str] = field(default_factory=list)
+    teacher_agreement: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested.model_dump(),
+            "used": {"flip": self.flip, "rot90": self.rot90},
+            "teacher_views": len(self.views) if self.views else None,
+            "dropped": self.dropped,
+            "teacher_agreement": self.teacher_agreement,
+        }
+
+
+def plan_augmentation(
+    config: DistillConfig,
+    teacher: _Teacher,
+    shape: tuple[int, ...],
+    x_val: np.ndarray,
+) -> AugmentPlan:
+    """Decide the augmentation: quarter turns of non-square images dropped (or an error with
+    strict); then, when the teacher can be run, its agreement with itself on augmented validation
+    images decides between reusing its logits (invariant), running it on every view
+    (`teacher_views`) or dropping what it is not invariant to (or an error with strict).
+    `teacher` gives `can_run`, `logits_of(x)` and `val_logits(x_val)`."""
+    # Quarter turns of non-square images: dropped (or an error with strict) for what they are,
+    # before any teacher is measured, not reported as a teacher that is not invariant to them.
+    requested = aug = config.augment
+    not_square: list[str] = []
+    problem = rot90_shape_problem(shape) if requested.rot90 else None
+    if problem and requested.strict:
+        raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
+    if problem:
+        ui.info(f"warning: {problem}: training without quarter turns.")
+        aug, not_square = requested.model_copy(update={"rot90": False}), ["rot90"]
+    config = config.model_copy(update={"augment": aug})
+    plan = AugmentPlan(requested, config, aug.flip, aug.rot90, None)
+    if aug.enabled and teacher.can_run:
+        t_val = teacher.val_logits(x_val)
+        plan.teacher_agreement = teacher_consistency(config, teacher.logits_of, x_val, t_val)
+        figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in plan.teacher_agreement.items())
+        ui.info(f"distill: teacher agreement with itself on augmented validation images: {figures}")
+        kept_flip, kept_rot90, not_invariant = kept_augmentation(aug, plan.teacher_agreement)
+        if aug.teacher_views is True or (aug.teacher_views == "auto" and not_invariant):
+            plan.views = training.augment_views(plan.flip, plan.rot90)
+            why = (
+                f"it is not invariant to {', '.join(not_invariant)}"
+                if not_invariant
+                else "distill.augment.teacher_views=true"
+            )
+            ui.info(
+                f"distill: running the teacher on {len(plan.views)} views of each training image "
+                f"({why}), so that every augmented image is taught the teacher's answer on it"
+            )
+        else:
+            plan.flip, plan.rot90 = kept_flip, kept_rot90
+            if not_invariant:
+                _drop_not_invariant(aug, not_invariant)
+            plan.dropped = not_invariant
+    plan.dropped = not_square + plan.dropped
+    return plan
+
+
+def _drop_not_invariant(aug: Augment, dropped: list[str]) -> None:
+    """Say that the augmentations the teacher is not invariant to are dropped (strict: stop)."""
+    message = (
+        f"The teacher is not invariant to {', '.join(dropped)} (agreement below "
+        f"{100 * aug.min_teacher_agreement:.0f}%), so its logits on the original images "
+        "would teach wrong targets for those views"
+    )
+    if aug.strict:
+        raise DataError(
+            f"{message}. Turn them off (distill.augment.flip / distill.augment.rot90), set "
+            "distill.augment.teacher_views=auto to run the teacher on every view, or set "
+            "distill.augment.strict=false to drop them automatically."
+        )
+    ui.info(f"warning: {message}: training without them.")
 
 
 @dataclass
@@ -126,7 +464,7 @@ def wanted_views(aug: Any) -> list[str]:
 
 
 def teacher_consistency(
-    config: DistillStage, predict: Any, x: np.ndarray, teacher_logits: np.ndarray
+    config: DistillConfig, predict: Any, x: np.ndarray, teacher_logits: np.ndarray
 ) -> dict[str, float]:
     """Per augmentation the recipe asks for, the teacher's top-1 agreement on `x` with itself on
     the transformed images. Reusing cached logits for augmented views is sound only where this is
@@ -155,7 +493,7 @@ def kept_augmentation(aug: Any, consistency: dict[str, float]) -> tuple[str, boo
 
 
 def distill(
-    config: DistillStage,
+    config: DistillConfig,
     x_train: np.ndarray,
     teacher_train: np.ndarray | None,
     y_train: np.ndarray | None = None,
@@ -178,23 +516,11 @@ def distill(
 
     With `teacher_train=None` the same student trains on labels alone (the from-scratch
     baseline): that needs alpha = 1, labels and `num_classes`, and no agreement is reported."""
-    from edgekit.keras_compat import tf_keras
-
     with_teacher = teacher_train is not None
     if not with_teacher:
-        no_val_labels = x_val is not None and y_val is None
-        if config.alpha != 1.0 or y_train is None or not num_classes or no_val_labels:
-            raise UsageError(
-                "Training without teacher logits is labels-only: it needs alpha=1, labels (for "
-                f"x_val too) and num_classes. Received alpha={config.alpha}, "
-                f"labels={'none' if y_train is None else len(y_train)}, "
-                f"val labels={'none' if no_val_labels else 'given or no x_val'}, "
-                f"num_classes={num_classes}."
-            )
-        teacher_train = np.zeros((len(x_train), num_classes), np.float32)
-        if x_val is not None:
-            teacher_val = np.zeros((len(x_val), num_classes), np.float32)
-
+        teacher_train, teacher_val = _labels_only_targets(
+            config, x_train, y_train, x_val, y_val, num_classes
+        )
     if config.alpha > 0 and y_train is None:
         raise DataError(
             f"Distillation with alpha={config.alpha} needs labels but the data are unlabeled. "
@@ -206,35 +532,12 @@ def distill(
     problem = rot90_shape_problem(x_train.shape) if rot90 else None
     if problem:
         raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
-    if teacher_views is not None:
-        expected = training.augment_views(flip, rot90)
-        if list(teacher_views) != expected or teacher_train.shape[:2] != (
-            len(expected),
-            len(x_train),
-        ):
-            raise UsageError(
-                f"teacher_train must hold the teacher's logits on the views {expected} "
-                f"(shape ({len(expected)}, {len(x_train)}, classes)); got views "
-                f"{list(teacher_views)} and shape {teacher_train.shape}"
-            )
-        augmenter = training.view_augmenter(expected, num_classes, seed=seed)
-    else:
-        augmenter = training.augmenter(flip, rot90, seed=seed)
+    augmenter = _augmenter(flip, rot90, teacher_views, teacher_train, len(x_train), seed)
     student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
-    callbacks = []
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
+    callbacks = []
     if config.early_stopping.enabled and has_val:
-        monitor = config.early_stopping.monitor
-        if monitor == "val_accuracy" and not (labeled and y_val is not None):
-            monitor = "val_agreement"
-        callbacks.append(
-            tf_keras().callbacks.EarlyStopping(
-                monitor=monitor,
-                mode="min" if monitor == "val_loss" else "max",
-                patience=config.early_stopping.patience,
-                restore_best_weights=True,
-            )
-        )
+        callbacks.append(_early_stopping(config, labeled and y_val is not None))
     opt = config.optimizer
     history = training.fit(
         student,
@@ -261,4 +564,65 @@ def distill(
     best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
     return DistillResult(
         model=student, history=history, best_epoch=best_epoch, epochs_run=epochs_run
+    )
+
+
+def _labels_only_targets(
+    config: DistillConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray | None,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    num_classes: int | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Zero teacher logits for training without a teacher (train, val), once the settings that
+    needs are checked: alpha = 1, labels (for x_val too) and num_classes."""
+    no_val_labels = x_val is not None and y_val is None
+    if config.alpha != 1.0 or y_train is None or not num_classes or no_val_labels:
+        raise UsageError(
+            "Training without teacher logits is labels-only: it needs alpha=1, labels (for "
+            f"x_val too) and num_classes. Received alpha={config.alpha}, "
+            f"labels={'none' if y_train is None else len(y_train)}, "
+            f"val labels={'none' if no_val_labels else 'given or no x_val'}, "
+            f"num_classes={num_classes}."
+        )
+    teacher_val = None if x_val is None else np.zeros((len(x_val), num_classes), np.float32)
+    return np.zeros((len(x_train), num_classes), np.float32), teacher_val
+
+
+def _augmenter(
+    flip: str,
+    rot90: bool,
+    teacher_views: list[training.View] | None,
+    teacher_train: np.ndarray,
+    samples: int,
+    seed: int,
+) -> Any:
+    """The training-time augmentation: random views of the images, each taught the teacher's
+    logits on that view when `teacher_views` are given (checked against `teacher_train`)."""
+    if teacher_views is None:
+        return training.augmenter(flip, rot90, seed=seed)
+    expected = training.augment_views(flip, rot90)
+    if list(teacher_views) != expected or teacher_train.shape[:2] != (len(expected), samples):
+        raise UsageError(
+            f"teacher_train must hold the teacher's logits on the views {expected} "
+            f"(shape ({len(expected)}, {samples}, classes)); got views "
+            f"{list(teacher_views)} and shape {teacher_train.shape}"
+        )
+    return training.view_augmenter(expected, int(teacher_train.shape[-1]), seed=seed)
+
+
+def _early_stopping(config: DistillConfig, val_labels: bool) -> Any:
+    """Keras' EarlyStopping on the recipe's figure (the agreement with the teacher when the
+    validation images have no labels), restoring the best epoch's weights."""
+    from edgekit.keras_compat import tf_keras
+
+    monitor = config.early_stopping.monitor
+    if monitor == "val_accuracy" and not val_labels:
+        monitor = "val_agreement"
+    return tf_keras().callbacks.EarlyStopping(
+        monitor=monitor,
+        mode="min" if monitor == "val_loss" else "max",
+        patience=config.early_stopping.patience,
+        restore_best_weights=True,
     )

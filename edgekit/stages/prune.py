@@ -1,6 +1,10 @@
-"""Magnitude pruning with tfmot: wrap the prunable layers, fine-tune, strip, measure the sparsity.
+"""The prune stage: magnitude pruning with tfmot, fine-tuning, then strip_pruning (the
+architecture is kept).
 
-`prune()` takes a tf_keras model (the pipeline bridges Keras 3 models first) and never mutates it:
+This file holds the stage's recipe config (`PruneConfig`), the stage (`Prune`) and the pruning
+itself (`prune()`, usable on its own with a tf_keras model and NumPy arrays).
+
+`prune()` takes a tf_keras model (the stage bridges Keras 3 models first) and never mutates it:
 it works on `training.copy_model(model)`. Layers are wrapped one by one with tfmot's
 `prune_low_magnitude` through `clone_model`, so a model that holds layers tfmot cannot prune still
 gets its supported layers pruned; the others are listed in `PruneResult.skipped_layers`.
@@ -14,13 +18,20 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from edgekit import ui
+from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UnsupportedModelError, UsageError
 from edgekit.stages import training
+from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+from edgekit.stages.model_io import as_tf_keras, base_name, save_keras
+
+if TYPE_CHECKING:
+    from edgekit.stages.context import RunContext
 
 SCHEDULES = ("polynomial", "constant")
 POLICIES = ("xnnpack",)
@@ -28,6 +39,93 @@ POLICIES = ("xnnpack",)
 _TARGET_UPDATES = 8
 # Without an explicit end_step, the last ~20% of the fine-tuning runs with fixed masks (recovery).
 _RECOVERY_FRACTION = 0.2
+
+
+class PruneConfig(StageConfig):
+    """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept)."""
+
+    stage: Literal["prune"] = "prune"
+    target_sparsity: float = Field(
+        0.5, description="Fraction of prunable weights set to zero, in [0, 1)."
+    )
+    schedule: Literal["polynomial", "constant"] = Field(
+        "polynomial",
+        description="polynomial: sparsity rises from initial_sparsity to the target; constant: "
+        "the target from the first update.",
+    )
+    initial_sparsity: float = Field(
+        0.0, description="Starting sparsity of the polynomial schedule, in [0, target_sparsity]."
+    )
+    epochs: int = Field(2, ge=1, description="Epochs of fine-tuning while pruning.")
+    batch_size: int = Field(64, ge=1, description="Images per fine-tuning step.")
+    learning_rate: float = Field(5e-4, gt=0, description="Learning rate of the fine-tuning.")
+    frequency: int | None = Field(
+        None, ge=1, description="Steps between pruning updates (None: derived)."
+    )
+    m_by_n: tuple[int, int] | None = Field(None, description="Structured sparsity, e.g. [2, 4].")
+    policy: Literal["xnnpack"] | None = Field(
+        None, description="tfmot's PruneForLatencyOnXNNPack policy."
+    )
+
+    @field_validator("target_sparsity", "initial_sparsity")
+    @classmethod
+    def _sparsity_range(cls, v: float, info: Any) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(
+                f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}"
+            )
+        return v
+
+
+@register
+class Prune(Stage):
+    """Magnitude pruning of the current model, fine-tuned on the labels."""
+
+    name = "prune"
+    config_type = PruneConfig
+    position = 20
+    trains_float_weights = True
+
+    def needs_labels(self) -> str | None:
+        return "prune"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        tfk_model, bridge = as_tf_keras(ctx, model)
+        c = self.config
+        result = prune(
+            tfk_model,
+            ctx.x("train"),
+            ctx.y("train"),
+            x_val=ctx.x("val"),
+            y_val=ctx.y("val"),
+            target_sparsity=c.target_sparsity,
+            schedule=c.schedule,
+            initial_sparsity=c.initial_sparsity,
+            frequency=c.frequency,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            m_by_n=tuple(c.m_by_n) if c.m_by_n else None,
+            policy=c.policy,
+            seed=ctx.recipe.seed,
+        )
+        art = save_keras(
+            result.model,
+            workdir / f"{base_name(model)}_pruned.keras",
+            parameters=int(result.model.count_params()),
+            sparsity=float(result.overall_sparsity),
+        )
+        return StageOutput(
+            model=art,
+            report={
+                **bridge,
+                "overall_sparsity": float(result.overall_sparsity),
+                "per_layer_sparsity": {k: float(v) for k, v in result.per_layer_sparsity.items()},
+                "gzip_size_bytes": int(result.gzip_size_bytes),
+                "skipped_layers": list(getattr(result, "skipped_layers", []) or []),
+                "history": result.history,
+            },
+        )
 
 
 @dataclass
@@ -132,53 +230,12 @@ def prune(
             "policy": policy,
         }
     )
-    if m_by_n or schedule == "constant":
-        pruning_schedule = sparsity.ConstantSparsity(
-            float(target_sparsity),
-            begin_step=plan["begin_step"],
-            end_step=plan["end_step"],
-            frequency=plan["frequency"],
-        )
-    else:
-        pruning_schedule = sparsity.PolynomialDecay(
-            initial_sparsity=float(initial_sparsity),
-            final_sparsity=float(target_sparsity),
-            begin_step=plan["begin_step"],
-            end_step=plan["end_step"],
-            frequency=plan["frequency"],
-        )
-    params: dict[str, Any] = {"pruning_schedule": pruning_schedule}
-    if m_by_n:
-        params["sparsity_m_by_n"] = tuple(int(v) for v in m_by_n)
-
+    params = _pruning_params(plan, target_sparsity, initial_sparsity, m_by_n)
     work = training.copy_model(model)
-    xnn_policy = None
-    if policy == "xnnpack":
-        xnn_policy = sparsity.PruneForLatencyOnXNNPack()
-        try:
-            xnn_policy.ensure_model_supports_pruning(work)
-        except ValueError as e:
-            reason = " ".join(str(e).split())
-            raise UnsupportedModelError(
-                f"policy='xnnpack' needs a model XNNPACK's sparse inference can run, and {model.name!r} is not one: "
-                f"{reason}. Use policy=None to prune every supported layer instead."
-            ) from None
+    xnn_policy = _xnnpack_policy(work, model.name) if policy == "xnnpack" else None
     loss = training.classification_loss(work, targets, x)
-
-    wrapped, skipped = _wrap_layers(work, params, m_by_n=m_by_n, xnn_policy=xnn_policy)
-    if skipped and not skip_unsupported:
-        first = skipped[0]
-        raise UnsupportedModelError(
-            f"Layer {first['layer']!r} ({first['class']}) cannot be pruned: {first['reason']}. "
-            "Pass skip_unsupported=True to prune the supported layers and leave it dense."
-        )
-    if not wrapped["records"]:
-        what = "1x1 Conv2D layer" if policy == "xnnpack" else "layer with weights tfmot can prune"
-        raise UnsupportedModelError(
-            f"Model {model.name!r} has no {what} (Dense, Conv, Embedding ...); there is nothing to prune."
-        )
-    for s in skipped:
-        ui.info(f"prune: skipping layer {s['layer']!r} ({s['class']}): {s['reason']}")
+    wrapped = _wrap_prunable(work, params, m_by_n, xnn_policy, skip_unsupported, model.name)
+    skipped = wrapped["skipped"]
     pruned = wrapped["model"]
     ui.info(
         f"prune: {len(wrapped['records'])} layer(s) to {plan['target_sparsity']:.0%} sparsity "
@@ -215,6 +272,78 @@ def prune(
         skipped_layers=skipped,
         schedule=plan,
     )
+
+
+def _pruning_params(
+    plan: dict[str, Any],
+    target_sparsity: float,
+    initial_sparsity: float,
+    m_by_n: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """tfmot's prune_low_magnitude parameters for the step plan: the sparsity schedule (constant
+    for m_by_n) and the m_by_n block."""
+    import tensorflow_model_optimization as tfmot
+
+    sparsity = tfmot.sparsity.keras
+    steps = {k: plan[k] for k in ("begin_step", "end_step", "frequency")}
+    if m_by_n or plan["schedule"] == "constant":
+        pruning_schedule = sparsity.ConstantSparsity(float(target_sparsity), **steps)
+    else:
+        pruning_schedule = sparsity.PolynomialDecay(
+            initial_sparsity=float(initial_sparsity),
+            final_sparsity=float(target_sparsity),
+            **steps,
+        )
+    params: dict[str, Any] = {"pruning_schedule": pruning_schedule}
+    if m_by_n:
+        params["sparsity_m_by_n"] = tuple(int(v) for v in m_by_n)
+    return params
+
+
+def _xnnpack_policy(work: Any, name: str) -> Any:
+    """tfmot's PruneForLatencyOnXNNPack, once it accepts the model (an error names why not)."""
+    import tensorflow_model_optimization as tfmot
+
+    xnn_policy = tfmot.sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        xnn_policy.ensure_model_supports_pruning(work)
+    except ValueError as e:
+        reason = " ".join(str(e).split())
+        raise UnsupportedModelError(
+            f"policy='xnnpack' needs a model XNNPACK's sparse inference can run, and {name!r} is not one: "
+            f"{reason}. Use policy=None to prune every supported layer instead."
+        ) from None
+    return xnn_policy
+
+
+def _wrap_prunable(
+    work: Any,
+    params: dict[str, Any],
+    m_by_n: tuple[int, int] | None,
+    xnn_policy: Any,
+    skip_unsupported: bool,
+    name: str,
+) -> dict[str, Any]:
+    """`_wrap_layers` with its outcome checked: a layer tfmot cannot prune is an error unless
+    `skip_unsupported` (then it is said and listed in "skipped"), and so is a model with nothing
+    to prune."""
+    wrapped, skipped = _wrap_layers(work, params, m_by_n=m_by_n, xnn_policy=xnn_policy)
+    if skipped and not skip_unsupported:
+        first = skipped[0]
+        raise UnsupportedModelError(
+            f"Layer {first['layer']!r} ({first['class']}) cannot be pruned: {first['reason']}. "
+            "Pass skip_unsupported=True to prune the supported layers and leave it dense."
+        )
+    if not wrapped["records"]:
+        what = (
+            "1x1 Conv2D layer" if xnn_policy is not None else "layer with weights tfmot can prune"
+        )
+        raise UnsupportedModelError(
+            f"Model {name!r} has no {what} (Dense, Conv, Embedding ...); there is nothing to prune."
+        )
+    for s in skipped:
+        ui.info(f"prune: skipping layer {s['layer']!r} ({s['class']}): {s['reason']}")
+    return {**wrapped, "skipped": skipped}
 
 
 def _check_options(

@@ -1,4 +1,8 @@
-"""Quantization-aware training with tfmot's default 8-bit scheme.
+"""The qat stage: quantization-aware training with tfmot's default 8-bit scheme.
+
+This file holds the stage's recipe config (`QatConfig`), the stage (`Qat`) and the training itself
+(`qat()`, usable on its own with a tf_keras model and NumPy arrays); saving and loading QAT models
+is in `edgekit.stages.qat_io`.
 
 `qat()` takes a tf_keras model (left untouched) and returns a quantize-aware copy, fine-tuned, that
 `tf.lite.TFLiteConverter` with `Optimize.DEFAULT` turns into an int8 model.
@@ -17,18 +21,24 @@ tfmot quantizes neither nested models nor layers outside its registry. Here:
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from edgekit import ui
-from edgekit.errors import StageError, UnsupportedModelError, UsageError
+from edgekit.artifacts import ModelArtifact
+from edgekit.errors import StageError, UnsupportedModelError
 from edgekit.stages import training
+from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+from edgekit.stages.model_io import as_tf_keras, base_name
+from edgekit.stages.qat_io import float_output_config_class, qat_scope, save_qat_model
+
+if TYPE_CHECKING:
+    from edgekit.stages.context import RunContext
 
 FALLBACK_OUTPUT = (
     "computed in float; output fake-quantized to int8 so neighbouring layers stay int8"
@@ -41,6 +51,67 @@ FALLBACK_FLOAT = "left in float (no fake-quant)"
 # separable convs split into depthwise + pointwise).
 _TRANSFORMED = {"BatchNormalization", "SeparableConv1D", "SeparableConv2D"}
 _UNSUPPORTED_RE = re.compile(r"Layer (.+?):<class")
+
+
+class QatConfig(StageConfig):
+    """Quantization-aware training (tfmot quantize_model); exports become int8."""
+
+    stage: Literal["qat"] = "qat"
+    epochs: int = Field(2, ge=1, description="Epochs of quantization-aware fine-tuning.")
+    batch_size: int = Field(64, ge=1, description="Images per fine-tuning step.")
+    learning_rate: float = Field(
+        2e-4,
+        gt=0,
+        description="Learning rate of the fine-tuning (small: the model is trained already).",
+    )
+
+
+@register
+class Qat(Stage):
+    """Quantization-aware fine-tuning of the current model; its exports become int8."""
+
+    name = "qat"
+    config_type = QatConfig
+    position = 30
+    quantization_aware = True
+
+    def needs_labels(self) -> str | None:
+        return "qat"
+
+    def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        tfk_model, bridge = as_tf_keras(ctx, model)
+        c = self.config
+        result = qat(
+            tfk_model,
+            ctx.x("train"),
+            ctx.y("train"),
+            x_val=ctx.x("val"),
+            y_val=ctx.y("val"),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            seed=ctx.recipe.seed,
+        )
+        path = (
+            workdir / f"{base_name(model)}_qat.h5"
+        )  # tfmot's quantize layers do not reload from .keras
+        save_qat_model(result.model, path)
+        for u in result.unsupported_layers:
+            ui.info(
+                f"qat: layer {u['layer']} ({u['class']}) is not supported by tfmot; {u['fallback']}"
+            )
+        art = ModelArtifact.from_path(
+            path, precision="qat", parameters=int(tfk_model.count_params())
+        )
+        return StageOutput(
+            model=art,
+            report={
+                **bridge,
+                "annotated_layers": len(result.annotated_layers),
+                "unsupported_layers": result.unsupported_layers,
+                "history": result.history,
+            },
+        )
 
 
 @dataclass
@@ -236,105 +307,6 @@ def _map_structure(fn: Any, structure: Any) -> Any:
     import tensorflow as tf
 
     return tf.nest.map_structure(fn, structure)
-
-
-def float_output_config_class() -> type:
-    """The QuantizeConfig for layers tfmot does not support: float compute, int8-quantized output.
-
-    Registered as "edgekit>FloatOutputQuantizeConfig" for tf_keras deserialization; load saved QAT
-    models inside `qat_scope()`.
-    """
-    global _FLOAT_OUTPUT_CONFIG
-    if _FLOAT_OUTPUT_CONFIG is not None:
-        return _FLOAT_OUTPUT_CONFIG
-    import tensorflow_model_optimization as tfmot
-
-    from edgekit.keras_compat import tf_keras
-
-    q = tfmot.quantization.keras
-
-    class FloatOutputQuantizeConfig(q.QuantizeConfig):
-        """Quantize nothing inside the layer; fake-quantize its output (asymmetric, per tensor, 8 bits)."""
-
-        def get_weights_and_quantizers(self, layer: Any) -> list:
-            return []
-
-        def get_activations_and_quantizers(self, layer: Any) -> list:
-            return []
-
-        def set_quantize_weights(self, layer: Any, quantize_weights: list) -> None:
-            pass
-
-        def set_quantize_activations(self, layer: Any, quantize_activations: list) -> None:
-            pass
-
-        def get_output_quantizers(self, layer: Any) -> list:
-            return [
-                q.quantizers.MovingAverageQuantizer(
-                    num_bits=8, per_axis=False, symmetric=False, narrow_range=False
-                )
-            ]
-
-        def get_config(self) -> dict:
-            return {}
-
-    _FLOAT_OUTPUT_CONFIG = tf_keras().utils.register_keras_serializable(package="edgekit")(
-        FloatOutputQuantizeConfig
-    )
-    return _FLOAT_OUTPUT_CONFIG
-
-
-_FLOAT_OUTPUT_CONFIG: type | None = None
-
-
-@contextlib.contextmanager
-def qat_scope() -> Iterator[None]:
-    """Scope for loading a saved QAT model: tfmot's quantize objects plus edgekit's fallback config."""
-    import tensorflow_model_optimization as tfmot
-
-    cls = float_output_config_class()
-    with tfmot.quantization.keras.quantize_scope({"FloatOutputQuantizeConfig": cls}):
-        yield
-
-
-def qat_custom_objects() -> dict[str, Any]:
-    """Every class a saved QAT model refers to (tfmot's quantize objects and edgekit's fallback config).
-
-    Pass it as `custom_objects` to `keras_compat.load_model` (or use `load_qat_model`).
-    """
-    import tensorflow_model_optimization as tfmot
-
-    cls = float_output_config_class()
-    objects: dict[str, Any] = {}
-    for d in tfmot.quantization.keras.quantize_scope().custom_objects:
-        objects.update(d)
-    objects.update({"FloatOutputQuantizeConfig": cls, "edgekit>FloatOutputQuantizeConfig": cls})
-    return objects
-
-
-def save_qat_model(model: Any, path: str | os.PathLike) -> Path:
-    """Save a QAT model atomically as `.h5` or a SavedModel folder (via keras_compat.save_model).
-
-    `.keras` is refused: tfmot's QuantizeLayer does not load back from it (its variables are
-    created twice on load; tensorflow/model-optimization PR #1123, unmerged in tfmot 0.8.1).
-    """
-    from edgekit.keras_compat import save_model
-
-    if Path(path).suffix.lower() == ".keras":
-        raise UsageError(
-            f"Cannot save a QAT model as {Path(path).name}: tfmot's quantize layers do not load back from "
-            f".keras files. Use {Path(path).with_suffix('.h5').name} (or a folder name for a SavedModel)."
-        )
-    with qat_scope():
-        return save_model(model, path)
-
-
-def load_qat_model(path: str | os.PathLike) -> Any:
-    """Load a QAT model saved by `save_qat_model` as a `keras_compat.LoadedModel`."""
-    from edgekit.keras_compat import load_model
-
-    with qat_scope():
-        return load_model(path, custom_objects=qat_custom_objects())
 
 
 def quantize_layers(flat: Any) -> tuple[Any, dict[str, str]]:

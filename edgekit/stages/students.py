@@ -9,10 +9,58 @@ layer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from edgekit.errors import UsageError
-from edgekit.recipes import StudentConfig
+from edgekit.schema import Strict
+
+
+class StudentConfig(Strict):
+    """The student network of the distill stage (`distill.student` in a recipe)."""
+
+    arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"] = Field(
+        "mobilenet_v2", description="Keras Applications architecture of the student."
+    )
+    width: float = Field(0.35, gt=0, description="Width multiplier (Keras Applications' `alpha`).")
+    input_size: int | None = Field(
+        None,
+        description="Square input side in pixels; None keeps the teacher's. Resized inside the model.",
+    )
+    minimalistic: bool = Field(
+        False,
+        description="MobileNetV3 only: the 'minimalistic' variant (ReLU instead of hard-swish, no "
+        "squeeze-excite, 3x3 kernels only). Much faster in int8 on CPUs and edge accelerators.",
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout rate before the logits layer.")
+    bn_momentum: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="Batch-norm moving-average momentum. Keras Applications use 0.999, tuned for "
+        "ImageNet-length training: over a short distillation the moving statistics would stay near "
+        "their initial values and inference-mode accuracy would lag far behind training.",
+    )
+
+    @field_validator("input_size")
+    @classmethod
+    def _min_size(cls, v: int | None) -> int | None:
+        if v is not None and v < 32:
+            raise ValueError(
+                f"MobileNet students need an input of at least 32 pixels. Received: input_size={v}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _minimalistic_v3(self) -> StudentConfig:
+        if self.minimalistic and self.arch == "mobilenet_v2":
+            raise ValueError(
+                "minimalistic applies to MobileNetV3 students only. Received: arch=mobilenet_v2, "
+                "minimalistic=true; set minimalistic to false, or arch to mobilenet_v3_small or "
+                "mobilenet_v3_large"
+            )
+        return self
 
 
 def build_student(

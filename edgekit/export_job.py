@@ -1,4 +1,8 @@
-"""`edgekit export`: one verified conversion of a Keras model, optionally Android-ready.
+"""`edgekit export` (`api.export`): one verified conversion of a Keras model, optionally Android-ready.
+
+A job, like the compress pipeline (`edgekit.pipeline`) beside it: it composes the export library
+(`edgekit.export`), the data sets, the recipe defaults and a latency measurement, so it sits above
+them all rather than inside the export library.
 
 The same conversion and verification as the compress recipes' export/quantize stages
 (`edgekit.export.convert`), with the recipes' defaults for the data split, calibration and
@@ -65,29 +69,9 @@ def export(
 
     pre = Preprocessing(mean=0.0 if mean is None else mean, std=255.0 if std is None else std)
     if src_format == "tflite":
-        if not android or format != "tflite" or quantize != "none" or io_type != "float32":
-            raise UsageError(
-                f"{src.name} is already a .tflite model: converting it again is not possible. "
-                "Pass --android (alone) to add Android metadata to it, or pass the Keras model."
-            )
-        if out_path.resolve() == src.resolve():
-            raise UsageError("--out must differ from the input model; edgekit never overwrites it.")
+        _check_tflite_source(src, out_path, android, format, quantize, io_type)
     t0 = time.perf_counter()
-    loaded = None
-    if src_format != "tflite":
-        from edgekit.keras_compat import load_model
-
-        loaded = load_model(src, unsafe=unsafe)
-    class_output = 0
-    if loaded is not None:
-        from edgekit.export.convert import class_index
-
-        class_output = class_index(loaded, output)  # a wrong name fails before any work
-    elif output is not None:
-        raise UsageError(
-            "--output names the class output of the Keras model being converted; an existing "
-            ".tflite keeps its own outputs. Leave --output out."
-        )
+    loaded, class_output = _load_source(src, src_format, unsafe, output)
     ds, splits = _data(data, src, loaded)
     names = _labels(labels, ds) if android else None  # before any work: a missing file fails fast
     with tempfile.TemporaryDirectory(prefix=".edgekit-export-", dir=_parent(out_path)) as tmp:
@@ -140,18 +124,54 @@ def export(
             report["verification"]["artifact"] = str(out_path)  # not the temporary name
         report["size_bytes"] = work.stat().st_size
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        # Everything was built and checked under a temporary name: only now does it move in.
-        from edgekit.artifacts import write_bytes_atomic
-
-        for path, content in files.items():
-            if path.name == "MODEL.md":
-                from edgekit.export.android import model_card
-
-                content = model_card(report).encode()
-            write_bytes_atomic(path, content)
-        os.replace(work, out_path)
+        _move_in(work, out_path, files, report)
     ui.info(f"export: wrote {out_path} ({report['size_bytes']} bytes)")
     return report
+
+
+def _check_tflite_source(
+    src: Path, out_path: Path, android: bool, format: str, quantize: str, io_type: str
+) -> None:
+    """A .tflite input only gets Android metadata, written to another file."""
+    if not android or format != "tflite" or quantize != "none" or io_type != "float32":
+        raise UsageError(
+            f"{src.name} is already a .tflite model: converting it again is not possible. "
+            "Pass --android (alone) to add Android metadata to it, or pass the Keras model."
+        )
+    if out_path.resolve() == src.resolve():
+        raise UsageError("--out must differ from the input model; edgekit never overwrites it.")
+
+
+def _load_source(
+    src: Path, src_format: str, unsafe: bool, output: int | str | None
+) -> tuple[Any, int]:
+    """The Keras model to convert (None for a .tflite) and the index of its class output."""
+    if src_format == "tflite":
+        if output is not None:
+            raise UsageError(
+                "--output names the class output of the Keras model being converted; an existing "
+                ".tflite keeps its own outputs. Leave --output out."
+            )
+        return None, 0
+    from edgekit.export.convert import class_index
+    from edgekit.keras_compat import load_model
+
+    loaded = load_model(src, unsafe=unsafe)
+    return loaded, class_index(loaded, output)  # a wrong name fails before any work
+
+
+def _move_in(work: Path, out_path: Path, files: dict[Path, bytes], report: dict[str, Any]) -> None:
+    """Everything was built and checked under a temporary name: only now does it move in (the
+    Android files first, MODEL.md from the finished report, the model last)."""
+    from edgekit.artifacts import write_bytes_atomic
+
+    for path, content in files.items():
+        if path.name == "MODEL.md":
+            from edgekit.export.android import model_card
+
+            content = model_card(report).encode()
+        write_bytes_atomic(path, content)
+    os.replace(work, out_path)
 
 
 def _check_choices(format: str, quantize: str, io_type: str, android: bool) -> None:
@@ -268,7 +288,8 @@ def _convert(
     route: str = "auto",
 ) -> dict[str, Any]:
     from edgekit.export.convert import convert_one, verify_one
-    from edgekit.recipes import QuantizeStage, Verification
+    from edgekit.recipes import Verification
+    from edgekit.stages.quantize import QuantizeConfig
 
     if quantize in CALIBRATED and not splits:
         raise UsageError(
@@ -276,7 +297,7 @@ def _convert(
             "trained on, or a sample of it)."
         )
     shape = tuple(loaded.input_shape)
-    verify, qdefaults = Verification(), QuantizeStage()
+    verify, qdefaults = Verification(), QuantizeConfig()
     x, y = _samples(splits, "eval", verify.samples, pre, shape)
     ref = loaded.predict(x)  # every output: each one is verified
     calib = (

@@ -1,0 +1,149 @@
+"""What every stage may read: the run context, and the teacher's outputs cached in the run folder.
+
+The pipeline builds one `RunContext` per run (recipe, data splits, preprocessing, the teacher and a
+function that runs it) and hands it to each stage. The teacher runs once per sample and split (and
+per augmented view, for distillation): its logits are cached under OUT/cache, keyed by the teacher's
+hash, the split's fingerprint and the preprocessing, so stages and re-runs share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import ui
+from edgekit.artifacts import ModelArtifact
+from edgekit.errors import UsageError
+
+# A view of an image (mirrored?, quarter turns), as `training.augment_views` lists them.
+View = tuple[bool, int]
+
+
+def hash_json(obj: Any) -> str:
+    """sha256 of `obj` as canonical JSON (sorted keys): the cache keys of stages and teacher outputs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def first_output(out: Any) -> np.ndarray:
+    """The class scores of a model's prediction (the first output of a multi-output model)."""
+    return out[0] if isinstance(out, list) else out
+
+
+def as_logits(outputs: np.ndarray) -> np.ndarray:
+    """Teacher outputs as logits: probabilities (rows >= 0 summing to 1) become log-probabilities."""
+    out = np.asarray(outputs, dtype=np.float32)
+    if out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+        return np.log(np.clip(out, 1e-12, 1.0))
+    return out
+
+
+@dataclass
+class RunContext:
+    """What every stage may read: the recipe, the data splits, teacher outputs, the run folder."""
+
+    recipe: Any  # edgekit.recipes.Recipe
+    out: Path
+    splits: dict[str, Any]  # name -> edgekit.data.Dataset ("unlabeled": the pool, if any)
+    preprocessing: Any  # edgekit.data.Preprocessing
+    labels: list[str]
+    teacher: ModelArtifact
+    teacher_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> logits
+    unsafe: bool = False
+    predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
+
+    def x(self, split: str, limit: int | None = None) -> np.ndarray:
+        ds = self.splits[split]
+        x = self.preprocessing.apply(ds.x[:limit] if limit else ds.x)
+        return np.asarray(x, dtype=np.float32)
+
+    def y(self, split: str, limit: int | None = None) -> np.ndarray | None:
+        ds = self.splits[split]
+        if ds.y is None:
+            return None
+        return ds.y[:limit] if limit else ds.y
+
+    @property
+    def labeled(self) -> bool:
+        return self.splits["train"].y is not None
+
+    @property
+    def unlabeled_source(self) -> str | None:
+        """Where the unlabeled images came from (a spec or a path); None without any."""
+        pool = self.splits.get("unlabeled")
+        return pool.source if pool is not None else None
+
+    def compute_teacher_outputs(self, split_names: list[str]) -> None:
+        """Run the teacher once per sample of each split; the logits go to `teacher_outputs` and
+        OUT/cache (keyed by teacher and data)."""
+        for name in split_names:
+            self.teacher_outputs[name] = self.teacher_logits(name)
+
+    def teacher_view_outputs(self, split: str, views: list[View]) -> np.ndarray:
+        """The teacher's logits on every view (see `training.augment_views`) of every image of
+        `split`, as (views, samples, classes); each view computed once and cached in OUT/cache."""
+        out = []
+        for view in views:
+            if view == (False, 0) and split in self.teacher_outputs:
+                out.append(self.teacher_outputs[split])
+            else:
+                out.append(self.teacher_logits(split, view))
+        return np.stack(out)
+
+    def teacher_logits(self, name: str, view: View | None = None) -> np.ndarray:
+        """The teacher's logits on split `name` (one view of it), from OUT/cache or computed."""
+        cache_dir = self.out / "cache"
+        if view == (False, 0):
+            view = None  # the original images: the plain per-split cache file
+        parts: list[Any] = [
+            self.teacher.sha256,
+            self.splits[name].fingerprint(),
+            self.preprocessing.to_dict(),
+            name,
+        ]
+        label = name
+        if view is not None:
+            parts.append(list(view))
+            label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
+        key = hash_json(parts)[:16]
+        path = cache_dir / f"teacher-{label}-{key}.npy"
+        if path.is_file():
+            return np.load(path)
+        x = self.x(name)
+        if view is not None:
+            from edgekit.stages.training import apply_view
+
+            x = apply_view(x, view)
+        batches = [x[i : i + 256] for i in range(0, len(x), 256)]
+        predict = self.predict_teacher
+        outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({label})")]
+        logits = as_logits(np.concatenate(outs, axis=0))
+        self._check_classes(logits)
+        from edgekit.artifacts import atomic_path
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            np.save(tmp, logits)
+        return logits
+
+    def _check_classes(self, logits: np.ndarray) -> None:
+        """The teacher gives one score per class of the data's labels."""
+        classes = len(self.labels) if self.labeled else None
+        if logits.ndim != 2:
+            raise UsageError(
+                f"The model outputs shape {logits.shape[1:]}, not one score per class. Use a "
+                "classifier whose last layer has one output per class."
+            )
+        if classes is not None and logits.shape[1] != classes:
+            from edgekit.errors import classes_mismatch
+
+            if logits.shape[1] > classes:
+                raise UsageError(
+                    f"The model has {logits.shape[1]} outputs but the data's labels cover "
+                    f"{classes} classes. Use a classifier whose last layer matches the labels."
+                )
+            raise UsageError(classes_mismatch("The model", int(logits.shape[1]), self.labels))

@@ -19,8 +19,10 @@ def measure_artifact(
     runs: int = 50,
     unsafe: bool = False,
     outputs: np.ndarray | None = None,
+    labels: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One report row. `outputs` skips inference when the artifact's outputs are already known."""
+    """One report row. `outputs` skips inference when the artifact's outputs are already known.
+    `labels` (with `y`): add per-class accuracy and the confusion matrix (`class_figures`)."""
     from edgekit.bench.latency import measure
     from edgekit.runtimes import open_runner
 
@@ -59,7 +61,34 @@ def measure_artifact(
     for key in ("verification", "sparsity", "conversion"):
         if key in art.metadata:
             row[key] = art.metadata[key]
+    if labels is not None and y is not None:
+        row.update(class_figures(np.asarray(y), pred, labels))
     return row
+
+
+# A confusion matrix is kept up to this many classes (a 1000-class one would be 1M numbers).
+MAX_CONFUSION_CLASSES = 100
+
+
+def class_figures(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """per_class [{label, count, correct, accuracy}] (as `edgekit eval` reports it) and the
+    confusion matrix (rows: true class, columns: predicted; None beyond MAX_CONFUSION_CLASSES)."""
+    k = max(len(labels), int(pred.max()) + 1 if pred.size else 0, int(y.max()) + 1 if y.size else 0)
+    cm = np.bincount(y.astype(np.int64) * k + pred.astype(np.int64), minlength=k * k).reshape(k, k)
+    names = list(labels) + [f"class {i}" for i in range(len(labels), k)]
+    support, correct = cm.sum(axis=1), np.diag(cm)
+    return {
+        "per_class": [
+            {
+                "label": names[i],
+                "count": int(support[i]),
+                "correct": int(correct[i]),
+                "accuracy": float(correct[i] / support[i]) if support[i] else None,
+            }
+            for i in range(k)
+        ],
+        "confusion_matrix": cm.tolist() if k <= MAX_CONFUSION_CLASSES else None,
+    }
 
 
 def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:

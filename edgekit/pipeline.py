@@ -465,6 +465,7 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
                 "key": key[:16],
                 "reused": skipped,
                 "seconds": round(seconds, 2),
+                "config": cfg.model_dump(mode="json"),
                 **output.report,
             }
         )
@@ -545,8 +546,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
     teacher_row = measure_artifact(
-        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval
-    )
+        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval,
+        labels=ctx.labels,
+    )  # fmt: skip
     reference_row, reference_note = None, None
     reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
@@ -559,7 +561,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     rows = []
     for stage_name, art in [*models, *exports]:
         with ui.doing(f"measuring {Path(art.path).name}"):
-            row = measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
+            row = measure_artifact(
+                art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, labels=ctx.labels
+            )
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
@@ -569,6 +573,10 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
         _add_ratios(teacher_row, baseline)
     teacher_row["path"] = str(teacher.path)
     final = _final_artifact(rows)
+    for row in rows:  # per-class figures: the teacher's and the final artifact's (the HTML page)
+        if row is not final:
+            row.pop("per_class", None)
+            row.pop("confusion_matrix", None)
     return {
         "edgekit_version": __version__,
         "recipe": ctx.recipe.name,
@@ -680,7 +688,24 @@ def _write_outputs(
     }
     write_json_atomic(out / "manifest.json", manifest)
     write_text_atomic(out / "report.md", render_markdown(report))
+    _write_html(out, report, manifest)
     write_json_atomic(out / "report.json", report)  # last: a report.json means a finished run
+
+
+def _write_html(out: Path, report: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """report.html beside report.json. A page that cannot be drawn costs a warning, not the
+    run: report.json is the source, and `edgekit report RUN_DIR` draws the page again."""
+    from edgekit.report.html import render_html
+
+    try:
+        page = render_html(report, "compress", extras={"manifest": manifest})
+    except Exception as e:
+        ui.info(
+            f"warning: report.html could not be rendered ({type(e).__name__}: {e}); "
+            f"report.json is complete; `edgekit report {out}` tries again."
+        )
+        return
+    write_text_atomic(out / "report.html", page)
 
 
 def _budget_status(rec: Recipe, report: dict[str, Any]) -> str | None:

@@ -139,6 +139,23 @@ def plot(name: str, caption: str, draw: Callable[..., str], *args: Any, **kwargs
     )
 
 
+def guarded(title: str, build: Callable[..., Any], *args: Any) -> list[Section]:
+    """The sections `build` makes (one, a list or None); if the report holds something it does
+    not expect, one section saying so instead (the rest of the page still renders)."""
+    try:
+        made = build(*args)
+    except Exception as e:
+        return [
+            Section(
+                title,
+                note(f"This part could not be drawn from the report ({type(e).__name__}: {e})."),
+            )
+        ]
+    if made is None:
+        return []
+    return made if isinstance(made, list) else [made]
+
+
 def details(summary: str, content: Safe) -> Safe:
     return Safe(f"<details><summary>{esc(summary)}</summary>{content}</details>")
 
@@ -390,15 +407,15 @@ def compress_sections(
         "top": _compress_cards(report, final),
     }
     sections = [
-        _compress_table(report, final_path),
-        _compress_pareto(report, final_path),
-        _compress_timeline(report),
-        *_compress_training(report),
-        *_compress_sparsity(report),
-        _compress_classes(report, final),
-        _compress_details(report, extras),
+        *guarded("Every model of the run", _compress_table, report, final_path),
+        *guarded("Size, speed and accuracy", _compress_pareto, report, final_path),
+        *guarded("Stage timeline", _compress_timeline, report),
+        *guarded("Training", _compress_training, report),
+        *guarded("Pruning: sparsity per layer", _compress_sparsity, report),
+        *guarded("Per class", _compress_classes, report, final),
+        *guarded("Manifest", _compress_details, report, extras),
     ]
-    return head, [s for s in sections if s is not None]
+    return head, sections
 
 
 def _compress_cards(report: dict[str, Any], final: dict[str, Any] | None) -> Safe:
@@ -449,7 +466,7 @@ def _compress_table(report: dict[str, Any], final_path: str | None) -> Section:
         "size",
         "x smaller",
         "top-1",
-        "drop (pts)",
+        "vs teacher (pts)",
         "agrees w/ teacher",
         "p50 ms",
         "x faster",
@@ -465,7 +482,7 @@ def _compress_table(report: dict[str, Any], final_path: str | None) -> Section:
             human_bytes(r.get("size_bytes")),
             num(r.get("size_ratio_to_teacher")),
             pct(r.get("accuracy")),
-            num(r.get("accuracy_drop_points"), "{:+.2f}"),
+            _points_vs_teacher(r.get("accuracy_drop_points")),
             pct(r.get("agreement_with_teacher")),
             num(r.get("latency_ms_p50")),
             num(r.get("speedup_vs_teacher")),
@@ -489,6 +506,13 @@ def _compress_table(report: dict[str, Any], final_path: str | None) -> Section:
         "One row per model: the teacher you gave, then each artifact the recipe made, measured "
         "on the same held-out images. The highlighted row is the final artifact, the one to ship.",
     )
+
+
+def _points_vs_teacher(drop: float | None) -> str:
+    """A drop as the change a reader expects: 1.5 points lost reads -1.50, none reads 0.00."""
+    if drop is None:
+        return "–"
+    return "0.00" if round(drop, 2) == 0 else f"{-drop:+.2f}"
 
 
 def _verified(r: dict[str, Any]) -> str:
@@ -915,14 +939,14 @@ def bench_sections(
         "subtitle": f"{where}; {report.get('source') or 'measured on this machine'}; machine: "
         f"{machine_text(report.get('machine'))}.",
     }
-    sections = [_bench_table(report, models, names)]
+    sections = guarded("Figures per model", _bench_table, report, models, names)
     if device:
-        sections += _device_sections(report, models, names)
+        sections += guarded("Static analysis", _device_sections, report, models, names)
     else:
         sections += [
-            _bench_distributions(models, names),
-            _bench_comparison(report, names),
-            _bench_startup(models, names),
+            *guarded("Latency distribution", _bench_distributions, models, names),
+            *guarded("Interleaved comparison", _bench_comparison, report, names),
+            *guarded("Start-up and memory", _bench_startup, models, names),
         ]
     sections.append(
         Section(
@@ -1354,10 +1378,14 @@ def check_sections(
         )
     ]
     by_name = {c.get("name"): c for c in report.get("criteria") or []}
-    sections.append(
-        _check_accuracy(report, by_name.get("accuracy") or {}, by_name.get("class_accuracy") or {})
+    sections += guarded(
+        "Accuracy",
+        _check_accuracy,
+        report,
+        by_name.get("accuracy") or {},
+        by_name.get("class_accuracy") or {},
     )
-    sections.append(_check_latency(report, by_name.get("latency") or {}))
+    sections += guarded("Latency", _check_latency, report, by_name.get("latency") or {})
     rows = [
         ("candidate", model.get("path")),
         ("candidate sha256", model.get("sha256")),

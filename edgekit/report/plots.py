@@ -1,4 +1,4 @@
-"""The plots of the HTML report, drawn with matplotlib (Agg) as inline SVG strings.
+"""The plots of the HTML report, drawn with matplotlib (an Agg canvas) as inline SVG strings.
 
 matplotlib is imported inside `figure()` only, so importing this module costs nothing and
 `edgekit --help` / `edgekit bench model.tflite` stay light. Every function takes plain data
@@ -35,11 +35,14 @@ _counter = itertools.count()
 
 @contextlib.contextmanager
 def figure(width: float = 7.0, height: float = 3.6, **subplots: Any) -> Iterator[tuple[Any, Any]]:
-    """A matplotlib (figure, axes) with edgekit's style; closed when the block ends."""
-    import matplotlib
+    """A matplotlib (figure, axes) with edgekit's style, on an Agg canvas of its own.
 
-    matplotlib.use("Agg", force=True)  # no display, no GUI toolkit: files only
-    import matplotlib.pyplot as plt
+    No pyplot: nothing global changes (a notebook's backend stays as it is) and no GUI toolkit
+    is ever loaded. The SVG is written inside the block, where the style holds.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     style = {
         "svg.hashsalt": f"edgekit-{next(_counter)}",  # ids unique between plots of one page
@@ -53,11 +56,9 @@ def figure(width: float = 7.0, height: float = 3.6, **subplots: Any) -> Iterator
         "figure.dpi": 100,
     }
     with matplotlib.rc_context(style):
-        fig, ax = plt.subplots(figsize=(width, height), **subplots)
-        try:
-            yield fig, ax
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(width, height))
+        FigureCanvasAgg(fig)
+        yield fig, fig.subplots(**subplots)
 
 
 def to_svg(fig: Any) -> str:
@@ -271,8 +272,9 @@ def grouped_bars(
             plain_log_ticks(ax.yaxis)
         if ylim:
             ax.set_ylim(*ylim)
-        if n > 1:
-            ax.legend(fontsize=7.5, frameon=False)
+        if n > 1:  # above the axes: inside, it would cover the tallest bars
+            ax.legend(fontsize=7.5, frameon=False, ncol=n, loc="lower left",
+                      bbox_to_anchor=(0.0, 1.01), borderaxespad=0)  # fmt: skip
         ax.grid(axis="x", visible=False)
         return to_svg(fig)
 

@@ -28,9 +28,11 @@ too).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -131,11 +133,14 @@ def measure(setting: str, out: Path, overrides: list[str], args: argparse.Namesp
     elif setting == "scarce":
         extra.append(f"data.labelled_fraction={args.labelled_fraction}")
     ctx = _context(extra)
+    load = LoadSampler()
     t0 = time.perf_counter()
-    report = api.compress(out=out, unlabeled=unlabeled, overrides=extra)
+    with load:
+        report = api.compress(out=out, unlabeled=unlabeled, overrides=extra)
     minutes = (time.perf_counter() - t0) / 60
     reused = [s["stage"] for s in report["stages"] if s["reused"]]
-    print(f"\n[{setting}] edgekit compress: {minutes:.1f} min wall on {os.cpu_count()} cores"
+    print(f"\n[{setting}] edgekit compress: {minutes:.1f} min wall on {os.cpu_count()} cores, "
+          f"mean load {load.mean:.1f}"
           + (f" (stages reused from an earlier run: {reused})" if reused else ""))  # fmt: skip
     splits = ctx["splits"](setting != "full")
     x_eval, y_eval = ctx["prep"].apply(splits["eval"].x), splits["eval"].y
@@ -162,7 +167,10 @@ def measure(setting: str, out: Path, overrides: list[str], args: argparse.Namesp
         "drop": acc["teacher float32"] - acc["student int8"],
         "labelled": len(splits["train"]),
         "unlabeled": unlabeled_n,
+        "load": load.mean,
     }
+    if reused:  # a resumed run's wall time is not the command's
+        fig.pop("minutes")
     if setting == "demo":
         fig.update(_timings(models, acc, x_eval, args))
     if setting in ("full", "scarce") and not args.skip_scratch:
@@ -173,6 +181,59 @@ def measure(setting: str, out: Path, overrides: list[str], args: argparse.Namesp
     print(f"   teacher {fig['teacher']:.2f}%, student float {fig['student_float']:.2f}%, int8 "
           f"{fig['student_int8']:.2f}%" + (f", scratch {fig['scratch']:.2f}%" if "scratch" in fig
                                              else ""))  # fmt: skip
+    return fig
+
+
+class LoadSampler:
+    """The machine's mean 1-minute load average while a run lasts (sampled every 10 s).
+
+    A wall time is only a figure for the 15-minute budget when this run had the cores to itself:
+    on 2 cores the run alone loads them about 2; the summary's wall-time target counts the quiet
+    runs only and says how many there were.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(10):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples)) if self.samples else os.getloadavg()[0]
+
+
+QUIET_LOAD = 1.25  # load per core above which a run shared the machine
+
+
+def cached_measure(setting: str, out: Path, overrides: list[str], args: argparse.Namespace) -> dict:
+    """`measure`, or the figures an earlier invocation saved for the same setting and seed.
+
+    The whole benchmark is hours of CPU on 2 cores; it can be run setting by setting, over several
+    invocations, and the summary reads every saved figure (`--fresh` measures again).
+    """
+    saved = out / "figures.json"
+    key = {"setting": setting, "overrides": overrides, "labelled_fraction": args.labelled_fraction}
+    if saved.exists() and not args.fresh:
+        data = json.loads(saved.read_text())
+        if data.get("key") == key:
+            print(f"   figures saved by an earlier run ({saved}): {data['figures']}")
+            return data["figures"]
+    fig = measure(setting, out, overrides, args)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "figures": fig}, indent=1))
+    tmp.replace(saved)
     return fig
 
 
@@ -219,7 +280,7 @@ def summarize(figs: dict[int, dict[str, dict]], args: argparse.Namespace) -> Non
     print(f"\n===== summary over seeds {seeds} =====")
     for setting in args.settings:
         rows = [figs[s][setting] for s in seeds if setting in figs[s]]
-        keys = [k for k in ("minutes", "teacher", "student_float", "student_int8", "drop",
+        keys = [k for k in ("minutes", "load", "teacher", "student_float", "student_int8", "drop",
                             "ptq_cost", "smaller", "faster", "scratch", "recovered") if _stats(rows, k)]  # fmt: skip
         print(f"\n[{setting}] " + " ".join(f"{k:>13}" for k in keys))
         for s in seeds:
@@ -243,8 +304,14 @@ def summarize(figs: dict[int, dict[str, dict]], args: argparse.Namespace) -> Non
         targets.append(("1 demo: int8 student top-1 drop vs teacher", f"{drop:.2f} points", "<= 1.0", drop <= 1.0))  # fmt: skip
         sm, fa = mean("demo", "smaller"), mean("demo", "faster")
         targets.append(("2 demo: size / p50 latency vs teacher float TFLite", f"{sm:.1f}x smaller, {fa:.1f}x faster", ">= 25x, >= 8x", sm >= 25 and fa >= 8))  # fmt: skip
-        mi = mean("demo", "minutes")
-        targets.append(("3 demo: wall time on this machine", f"{mi:.1f} min", "<= 15 min", mi <= 15))  # fmt: skip
+        cores = os.cpu_count() or 1
+        quiet = [figs[s]["demo"]["minutes"] for s in seeds
+                 if "minutes" in figs[s].get("demo", {}) and figs[s]["demo"].get("load", 0) <= QUIET_LOAD * cores]  # fmt: skip
+        if quiet:
+            mi = float(np.mean(quiet))
+            targets.append((f"3 demo: wall time on {cores} cores ({len(quiet)} quiet run(s))", f"{mi:.1f} min", "<= 15 min", mi <= 15))  # fmt: skip
+        else:
+            targets.append(("3 demo: wall time", "no run had the machine to itself", "<= 15 min", False))  # fmt: skip
     rec = share("scarce")
     if rec is not None:
         targets.append((f"4 label-scarce ({args.labelled_fraction:g} of labels): gap recovered", f"{rec:.0f}%", ">= 70%", rec >= 70))  # fmt: skip
@@ -270,6 +337,9 @@ def main() -> None:
     ap.add_argument("--settings", default=",".join(SETTINGS), help="demo, full, scarce.")
     ap.add_argument("--labelled-fraction", type=float, default=0.1)
     ap.add_argument("--skip-scratch", action="store_true", help="No scratch students.")
+    ap.add_argument(
+        "--fresh", action="store_true", help="Measure again even where figures are saved."
+    )
     ap.add_argument("--runs", type=int, default=200, help="Timed runs per model (interleaved).")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="Recipe override.")
     args = ap.parse_args()
@@ -284,7 +354,9 @@ def main() -> None:
         for setting in args.settings:
             print(f"\n===== seed {seed}, {setting} =====", flush=True)
             out = Path(args.out) / f"seed{seed}" / setting
-            figs[seed][setting] = measure(setting, out, [*args.overrides, f"seed={seed}"], args)
+            figs[seed][setting] = cached_measure(
+                setting, out, [*args.overrides, f"seed={seed}"], args
+            )
     summarize(figs, args)
 
 

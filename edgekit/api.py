@@ -64,6 +64,8 @@ def export(
     author: str = "unknown",
     license: str = "unspecified",
     unsafe: bool = False,
+    output: int | str | None = None,
+    route: str = "auto",
 ) -> dict[str, Any]:
     """Convert one model to TFLite or ONNX and verify it, as the compress recipes do (no training).
 
@@ -81,6 +83,11 @@ def export(
     io_type: int8 / uint8 input and output tensors for --quantize int8 TFLite.
     mean / std: the model's preprocessing, (pixels - mean) / std (default 0 and 255: [0, 1]).
     labels: class labels (a file with one per line, or a list); default: the data's labels.
+    output: the output (name or index) holding the class scores of a multi-output model:
+        accuracy, top-1 agreement and the Android labels concern it (default: the first).
+        Every output is verified.
+    route: "auto" (edgekit's converter, then Keras 3's own exporter if it fails), "edgekit" or
+        "keras"; the report's conversion.route names the one that made the file.
     """
     from edgekit.export.single import export as _export
 
@@ -101,6 +108,8 @@ def export(
         author=author,
         license=license,
         unsafe=unsafe,
+        output=output,
+        route=route,
     )
 
 
@@ -141,6 +150,81 @@ def show_device(name_or_path: str) -> dict[str, Any]:
     from edgekit.emulation.profiles import load_profile
 
     return load_profile(name_or_path).resolved()
+
+
+def new_device(
+    name: str,
+    *,
+    cpuinfo: str | os.PathLike | None = None,
+    device: str | None = None,
+    adb: str | os.PathLike | None = None,
+    clusters: str | list[str] | None = None,
+    title: str | None = None,
+    kind: str = "phone",
+    core_class: str | None = None,
+    ram_mb: int | None = None,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """A device profile for your own phone or board, marked extrapolated, written to `out`
+    (default NAME.yaml).
+
+    cpuinfo: a /proc/cpuinfo file ("-" for stdin); or device: "adb" / "adb:SERIAL" to read it,
+        the clocks (cpufreq) and RAM over adb. clusters: the SoC's clusters fastest first as
+        COUNTxGHZ ("1x2.84,3x2.42,4x1.8"); required with a file. core_class: treat the big cores
+        as this core class (for a core edgekit does not know).
+    """
+    import sys
+    from pathlib import Path
+
+    from edgekit.emulation import newdevice
+    from edgekit.errors import UsageError
+
+    if (cpuinfo is None) == (device is None):
+        raise UsageError("Pass exactly one of --cpuinfo FILE (or -) and --device adb[:SERIAL].")
+    max_khz = None
+    if device is not None:
+        got = newdevice.read_adb(device, adb=None if adb is None else str(adb))
+        text, max_khz = got["cpuinfo"], got["max_khz"]
+        origin = f"/proc/cpuinfo read over adb from {got['serial']}"
+        title = title or (f"{got['model']} (extrapolated)" if got["model"] else None)
+        ram_mb = ram_mb if ram_mb is not None else got["ram_mb"]
+    elif str(cpuinfo) == "-":
+        text, origin = sys.stdin.read(), "a /proc/cpuinfo pasted on stdin"
+    else:
+        path = Path(cpuinfo)
+        if not path.is_file():
+            raise UsageError(
+                f"--cpuinfo {path} does not exist: save `adb shell cat /proc/cpuinfo` to a file."
+            )
+        text, origin = path.read_text(errors="replace"), f"/proc/cpuinfo saved as {path.name}"
+    result = newdevice.new_profile(
+        name,
+        text,
+        clusters=clusters,
+        max_khz=max_khz if not clusters else None,
+        title=title,
+        kind=kind,
+        core_class=core_class,
+        ram_mb=ram_mb,
+        origin=origin,
+    )
+    from edgekit.emulation.profiles import describe_cpu
+
+    written = newdevice.write_new_profile(result, out or f"{name}.yaml", force=force)
+    return {
+        "path": str(written),
+        "cpu": describe_cpu(result["validated"].cpu),
+        "core_class": result["core_class"],
+        "constants_from": result["constants_from"],
+        "basis": result["basis"],
+        "expected_error": result["expected_error"],
+        "int8_kernels": result["int8_kernels"],
+        "qemu_cpu": result["qemu_cpu"],
+        "dropped_features": result["dropped_features"],
+        "status": "extrapolated",
+        "profile": result["validated"].resolved(),
+    }
 
 
 def setup_devices(force: bool = False, wait: bool = True) -> dict[str, Any]:

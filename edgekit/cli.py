@@ -238,6 +238,12 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
 @click.option(
     "--unsafe", is_flag=True, help="Allow Lambda layers / custom objects (trusted files only)."
 )
+@click.option(
+    "--output",
+    "class_output",
+    help="Multi-output models: the output (name or index) holding the class scores "
+    "[default: the first]. Every output is verified.",
+)
 @json_option
 def export_cmd(
     model,
@@ -256,6 +262,7 @@ def export_cmd(
     author,
     license_,
     unsafe,
+    class_output,
     as_json,
 ):
     """Convert one model to TFLite or ONNX and verify it (no training).
@@ -282,6 +289,7 @@ def export_cmd(
         author=author,
         license=license_,
         unsafe=unsafe,
+        output=class_output,
     )
     if as_json:
         emit_json(report)
@@ -341,7 +349,7 @@ def devices(ctx, as_json):
         emit_json(rows)
         return
     for r in rows:
-        calibrated = "calibrated" if r["calibrated"] else "not calibrated"
+        calibrated = {"uncalibrated": "not calibrated"}.get(r["calibration"], r["calibration"])
         click.echo(
             f"{r['name']:<13} {r['title']:<58} {r['cpu']}  "
             f"[{', '.join(r['accelerators'])}] {calibrated}"
@@ -362,6 +370,84 @@ def devices_show(name, as_json):
     import yaml
 
     click.echo(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@devices.command("new")
+@click.argument("name")
+@click.option(
+    "--cpuinfo",
+    type=click.Path(),
+    help="The device's /proc/cpuinfo saved to a file, or - for stdin.",
+)
+@click.option(
+    "--device",
+    "adb_device",
+    metavar="adb[:SERIAL]",
+    help="Read /proc/cpuinfo, the clocks and RAM over adb instead.",
+)
+@click.option(
+    "--adb", "adb_path", type=click.Path(), help="adb: the adb executable [default: PATH]."
+)
+@click.option(
+    "--clusters", help="The SoC's clusters fastest first, COUNTxGHZ: 1x2.84,3x2.42,4x1.8."
+)
+@click.option("--title", help="A title for `edgekit devices` [default: from the core class].")
+@click.option("--kind", type=click.Choice(["phone", "board"]), default="phone", show_default=True)
+@click.option("--core-class", help="Treat the big cores as this core class (devices/cores/).")
+@click.option(
+    "--ram-mb", type=click.IntRange(min=1), help="Installed RAM in MB (with a source you trust)."
+)
+@click.option("--out", type=click.Path(), help="Where to write the profile [default: NAME.yaml].")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+@json_option
+def devices_new(
+    name,
+    cpuinfo,
+    adb_device,
+    adb_path,
+    clusters,
+    title,
+    kind,
+    core_class,
+    ram_mb,
+    out,
+    force,
+    as_json,
+):
+    """Make a profile for your own phone or board from its /proc/cpuinfo and core clusters.
+
+    It picks the core class of the big cores, copies the constants of that class (or of the
+    nearest calibrated one) and marks the profile extrapolated, with the error band measured for
+    constants carried over that way. Use it with --target NAME.yaml.
+    """
+    from edgekit import api
+
+    res = api.new_device(
+        name,
+        cpuinfo=cpuinfo,
+        device=adb_device,
+        adb=adb_path,
+        clusters=clusters,
+        title=title,
+        kind=kind,
+        core_class=core_class,
+        ram_mb=ram_mb,
+        out=out,
+        force=force,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"wrote {res['path']}: {res['cpu']}, status extrapolated")
+    src = ", ".join(res["constants_from"])
+    click.echo(
+        f"big cores: {res['core_class']}; constants from {src}; emulated as {res['qemu_cpu']}"
+    )
+    for p, basis in res["basis"].items():
+        click.echo(f"  {p:<8} {basis:<12} expected error ±{res['expected_error'][p]:.0%}")
+    if res["dropped_features"]:
+        click.echo(f"not emulated: {', '.join(res['dropped_features'])}")
+    click.echo(f"next: edgekit bench MODEL.tflite --target {res['path']}")
 
 
 @devices.command("setup")

@@ -34,6 +34,18 @@ class UnsupportedModelError(UsageError):
     """A model with a layer, op or input a stage or runtime cannot handle."""
 
 
+class KernelPrepareError(UnsupportedModelError):
+    """A runtime refused to prepare one node of a valid model (a kernel that cannot run it with
+    these shapes or quantization parameters). `node` is the operator index, `op` its type and
+    `layer` the model layer it came from, when known."""
+
+    def __init__(self, message: str, *, node: int = -1, op: str = "", layer: str = ""):
+        super().__init__(message)
+        self.node = node
+        self.op = op
+        self.layer = layer
+
+
 class TargetUnavailableError(UsageError):
     """A requested target (GPU, emulated device, remote host) is not available here."""
 

@@ -161,6 +161,7 @@ def tf_keras() -> Any:
         import tf_keras as _tf_keras
 
     _register_bridge_activations(_tf_keras)
+    _bridge_layer_classes(_tf_keras)
     return _tf_keras
 
 
@@ -214,6 +215,14 @@ class LoadedModel:
             outputs = list(m.outputs or [])
         except (AttributeError, ValueError):
             inputs, outputs = [], []
+        if (not inputs or not outputs) and self.flavor == "keras3":
+            wrapped = _functional_wrapper(m)
+            if wrapped is not None:
+                # A subclassed model that was built (its build config records the input shape):
+                # called once on a keras.Input it becomes one node of a functional model, which
+                # every stage takes. Its own class does the computing.
+                self.model = m = wrapped
+                inputs, outputs = list(m.inputs), list(m.outputs)
         if not inputs or not outputs:
             raise UnsupportedModelError(
                 f"{self._where()} has no defined inputs (a subclassed or unbuilt model). "
@@ -416,6 +425,27 @@ class LoadedModel:
         else:
             res = [np.concatenate(p) for p in parts]
         return res[0] if len(res) == 1 else res
+
+
+def _functional_wrapper(m: Any) -> Any:
+    """A functional model around a built subclassed Keras 3 model, or None when it was never
+    built with one image input."""
+    try:
+        cfg = m.get_build_config() or {}
+    except Exception:
+        return None
+    shape = cfg.get("input_shape")
+    if not isinstance(shape, list | tuple) or len(shape) != 4:
+        return None
+    if not all(isinstance(d, int) or d is None for d in shape):
+        return None
+    k = keras()
+    try:
+        # Built on one sample or one batch: the batch dimension stays open.
+        inp = k.Input(shape=tuple(shape[1:]), name="image")
+        return k.Model(inp, m(inp), name=m.name)
+    except Exception:
+        return None
 
 
 def _history_name(t: Any) -> str:
@@ -1003,9 +1033,10 @@ class _Bridge:
     def _check_graph(self, m: Any) -> None:
         if not self._is_sequential(m) and not hasattr(m, "_nodes_by_depth"):
             raise UnsupportedModelError(
-                f"Model '{m.name}' ({type(m).__name__}) is a subclassed Keras 3 model; only "
-                "functional and Sequential models can be rebuilt for tf_keras. Rebuild it with "
-                "the functional API."
+                f"Model '{m.name}' ({type(m).__name__}) is a subclassed Keras 3 model; tfmot "
+                "(prune, qat) needs it rebuilt layer by layer for tf_keras, which only works for "
+                "functional and Sequential models. Rebuild it with the functional API, or use "
+                "the quantize recipe (no tfmot)."
             )
         try:
             ok = bool(m.inputs)
@@ -1117,9 +1148,22 @@ class _Bridge:
             return self.layers[id(op)]  # a shared layer: reuse it (and its weights)
         cls_name = type(op).__name__
         if not type(op).__module__.startswith("keras."):
-            raise self._unsupported(op, "it is a custom layer class, which tf_keras cannot know")
+            raise self._unsupported(
+                op,
+                "it is a custom layer class, which tfmot's tf_keras cannot run (tfmot needs "
+                "Keras 2 layers); write the layer for tf_keras and pass a tf-keras model, or use "
+                "the quantize recipe (no tfmot)",
+            )
         name = self._unique_name(op.name)
-        if cls_name == "Lambda":
+        bridged = _bridge_layer_classes(self.tfk).get(cls_name)
+        if bridged is not None:
+            try:
+                layer = bridged.from_keras3(op, name)
+            except Exception as e:
+                raise self._unsupported(
+                    op, f"its config does not fit edgekit's tf_keras twin ({_first_line(e)})"
+                ) from None
+        elif cls_name == "Lambda":
             layer = self.tfk.layers.Lambda(
                 op.function, arguments=dict(op.arguments or {}), name=name
             )
@@ -1244,3 +1288,99 @@ class _Bridge:
                 d.assign(value)
                 n += 1
         return n
+
+
+# Keras 3 layers that tf_keras lacks (Keras Applications define them in their own modules:
+# ConvNeXt's LayerScale and StochasticDepth, InceptionResNetV2's CustomScaleLayer), rebuilt as
+# tf_keras layers with the same config, weights and arithmetic. Registered as "edgekit>Name" so
+# that bridged (pruned) models save and load again as tf_keras models.
+_bridge_classes: dict[str, type] = {}
+
+
+def _bridge_layer_classes(tfk: Any) -> dict[str, type]:
+    if _bridge_classes:
+        return _bridge_classes
+    import tensorflow as tf
+
+    reg = tfk.saving.register_keras_serializable
+
+    @reg(package="edgekit", name="LayerScale")
+    class LayerScale(tfk.layers.Layer):
+        """x * gamma, one learned scale per channel (ConvNeXt)."""
+
+        def __init__(self, init_values: float, projection_dim: int, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.init_values = float(init_values)
+            self.projection_dim = int(projection_dim)
+
+        @classmethod
+        def from_keras3(cls, op: Any, name: str) -> Any:
+            return cls(op.init_values, op.projection_dim, name=name, trainable=op.trainable)
+
+        def build(self, input_shape: Any) -> None:
+            self.gamma = self.add_weight(
+                name="gamma",
+                shape=(self.projection_dim,),
+                initializer=tfk.initializers.Constant(self.init_values),
+                trainable=True,
+            )
+            super().build(input_shape)
+
+        def call(self, x: Any) -> Any:
+            return x * self.gamma
+
+        def get_config(self) -> dict[str, Any]:
+            return {
+                **super().get_config(),
+                "init_values": self.init_values,
+                "projection_dim": self.projection_dim,
+            }
+
+    @reg(package="edgekit", name="StochasticDepth")
+    class StochasticDepth(tfk.layers.Layer):
+        """Drops the whole residual branch of a random share of the batch while training."""
+
+        def __init__(self, drop_path_rate: float, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.drop_path_rate = float(drop_path_rate)
+
+        @classmethod
+        def from_keras3(cls, op: Any, name: str) -> Any:
+            return cls(op.drop_path_rate, name=name, trainable=op.trainable)
+
+        def call(self, x: Any, training: Any = None) -> Any:
+            keep = 1.0 - self.drop_path_rate
+
+            def dropped() -> Any:
+                shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+                return (x / keep) * tf.floor(keep + tf.random.uniform(shape, 0, 1, x.dtype))
+
+            if training is None:
+                training = tfk.backend.learning_phase()
+            return tfk.backend.in_train_phase(dropped, x, training=training)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "drop_path_rate": self.drop_path_rate}
+
+    @reg(package="edgekit", name="CustomScaleLayer")
+    class CustomScaleLayer(tfk.layers.Layer):
+        """inputs[0] + inputs[1] * scale: InceptionResNetV2's scaled residual."""
+
+        def __init__(self, scale: float, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.scale = float(scale)
+
+        @classmethod
+        def from_keras3(cls, op: Any, name: str) -> Any:
+            return cls(op.scale, name=name, trainable=op.trainable)
+
+        def call(self, inputs: Any) -> Any:
+            return inputs[0] + inputs[1] * self.scale
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "scale": self.scale}
+
+    _bridge_classes.update(
+        LayerScale=LayerScale, StochasticDepth=StochasticDepth, CustomScaleLayer=CustomScaleLayer
+    )
+    return _bridge_classes

@@ -31,7 +31,8 @@ def test_one_thread_is_cycles_over_clock_plus_bytes_over_bandwidth():
     # 4e6 insn * 0.25 cycles / 2.0 GHz = 0.5 ms; 2e6 bytes / 10 GB/s = 0.2 ms
     assert r["calibrated"] and r["ms"] == pytest.approx(0.7)
     assert r["ms_1thread"] == pytest.approx(0.7) and r["clock_ghz"] == 2.0
-    assert r["low_ms"] == pytest.approx(0.49) and r["high_ms"] == pytest.approx(0.91)
+    # the band is a factor: the published figure lies within ms / 1.3 .. ms * 1.3
+    assert r["low_ms"] == pytest.approx(0.7 / 1.3) and r["high_ms"] == pytest.approx(0.91)
     assert r["source"] == "estimated" and r["expected_error"] == 0.3
 
 
@@ -105,3 +106,66 @@ def test_bad_input_is_a_usage_error(args, match):
         estimate_latency(*args, profile(cpi={"int8": 1.0}))
     with pytest.raises(UsageError, match="threads"):
         estimate_latency(1e6, 0, "int8", profile(cpi={"int8": 1.0}), threads=0)
+
+
+def a75_phone(cpi, error=0.2, basis=None, status="calibrated"):
+    return NS(
+        name="a75-phone",
+        cpu=NS(clusters=[NS(core="cortex-a75", count=4, max_ghz=2.5)]),
+        memory=NS(bandwidth_gbps=None),
+        calibration=NS(
+            cpi=cpi, parallel_efficiency=0.8, expected_error=error, basis=basis, status=status
+        ),
+    )
+
+
+def test_a_cpi_beyond_the_cores_issue_width_is_clamped_and_said():
+    # 0.32 cycles per instruction = 3.1 instructions per cycle: more than a 3-wide A75 issues.
+    r = estimate_latency(3e8, None, "int8", a75_phone({"int8": 0.32}))
+    assert r["clamped"] is True and r["cpi_profile"] == 0.32
+    assert r["cpi"] == pytest.approx(1 / 3) and r["bound"]["max_ipc"] == 3
+    assert r["implied_ipc"] == pytest.approx(3.0)
+    assert r["ms"] == pytest.approx(3e8 / 3 / 2.5e6)
+    assert any("more than a cortex-a75 can issue" in n for n in r["notes"])
+    assert r["bound"]["source"].startswith("https://")
+    fine = estimate_latency(3e8, None, "int8", a75_phone({"int8": 0.5}))
+    assert fine["clamped"] is False and fine["implied_ipc"] == pytest.approx(2.0)
+
+
+def test_threads_never_push_a_core_past_its_bound():
+    p = a75_phone({"float32": 1 / 3})
+    for t in (1, 2, 4, 8):
+        r = estimate_latency(1e9, None, "float32", p, threads=t)
+        per_core_ipc = 1e9 / min(t, 4) / (r["ms"] * 2.5e6)
+        assert per_core_ipc <= 3 + 1e-9
+
+
+def test_error_band_and_basis_per_precision():
+    p = a75_phone(
+        {"float32": 0.9, "int8": 0.5},
+        error={"float32": 0.17, "int8": 1.4},
+        basis={"float32": "core-class", "int8": "extrapolated"},
+        status="extrapolated",
+    )
+    f = estimate_latency(1e8, None, "float32", p)
+    i = estimate_latency(1e8, None, "int8", p)
+    assert f["expected_error"] == 0.17 and f["basis"] == "core-class" and not f["extrapolated"]
+    assert i["expected_error"] == 1.4 and i["basis"] == "extrapolated" and i["extrapolated"]
+    # a band wider than 100% still gives a positive low end
+    assert i["low_ms"] == pytest.approx(i["ms"] / 2.4) and i["high_ms"] == pytest.approx(
+        i["ms"] * 2.4
+    )
+    assert any("extrapolated" in n for n in i["notes"])
+    # without a basis, the status says it
+    q = estimate_latency(1e8, None, "int8", a75_phone({"int8": 0.5}, status="extrapolated"))
+    assert q["basis"] == "extrapolated"
+
+
+def test_a_core_without_a_class_is_estimated_but_flagged_unchecked():
+    r = estimate_latency(4e6, 0, "float32", profile(cpi={"float32": 0.5}))  # core "cortex-a76"
+    assert r["bound"]["core"] == "cortex-a76"
+    p = profile(cpi={"float32": 0.1})
+    p.cpu.clusters = [NS(core="mystery-core", count=1, max_ghz=2.0)]
+    r = estimate_latency(4e6, 0, "float32", p)
+    assert r["bound"] is None and r["clamped"] is False
+    assert any("not checked against a bound" in n for n in r["notes"])

@@ -97,37 +97,88 @@ def test_derived_flags_follow_features():
 
 
 def test_calibration_is_fitted_and_sourced_or_explicitly_missing():
-    calibrated = set()
+    statuses = {}
     for name in list_profiles():
         p = load_profile(name)
         c = p.calibration
+        statuses[name] = c.status
         if not c.calibrated:
             assert c.status == "uncalibrated" and c.cpi is None
             continue
-        calibrated.add(name)
-        # Fitted by the script, to figures the profile (or a same-core one) publishes.
+        # Fitted by the script, to figures the profile (or its core class) publishes.
         assert set(c.cpi) == {"float32", "int8"} and 0 < c.parallel_efficiency <= 1
+        assert set(c.basis) == {"float32", "int8"} and set(c.expected_error) == set(c.basis)
         assert "benchmarks/calibrate_devices.py" in c.method
         assert "benchmarks/calibrate_devices.py" in p.sources["calibration"]
-        assert any(f.abi == "aarch64" and f.delegate == "cpu" for f in p.published)
-    # The A53 profiles have only armv7 figures (rpi3) or none (redmi-note-4): not fitted.
-    assert calibrated == {"pixel-3a", "pixel-4", "rpi4"}
+        if c.status == "calibrated":
+            assert "fitted" in c.basis.values()
+            assert any(f.abi == "aarch64" and f.delegate == "cpu" for f in p.published)
+        else:
+            assert "fitted" not in c.basis.values()
+        # carried-over constants never get a narrower band than fitted ones
+        for prec, basis in c.basis.items():
+            if basis == "extrapolated":
+                assert c.error_for(prec) > 0.2
+    fitted = {"pixel-2", "pixel-3a", "pixel-4", "rpi4"}
+    assert {n for n, s in statuses.items() if s == "calibrated"} == fitted
+    # pixel-3 is the unseen device; the Cortex-A53 profiles have no aarch64 figure at all
+    assert {n for n, s in statuses.items() if s == "extrapolated"} == {
+        "pixel-3",
+        "redmi-note-4",
+        "rpi3",
+    }
     with pytest.raises(RecipeError, match="set status: calibrated"):
         validate_profile(board(calibration={"cpi": {"float32": 1.0}}))
     with pytest.raises(RecipeError, match="needs cpi, parallel_efficiency and expected_error"):
         validate_profile(board(calibration={"status": "calibrated", "cpi": {"float32": 1.0}}))
-    fitted = {
+    fitted_cal = {
         "status": "calibrated",
         "cpi": {"float32": 0.9, "int8": 0.7},
         "parallel_efficiency": 0.8,
         "expected_error": 0.3,
     }
     with pytest.raises(RecipeError, match=r"calibration.cpi.float32 has no source"):
-        validate_profile(board(calibration=fitted))
-    p = validate_profile(
-        board(calibration=fitted, sources={**BOARD["sources"], "calibration": "fit"})
-    )
+        validate_profile(board(calibration=fitted_cal))
+    sourced = {**BOARD["sources"], "calibration": "fit"}
+    p = validate_profile(board(calibration=fitted_cal, sources=sourced))
     assert p.calibration.calibrated and p.calibration.cpi["int8"] == 0.7
+    assert p.calibration.error_for("int8") == 0.3 and p.calibration.basis_for("int8") == "fitted"
+    extra = {
+        **fitted_cal,
+        "status": "extrapolated",
+        "expected_error": {"float32": 0.4, "int8": 1.5},
+        "basis": {"float32": "core-class", "int8": "extrapolated"},
+    }
+    p = validate_profile(board(calibration=extra, sources=sourced))
+    assert p.calibration.extrapolated and p.calibration.error_for("int8") == 1.5
+    with pytest.raises(RecipeError, match="basis says 'fitted'"):
+        validate_profile(
+            board(calibration={**extra, "basis": {"float32": "fitted"}}, sources=sourced)
+        )
+    with pytest.raises(RecipeError, match=r"calibration.basis.int8"):
+        validate_profile(
+            board(calibration={**extra, "basis": {"int8": "guessed"}}, sources=sourced)
+        )
+
+
+def test_the_big_cores_need_a_core_class_and_a_midr_with_sdot_needs_an_sdot_qemu_model():
+    clusters = [{"core": "cortex-a99", "count": 4, "max_ghz": 1.4}]
+    with pytest.raises(RecipeError, match=r"'cortex-a99' has no core class.*cortex-a76"):
+        validate_profile(board(cpu__clusters=clusters))
+    # the little cluster may be anything
+    two = [
+        {"core": "cortex-a53", "count": 4, "max_ghz": 1.4},
+        {"core": "mystery-little", "count": 4, "max_ghz": 1.0},
+    ]
+    assert validate_profile(board(cpu__clusters=two)).cpu.big_cores == 4
+    # Kryo 485 Gold: XNNPACK's cpuinfo gives it SDOT even when Features lacks asimddp
+    kryo485 = {"implementer": "0x51", "variant": "0xd", "part": "0x804", "revision": "14"}
+    a76 = [{"core": "cortex-a76", "count": 4, "max_ghz": 2.4}]
+    with pytest.raises(RecipeError, match=r"part 0x804 has SDOT/UDOT.*SIGILL"):
+        validate_profile(board(cpu__midr=kryo485, cpu__qemu_cpu="cortex-a72", cpu__clusters=a76))
+    p = validate_profile(board(cpu__midr=kryo485, cpu__qemu_cpu="cortex-a76", cpu__clusters=a76))
+    assert p.cpu.int8_kernels == "dotprod" and not p.cpu.dotprod
+    assert p.resolved()["derived"]["bounds"]["max_ipc"] == 4
 
 
 def test_unknown_name_lists_known_profiles():
@@ -197,15 +248,23 @@ def test_qemu_cpu_required_iff_aarch64():
         validate_profile(x86)
 
 
-def test_dotprod_on_an_a53_would_sigill():
+def test_the_emulated_sdot_must_be_the_devices():
+    # XNNPACK reads the ISA from the emulated CPU, not Features: a device with asimddp on a qemu
+    # model without SDOT would be counted with the other int8 kernels, and the reverse too.
     features = BOARD["cpu"]["features"] + ["asimddp"]
     with pytest.raises(
-        RecipeError, match=r"asimddp are not available on qemu cpu cortex-a53.*SIGILL"
+        RecipeError, match=r"has asimddp \(SDOT/UDOT\) but qemu cpu cortex-a53 has none"
     ):
         validate_profile(board(cpu__features=features))
-    # The same core on qemu's cortex-a76 model is fine.
     p = validate_profile(board(cpu__features=features, cpu__qemu_cpu="cortex-a76"))
-    assert p.cpu.dotprod
+    assert p.cpu.dotprod and p.cpu.int8_kernels == "dotprod"
+    with pytest.raises(RecipeError, match=r"qemu cpu cortex-a76 reports SDOT/UDOT.*cortex-a72"):
+        validate_profile(board(cpu__qemu_cpu="cortex-a76"))
+    # Features the qemu model lacks are allowed (not emulated) and listed
+    atomics = BOARD["cpu"]["features"] + ["atomics", "asimdhp"]
+    p = validate_profile(board(cpu__features=atomics))
+    assert p.cpu.not_emulated == ["atomics", "asimdhp"]
+    assert p.resolved()["derived"]["not_emulated"] == ["atomics", "asimdhp"]
 
 
 def test_midr_and_cluster_order_checked():
@@ -234,12 +293,15 @@ def test_cli_lists_profiles():
     lines = r.output.strip().splitlines()
     assert len(lines) == len(list_profiles())
     rpi4 = next(line for line in lines if line.startswith("rpi4 "))
-    assert "4x cortex-a72 @1.5GHz" in rpi4 and "not calibrated" not in rpi4
+    assert "4x cortex-a72 @1.5GHz" in rpi4 and rpi4.endswith(" calibrated")
     rpi3 = next(line for line in lines if line.startswith("rpi3 "))
-    assert "not calibrated" in rpi3
+    assert rpi3.endswith(" extrapolated")
+    assert next(line for line in lines if line.startswith("desktop-cpu")).endswith("not calibrated")
     rows = json.loads(CliRunner().invoke(cli, ["devices", "--json"]).output)
     assert {r["name"] for r in rows} == set(list_profiles())
-    assert all(set(r) >= {"title", "cpu", "accelerators", "calibrated"} for r in rows)
+    assert all(
+        set(r) >= {"title", "cpu", "accelerators", "calibrated", "calibration"} for r in rows
+    )
 
 
 def test_cli_show_yaml_and_json():

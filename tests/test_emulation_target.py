@@ -135,7 +135,7 @@ def test_calibrated_profile_gives_milliseconds_and_exact_ratio(provisioned, mode
         ] / (p.memory.bandwidth_gbps * 1e6)
         assert one["ms"] == pytest.approx(ms1, rel=1e-12)
         assert two["threads_used"] == 2 and two["ms"] == pytest.approx(ms1 / 1.7, rel=1e-12)
-        assert one["low_ms"] == pytest.approx(0.7 * one["ms"])
+        assert one["low_ms"] == pytest.approx(one["ms"] / 1.3)  # a factor band
         assert row["instructions"]["threads"] == 2 and len(row["instructions"]["per_invoke"]) == 3
         assert "spin-waiting" in est["note"]  # counted with 2 threads
     cmp = rep["comparison"]["rows"]

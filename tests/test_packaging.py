@@ -49,6 +49,8 @@ def test_wheel_ships_recipes_and_devices(wheel):
     for kind in ("recipes", "devices"):
         for f in (ROOT / kind).glob("*.yaml"):
             assert f"edgekit/{kind}/{f.name}" in names, f"{kind}/{f.name} missing from the wheel"
+    for f in (ROOT / "devices" / "cores").glob("*.yaml"):  # core classes and their fit
+        assert f"edgekit/devices/cores/{f.name}" in names, f"devices/cores/{f.name} missing"
     assert any(n.startswith("edgekit/recipes/") and n.endswith(".yaml") for n in names)
 
 

@@ -20,11 +20,13 @@ Arch = Literal["aarch64", "x86_64"]
 Kind = Literal["desktop", "phone", "board"]
 Accelerator = Literal["xnnpack", "gpu", "nnapi"]
 Precision = Literal["float32", "int8"]
+Basis = Literal["fitted", "core-class", "extrapolated"]
 
 # /proc/cpuinfo "Features" words each qemu-aarch64 (7.2) CPU model provides, decoded from the
-# ID_AA64ISAR0/ISAR1/PFR0 values in qemu's target/arm/cpu64.c. A profile claiming more than its
-# qemu_cpu has would run kernels that die with SIGILL under emulation. "evtstrm" is the kernel's
-# timer event stream, not an instruction, so every model "has" it. None: not checked.
+# ID_AA64ISAR0/ISAR1/PFR0 values in qemu's target/arm/cpu64.c. The guest's XNNPACK reads these
+# (as hwcaps), not the profile's Features: what the device has beyond them is not emulated
+# (Cpu.not_emulated), and SDOT must agree with the device (Cpu._same_int8_kernels_as_the_device).
+# "evtstrm" is the kernel's timer event stream, not an instruction. None: not checked.
 _ARMV8_0_CRYPTO = frozenset({"fp", "asimd", "aes", "pmull", "sha1", "sha2", "crc32", "cpuid"})
 _ARMV8_2_DOTPROD = _ARMV8_0_CRYPTO | {
     "atomics",
@@ -122,15 +124,7 @@ class Cpu(_Strict):
                 raise ValueError(
                     f"Expected qemu_cpu one of {known}. Received: qemu_cpu={self.qemu_cpu!r}"
                 )
-            allowed = QEMU_CPU_FEATURES[self.qemu_cpu]
-            if allowed is not None:
-                extra = [f for f in self.features if f not in allowed | _KERNEL_ONLY_FEATURES]
-                if extra:
-                    raise ValueError(
-                        f"features {', '.join(extra)} are not available on qemu cpu "
-                        f"{self.qemu_cpu}: code using them would die with SIGILL under emulation. "
-                        "Drop them or pick a qemu_cpu that has them"
-                    )
+            self._same_int8_kernels_as_the_device()
         elif self.qemu_cpu is not None or self.midr is not None:
             raise ValueError(
                 "qemu_cpu and midr describe aarch64 cores; set them to null for arch x86_64"
@@ -140,10 +134,60 @@ class Cpu(_Strict):
             raise ValueError(f"clusters must be listed fastest first. Received max_ghz {clocks}")
         return self
 
+    def _same_int8_kernels_as_the_device(self) -> None:
+        """XNNPACK under qemu-user reads the ISA from the emulated CPU's hwcaps (getauxval), not
+        from the Features line of /proc/cpuinfo (measured: claiming asimddp on -cpu cortex-a53
+        changes nothing), and its cpuinfo turns SDOT on by MIDR for some parts. So the emulated
+        int8 kernels follow qemu_cpu and the MIDR, and must be the device's."""
+        from edgekit.emulation.cores import int8_kernels
+
+        allowed = QEMU_CPU_FEATURES[self.qemu_cpu or ""]
+        if allowed is None:
+            return
+        qemu_dot = "asimddp" in allowed
+        by_midr = int8_kernels(self.midr, []) == "dotprod"
+        device_dot = self.int8_kernels == "dotprod"
+        part = self.midr["part"] if self.midr else "?"
+        if by_midr and not qemu_dot:
+            raise ValueError(
+                f"MIDR part {part} has SDOT/UDOT for XNNPACK's cpuinfo, which picks dot-product "
+                f"kernels whatever Features says, and qemu cpu {self.qemu_cpu} has none: they "
+                "would die with SIGILL. Use qemu_cpu cortex-a76"
+            )
+        if device_dot and not qemu_dot:
+            raise ValueError(
+                f"the device has asimddp (SDOT/UDOT) but qemu cpu {self.qemu_cpu} has none: "
+                "XNNPACK reads the emulated CPU, so the int8 count would be of kernels without "
+                "SDOT that the device does not run. Use qemu_cpu cortex-a76"
+            )
+        if qemu_dot and not device_dot:
+            raise ValueError(
+                f"qemu cpu {self.qemu_cpu} reports SDOT/UDOT to the guest, and XNNPACK reads the "
+                f"emulated CPU, not Features: the int8 count would be of dot-product kernels this "
+                f"device (no asimddp; MIDR part {part} not on XNNPACK's SDOT list) never runs. "
+                "Use qemu_cpu cortex-a72 (Armv8.0, no SDOT)"
+            )
+
+    @property
+    def not_emulated(self) -> list[str]:
+        """Features the device has that its qemu model lacks (XNNPACK will not see them)."""
+        allowed = QEMU_CPU_FEATURES.get(self.qemu_cpu or "")
+        if allowed is None:
+            return []
+        return [f for f in self.features if f not in allowed | _KERNEL_ONLY_FEATURES]
+
     @property
     def dotprod(self) -> bool:
         """The big cores have the Armv8.2 dot-product instructions (SDOT/UDOT)."""
         return "asimddp" in self.features
+
+    @property
+    def int8_kernels(self) -> str:
+        """'dotprod' when XNNPACK runs SDOT/UDOT int8 kernels on the big cores: the kernel reports
+        asimddp, or XNNPACK's cpuinfo knows the MIDR has them (Kryo 485 Gold reports no asimddp)."""
+        from edgekit.emulation.cores import int8_kernels
+
+        return int8_kernels(self.midr, list(self.features))
 
     @property
     def fp16(self) -> bool:
@@ -176,15 +220,28 @@ class Memory(_Strict):
 
 
 class Calibration(_Strict):
-    """Constants of the latency estimate, fitted by the calibration script; null until then."""
+    """Constants of the latency estimate, fitted by the calibration script; null until then.
 
-    status: Literal["uncalibrated", "calibrated"] = "uncalibrated"
+    status: `calibrated` (some precision was fitted to this device's own figures), `extrapolated`
+    (no figure of its own: the constants come from its core class or the nearest calibrated one,
+    `edgekit devices new` makes these) or `uncalibrated` (no constants: counts only).
+    """
+
+    status: Literal["uncalibrated", "calibrated", "extrapolated"] = "uncalibrated"
     cpi: dict[Precision, float] | None = Field(
         None, description="Cycles per aarch64 instruction, per precision."
     )
     parallel_efficiency: float | None = Field(None, ge=0, le=1)
-    expected_error: float | None = Field(
-        None, ge=0, description="Relative error of the estimate against the published figures."
+    expected_error: float | dict[Precision, float] | None = Field(
+        None,
+        description="The estimate's error band per precision: the published figure lies within a "
+        "factor 1 + expected_error of it (80th percentile of held-out errors). A number applies "
+        "to both precisions.",
+    )
+    basis: dict[Precision, Basis] | None = Field(
+        None,
+        description="Per precision: fitted (this device's figures), core-class (other devices of "
+        "its core class) or extrapolated (another class, or a stated rule).",
     )
     method: str = Field("", description="How the constants were fitted (script, date, figures).")
 
@@ -195,22 +252,50 @@ class Calibration(_Strict):
             raise ValueError(f"Expected cpi values > 0. Received: {v}")
         return v
 
+    @field_validator("expected_error")
+    @classmethod
+    def _nonnegative_error(cls, v: Any) -> Any:
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(x < 0 for x in values):
+            raise ValueError(f"Expected expected_error values >= 0. Received: {v}")
+        return v
+
     @model_validator(mode="after")
     def _status_matches(self) -> Calibration:
         numbers = (self.cpi, self.parallel_efficiency, self.expected_error)
-        if self.status == "uncalibrated" and any(n is not None for n in numbers):
+        if self.status == "uncalibrated" and any(n is not None for n in (*numbers, self.basis)):
             raise ValueError(
                 "status is 'uncalibrated' but constants are set: set status: calibrated"
             )
-        if self.status == "calibrated" and any(n is None for n in numbers):
+        if self.status != "uncalibrated" and any(n is None for n in numbers):
             raise ValueError(
-                "status 'calibrated' needs cpi, parallel_efficiency and expected_error"
+                f"status {self.status!r} needs cpi, parallel_efficiency and expected_error"
+            )
+        if self.status == "extrapolated" and self.basis and "fitted" in self.basis.values():
+            raise ValueError(
+                "status 'extrapolated' means no figure of its own was fitted, but basis says "
+                "'fitted': set status: calibrated"
             )
         return self
 
     @property
     def calibrated(self) -> bool:
-        return self.status == "calibrated"
+        """The profile has constants (fitted or extrapolated): estimates give milliseconds."""
+        return self.status != "uncalibrated"
+
+    @property
+    def extrapolated(self) -> bool:
+        return self.status == "extrapolated"
+
+    def error_for(self, precision: str) -> float | None:
+        """The expected error of an estimate at this precision."""
+        e = self.expected_error
+        return e.get(precision) if isinstance(e, dict) else e
+
+    def basis_for(self, precision: str) -> str | None:
+        if self.basis and precision in self.basis:
+            return self.basis[precision]
+        return {"calibrated": "fitted", "extrapolated": "extrapolated"}.get(self.status)
 
 
 class PublishedFigure(_Strict):
@@ -269,6 +354,16 @@ class DeviceProfile(_Strict):
                 )
             if self.cpu.arch == "aarch64" and (not self.cpu.features or self.cpu.midr is None):
                 raise ValueError("cpu.features and cpu.midr are required for an aarch64 device")
+            if self.cpu.arch == "aarch64":
+                from edgekit.emulation.cores import catalogue
+
+                core = self.cpu.clusters[0].core
+                if core not in catalogue():
+                    known = ", ".join(sorted(catalogue()))
+                    raise ValueError(
+                        f"cpu.clusters.0.core {core!r} has no core class (devices/cores/): its "
+                        f"issue width bounds every estimate. Expected one of {known}"
+                    )
         if len(set(self.accelerators)) != len(self.accelerators):
             raise ValueError(f"accelerators repeat an entry. Received: {self.accelerators}")
         return self
@@ -307,6 +402,7 @@ class DeviceProfile(_Strict):
             "cpu": describe_cpu(self.cpu),
             "accelerators": list(self.accelerators),
             "calibrated": self.calibration.calibrated,
+            "calibration": self.calibration.status,
             "published_figures": len(self.published),
         }
 
@@ -319,8 +415,17 @@ class DeviceProfile(_Strict):
             "max_ghz": self.cpu.max_ghz,
             "big_cores": self.cpu.big_cores,
             "calibrated": self.calibration.calibrated,
+            "int8_kernels": self.cpu.int8_kernels if self.cpu.arch == "aarch64" else None,
+            "not_emulated": self.cpu.not_emulated,
+            "bounds": _bounds(self.cpu),
         }
         return out
+
+
+def _bounds(cpu: Cpu) -> dict[str, Any] | None:
+    from edgekit.emulation.cores import bounds
+
+    return bounds(cpu.clusters[0].core) if cpu.clusters else None
 
 
 def _paths(data: Any, prefix: str = "") -> list[str]:

@@ -302,6 +302,7 @@ def _device_row(
     if calibrated:
         err = by_threads[0]["expected_error"]
         notes.insert(0, f"an estimate from counted instructions, not a measurement: ±{err:.0%}")
+        notes.extend(by_threads[0].get("notes", []))  # clamped at the issue width, extrapolated
     else:
         notes.insert(0, f"uncalibrated: {by_threads[0]['reason']}")
     row["estimate"] = {
@@ -311,6 +312,9 @@ def _device_row(
         "instructions": c["median"],
         "bytes_moved": moved,
         "expected_error": by_threads[0].get("expected_error"),
+        "basis": by_threads[0].get("basis"),
+        "extrapolated": by_threads[0].get("extrapolated", False),
+        "clamped": by_threads[0].get("clamped", False),
         "formula": FORMULA,
         "by_threads": by_threads,
         "note": "; ".join(notes),

@@ -47,6 +47,7 @@ def convert_one(
     opset: int | None = None,
     allow_select_tf_ops: bool = False,
     float_onnx: str | os.PathLike | None = None,
+    route: str = "auto",
 ) -> tuple[dict[str, Any], str]:
     """Convert `loaded` to `path` in one format and quantization mode; returns (info, precision).
 
@@ -55,6 +56,8 @@ def convert_one(
     calibration: preprocessed float32 samples for "int8" / "int16x8".
     float_onnx: where the float ONNX model that ONNX quantization starts from is (written there
         first when missing, so several ONNX modes can share it).
+    route: "auto" (edgekit's converter, then Keras 3's own exporter if it fails), "edgekit" or
+        "keras" (see `tflite.convert`); the info's `route` names the one used.
     """
     from edgekit.export import onnx as onnx_export
     from edgekit.export import tflite as tflite_export
@@ -67,7 +70,7 @@ def convert_one(
             f"Expected a quantization in {', '.join(tflite_export.QUANTIZATIONS)}. Received: {mode!r}"
         )
     if fmt == "tflite":
-        kwargs: dict[str, Any] = {"quantization": mode}
+        kwargs: dict[str, Any] = {"quantization": mode, "route": route}
         if mode in ("none", "qat"):
             kwargs["allow_select_tf_ops"] = allow_select_tf_ops
         else:
@@ -83,13 +86,13 @@ def convert_one(
             f"ONNX exports are float32, int8 or dynamic; {mode} exists for TFLite only. "
             "Use --format tflite (or --quantize int8 / dynamic for ONNX)."
         )
+    opts: dict[str, Any] = {"route": route} if opset is None else {"opset": opset, "route": route}
     if mode in ("none", "qat"):
-        opts = {} if opset is None else {"opset": opset}
         return onnx_export.convert(loaded, path, **opts), precision
     if float_onnx is None:
         raise UsageError("ONNX quantization needs a path for the float ONNX model (float_onnx).")
     if not Path(float_onnx).exists():
-        onnx_export.convert(loaded, float_onnx)
+        onnx_export.convert(loaded, float_onnx, **opts)
     if mode == "int8":
         info = onnx_export.quantize_int8(
             float_onnx, path, calibration, per_channel=per_channel, reduce_range=reduce_range
@@ -109,9 +112,16 @@ def verify_one(
     verify: Any,
     labels: list[str] | None = None,
     unverifiable: str = "raise",
+    loaded: Any = None,
+    class_output: int | str | None = None,
 ) -> dict[str, Any]:
     """`validate.check_export` with a recipe's `verify:` tolerances (edgekit.recipes.Verification):
-    float16 exports get `float16_atol`, every other float export `float_atol`."""
+    float16 exports get `float16_atol`, every other float export `float_atol`.
+
+    loaded: the reference model (a keras_compat.LoadedModel), which names the outputs in messages
+        and the layer of a node a runtime refuses; class_output: the output holding the class
+        scores (name or index; default the first).
+    """
     from edgekit.export.validate import check_export
 
     return check_export(
@@ -124,4 +134,29 @@ def verify_one(
         float_atol=verify.float16_atol if precision == "float16" else verify.float_atol,
         min_agreement=verify.min_agreement,
         unverifiable=unverifiable,  # type: ignore[arg-type]
+        output_names=list(loaded.output_names) if loaded is not None else None,
+        class_output=class_output,
+        layer_names=layer_names(loaded) if loaded is not None else None,
     )
+
+
+def layer_names(loaded: Any) -> list[str] | None:
+    """Every layer name of a Keras model, nested models included (None for a SavedModel)."""
+    if getattr(loaded, "flavor", None) not in ("keras3", "tf_keras"):
+        return None
+    names: list[str] = []
+
+    def visit(layer: Any) -> None:
+        names.append(str(layer.name))
+        for sub in getattr(layer, "layers", None) or []:
+            visit(sub)
+
+    visit(loaded.model)
+    return names
+
+
+def class_index(loaded: Any, class_output: int | str | None) -> int:
+    """The index of the class-score output (`--output NAME`); 0 by default."""
+    from edgekit.export.validate import _class_index
+
+    return _class_index(class_output, [str(n) for n in loaded.output_names])

@@ -27,6 +27,10 @@ QType = Literal["QInt8", "QUInt8"]
 CalibrateMethod = Literal["MinMax", "Entropy", "Percentile"]
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+ROUTE_NAMES = {
+    "edgekit": "edgekit (frozen inference graph -> tf2onnx, edgekit's op handlers)",
+    "keras": "keras (Keras 3 model.export(format='onnx'))",
+}
 _CALIB_BATCH = 16
 
 
@@ -36,6 +40,7 @@ def convert(
     *,
     opset: int = 17,
     input_name: str | None = None,
+    route: str = "auto",
 ) -> dict[str, Any]:
     """Convert a loaded model (`edgekit.keras_compat.LoadedModel`) to a float32 `.onnx` file.
 
@@ -47,28 +52,113 @@ def convert(
         out_path: where to write the `.onnx` file (atomically).
         opset: ONNX opset, 13 to 21.
         input_name: the graph input's name (default: the model's input name, cleaned).
+        route: "edgekit" (the frozen inference graph through tf2onnx, with edgekit's op
+            handlers), "keras" (Keras 3's own `model.export(format="onnx")`, Keras 3 models
+            only) or "auto" (edgekit's, then Keras' when edgekit's fails). `route` in the
+            report says which made the file.
 
     Returns:
         A dict: path, format, size_bytes, precision, opset, producer, inputs, outputs, op_types.
     """
     if not isinstance(opset, int) or not 13 <= opset <= 21:
         raise UsageError(f"Expected opset between 13 and 21. Received: opset={opset!r}")
+    from edgekit.export.tflite import ROUTES, _keras_exportable
 
-    import onnx
+    if route not in ROUTES:
+        raise UsageError(f"Expected route in {', '.join(ROUTES)}. Received: route={route!r}")
+    if route == "keras" and not _keras_exportable(loaded):
+        raise UsageError(
+            "route='keras' uses Keras 3's model.export(format='onnx'), which needs a Keras 3 "
+            f"model; this is a {loaded.flavor} model. Use route='edgekit'."
+        )
+
     import tensorflow as tf
+    import tf2onnx
+
+    notes: list[str] = []
+    used = route
+    if route != "keras":
+        try:
+            model = _checked(_edgekit_route(loaded, opset, input_name))
+            used = "edgekit"
+        except UnsupportedModelError as e:
+            if route == "edgekit" or not _keras_exportable(loaded):
+                raise
+            try:
+                model = _checked(_keras_route(loaded, opset, input_name))
+            except UnsupportedModelError as e2:
+                raise UnsupportedModelError(f"{e} Keras' own exporter failed too: {e2}") from e
+            used = "keras"
+            notes.append(f"edgekit's route failed ({e}); Keras' own ONNX exporter made the file.")
+    else:
+        model = _checked(_keras_route(loaded, opset, input_name))
+
+    # Which route made the graph travels with the file (quantized models made from it say so).
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "edgekit_route", ROUTE_NAMES[used]
+    data = model.SerializeToString()
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(data)
+    info = inspect_onnx(out_path)
+    return {
+        "path": str(out_path),
+        "format": "onnx",
+        "size_bytes": len(data),
+        "precision": "float32",
+        "converter": f"tf2onnx {tf2onnx.__version__}, tensorflow {tf.__version__}",
+        "route": ROUTE_NAMES[used],
+        "notes": notes,
+        **info,
+    }
+
+
+def _edgekit_route(loaded: Any, opset: int, input_name: str | None) -> Any:
     import tf2onnx
 
     from edgekit.export.tflite import serving_function
 
     serve = serving_function(loaded, input_name=input_name)
     spec = serve.input_signature[0]
+    graph_def, in_names, out_names = _inference_graph(serve)
     try:
         with _quiet_logger():
-            model, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+            model, _ = tf2onnx.convert.from_graph_def(
+                graph_def,
+                input_names=in_names,
+                output_names=out_names,
+                opset=opset,
+                custom_op_handlers=_custom_op_handlers(),
+            )
     except Exception as e:
         raise UnsupportedModelError(f"ONNX conversion (tf2onnx) failed: {_one_line(e)}") from e
-
     _rename_io(model, [spec.name], [f"output_{i}" for i in range(len(model.graph.output))])
+    return model
+
+
+def _keras_route(loaded: Any, opset: int, input_name: str | None) -> Any:
+    import onnx
+
+    from edgekit.export.tflite import _tensor_name
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-keras-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            with _quiet_logger():
+                loaded.model.export(str(path), format="onnx", opset_version=opset, verbose=False)
+            model = onnx.load(str(path))
+        except Exception as e:
+            raise UnsupportedModelError(
+                f"Keras' ONNX export failed: {type(e).__name__}: {_one_line(e)}"
+            ) from e
+    name = _tensor_name(input_name or getattr(loaded, "input_name", None) or "input")
+    _rename_io(model, [name], [f"output_{i}" for i in range(len(model.graph.output))])
+    return model
+
+
+def _checked(model: Any) -> Any:
+    """The converted model, refused when it holds ops ONNX lacks or does not validate."""
+    import onnx
+
     # tf2onnx keeps going past ops it cannot convert and leaves the TensorFlow op in the graph.
     unknown = sorted(
         {
@@ -87,19 +177,7 @@ def convert(
         onnx.checker.check_model(model)
     except Exception as e:
         raise UnsupportedModelError(f"The converted ONNX model is invalid: {_one_line(e)}") from e
-
-    data = model.SerializeToString()
-    with atomic_path(out_path) as tmp:
-        tmp.write_bytes(data)
-    info = inspect_onnx(out_path)
-    return {
-        "path": str(out_path),
-        "format": "onnx",
-        "size_bytes": len(data),
-        "precision": "float32",
-        "converter": f"tf2onnx {tf2onnx.__version__}, tensorflow {tf.__version__}",
-        **info,
-    }
+    return model
 
 
 def quantize_int8(
@@ -207,6 +285,7 @@ def quantize_int8(
         "source": str(src),
         "notes": notes,
         **info,
+        "route": before.get("route"),
     }
 
 
@@ -256,6 +335,7 @@ def quantize_dynamic(
         if info["quantized_nodes"]
         else ["no MatMul/Gemm to quantize; weights stay float"],
         **info,
+        "route": inspect_onnx(src).get("route"),
     }
 
 
@@ -290,7 +370,64 @@ def inspect_onnx(path: str | os.PathLike) -> dict[str, Any]:
         "int8_initializers": len(int8_inits),
         "uint8_initializers": len(uint8_inits),
         "initializer_dtypes": sorted(onnx.TensorProto.DataType.Name(d).lower() for d in dtypes),
+        "route": next((p.value for p in model.metadata_props if p.key == "edgekit_route"), None),
     }
+
+
+# --- the TensorFlow graph tf2onnx converts ---------------------------------------------------
+
+# Function attributes that keep grappler from inlining a call. Keras 3 runs some ops through a
+# `tf.function(jit_compile=True)` on CPU (grouped convolutions: ConvNeXt's depthwise layers), and
+# tf2onnx leaves such a call as a StatefulPartitionedCall it cannot convert. Inlined, the call is
+# a plain Conv2D that tf2onnx maps to a grouped ONNX Conv. TFLite's converter inlines them itself.
+_NO_INLINE_ATTRS = ("_XlaMustCompile", "_noinline", "_XlaCompile", "_XlaScope")
+
+
+def _inference_graph(serve: Any) -> tuple[Any, list[str], list[str]]:
+    """The serving function as a frozen GraphDef with every function call inlinable, and its
+    input / output tensor names (outputs in output_0, output_1 ... order)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    cf = serve.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(
+        cf, lower_control_flow=False, aggressive_inlining=True
+    )
+    graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    for fn in graph_def.library.function:
+        for key in _NO_INLINE_ATTRS:
+            if key in fn.attr:
+                del fn.attr[key]
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    for node in nodes:
+        for key in _NO_INLINE_ATTRS:
+            if key in node.attr:
+                del node.attr[key]
+    in_names = [t.name for t in frozen.inputs if t.dtype.name != "resource"]
+    # Flattened outputs follow the sorted dict keys (output_0, output_1, output_10, output_2 ...);
+    # order them by output index so that output_i of the ONNX model is the model's output i.
+    keys = sorted(cf.structured_outputs)
+    by_key = dict(zip(keys, [t.name for t in frozen.outputs], strict=True))
+    out_names = [by_key[k] for k in sorted(keys, key=lambda k: int(k.rsplit("_", 1)[1]))]
+    return graph_def, in_names, out_names
+
+
+def _custom_op_handlers() -> dict[str, Any]:
+    """tf2onnx handlers for TensorFlow ops it has no converter for (name -> (handler, args))."""
+    return {"Erfc": (_erfc_handler, [])}
+
+
+def _erfc_handler(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """Erfc(x) = 1 - Erf(x). Keras' exact GELU (ConvNeXt, ViT-style blocks) computes
+    0.5 * x * erfc(-x / sqrt(2)); ONNX has Erf but no Erfc."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -32,6 +32,16 @@ def export_table(report: dict[str, Any]) -> None:
         {"item": "size (bytes)", "value": report["size_bytes"]},
         {"item": "verification", "value": verdict},
     ]
+    if report.get("route"):
+        rows.append({"item": "converted by", "value": report["route"]})
+    outs = v.get("outputs") or []
+    if len(outs) > 1:
+        rows.append(
+            {
+                "item": "outputs verified",
+                "value": f"{', '.join(outs)} (class scores: {v.get('class_output')})",
+            }
+        )
     acc = report.get("accuracy")
     if acc:
         text = f"{acc['top1'] * 100:.2f}% on {acc['samples']} held-out images"

@@ -45,6 +45,8 @@ def export(
     license: str = "unspecified",
     unsafe: bool = False,
     latency_runs: int = 50,
+    output: int | str | None = None,
+    route: str = "auto",
 ) -> dict[str, Any]:
     """Convert, verify and (with android=True) annotate one model; returns the report."""
     from edgekit.artifacts import detect_format
@@ -76,6 +78,16 @@ def export(
         from edgekit.keras_compat import load_model
 
         loaded = load_model(src, unsafe=unsafe)
+    class_output = 0
+    if loaded is not None:
+        from edgekit.export.convert import class_index
+
+        class_output = class_index(loaded, output)  # a wrong name fails before any work
+    elif output is not None:
+        raise UsageError(
+            "--output names the class output of the Keras model being converted; an existing "
+            ".tflite keeps its own outputs. Leave --output out."
+        )
     ds, splits = _data(data, src, loaded)
     names = _labels(labels, ds) if android else None  # before any work: a missing file fails fast
     with tempfile.TemporaryDirectory(prefix=".edgekit-export-", dir=_parent(out_path)) as tmp:
@@ -83,8 +95,12 @@ def export(
         if src_format == "tflite":
             conv = _copy_tflite(src, work, splits, pre)
         else:
-            conv = _convert(loaded, src, work, format, quantize, io_type, splits, pre, tmp)
-        figures = _figures(work, splits, pre, conv.get("reference_fn"), latency_runs)
+            conv = _convert(
+                loaded, src, work, format, quantize, io_type, splits, pre, tmp, class_output, route
+            )
+        figures = _figures(
+            work, splits, pre, conv.get("reference_fn"), latency_runs, conv.get("class_index", 0)
+        )
         report: dict[str, Any] = {
             "edgekit_version": __version__,
             "model": str(src),
@@ -94,6 +110,8 @@ def export(
             "precision": conv["precision"],
             "io_type": conv["io_type"],
             "conversion": conv["conversion"],
+            "route": conv["conversion"].get("route"),
+            "class_output": conv.get("class_output"),
             "verification": conv["verification"],
             "data": ds.describe() if ds is not None else None,
             "preprocessing": pre.to_dict(),
@@ -246,6 +264,8 @@ def _convert(
     splits: dict[str, Any],
     pre: Any,
     tmp: str,
+    class_output: int = 0,
+    route: str = "auto",
 ) -> dict[str, Any]:
     from edgekit.export.convert import convert_one, verify_one
     from edgekit.recipes import QuantizeStage, Verification
@@ -258,8 +278,7 @@ def _convert(
     shape = tuple(loaded.input_shape)
     verify, qdefaults = Verification(), QuantizeStage()
     x, y = _samples(splits, "eval", verify.samples, pre, shape)
-    ref = loaded.predict(x)
-    ref = ref[0] if isinstance(ref, list) else ref
+    ref = loaded.predict(x)  # every output: each one is verified
     calib = (
         _samples(splits, "calib", qdefaults.calibration_samples, pre, shape)[0] if splits else None
     )
@@ -275,6 +294,7 @@ def _convert(
         per_channel=qdefaults.per_channel,
         reduce_range=qdefaults.onnx_reduce_range,
         float_onnx=Path(tmp) / ".float_for_quantization.onnx",
+        route=route,
     )
     inputs = (
         "eval split"
@@ -283,20 +303,32 @@ def _convert(
     )
     ui.info(f"export: verifying against the Keras model on {len(x)} samples ({inputs})")
     labels = list(splits["eval"].labels) if splits else None
-    verification = verify_one(work, ref, x, y, precision=precision, verify=verify, labels=labels)
+    verification = verify_one(
+        work,
+        ref,
+        x,
+        y,
+        precision=precision,
+        verify=verify,
+        labels=labels,
+        loaded=loaded,
+        class_output=class_output,
+    )
     verification["inputs"] = inputs
     return {
         "precision": precision,
         "io_type": info.get("io_type", "float32") if format == "tflite" else "float32",
         "conversion": {k: v for k, v in info.items() if k != "path"},
         "verification": verification,
-        "reference_outputs": ref,
-        "reference_fn": lambda xb: _first(loaded.predict(xb)),
+        "class_output": loaded.output_names[class_output],
+        "class_index": class_output,
+        "reference_outputs": _pick(ref, class_output),
+        "reference_fn": lambda xb: _pick(loaded.predict(xb), class_output),
     }
 
 
-def _first(out: Any) -> np.ndarray:
-    return out[0] if isinstance(out, list) else out
+def _pick(out: Any, index: int) -> np.ndarray:
+    return out[index] if isinstance(out, list) else out
 
 
 def _copy_tflite(src: Path, work: Path, splits: dict[str, Any], pre: Any) -> dict[str, Any]:
@@ -332,7 +364,7 @@ def _tflite_precision(info: dict[str, Any]) -> str:
 
 
 def _figures(
-    path: Path, splits: dict[str, Any], pre: Any, reference_fn: Any, runs: int
+    path: Path, splits: dict[str, Any], pre: Any, reference_fn: Any, runs: int, index: int = 0
 ) -> dict[str, Any]:
     """Accuracy on the held-out eval split (with data) and p50 latency, both on this machine."""
     from edgekit.bench.latency import measure
@@ -345,7 +377,7 @@ def _figures(
             from edgekit.bench.metrics import evaluate
 
             m = evaluate(
-                lambda xb: runner.run(xb)[0],
+                lambda xb: runner.run(xb)[index],
                 splits["eval"],
                 pre,
                 64,
@@ -400,7 +432,11 @@ def _android(
     info = inspect_tflite(work)
     k = len(names)
     outs = info["outputs"]
-    class_output = next((i for i, o in enumerate(outs) if o["shape"] and o["shape"][-1] == k), 0)
+    wanted = f"output_{conv['class_index']}" if "class_index" in conv else None
+    class_output = next(
+        (i for i, o in enumerate(outs) if o["name"] == wanted),
+        next((i for i, o in enumerate(outs) if o["shape"] and o["shape"][-1] == k), 0),
+    )
     ref = np.asarray(conv["reference_outputs"], dtype=np.float64).reshape(
         len(conv["reference_outputs"]), -1
     )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgekit.errors import UnsupportedModelError, UsageError
+from edgekit.errors import EdgekitError, UnsupportedModelError, UsageError
 
 Quantization = Literal["none", "dynamic", "float16", "int8", "int16x8", "qat"]
 IoType = Literal["float32", "int8", "uint8"]
@@ -59,6 +59,7 @@ def convert(
     allow_select_tf_ops: bool = False,
     signature_name: str = "serving_default",
     batch_size: int | None = None,
+    route: Route = "auto",
 ) -> dict[str, Any]:
     """Convert a loaded model (`edgekit.keras_compat.LoadedModel`) to a `.tflite` file.
 
@@ -76,6 +77,10 @@ def convert(
         allow_select_tf_ops: allow TensorFlow (Flex) kernels for ops with no TFLite builtin.
         signature_name: name of the serving signature written into the model.
         batch_size: fixed batch dimension; None keeps it dynamic (runners resize it).
+        route: "edgekit" (the model's frozen inference graph through TFLiteConverter), "keras"
+            (Keras 3's own `model.export(format="litert")`, Keras 3 models only) or "auto"
+            (edgekit's, then Keras' when edgekit's fails). Select TF ops are refused from
+            either unless `allow_select_tf_ops`. The report's `route` says which made the file.
 
     Returns:
         A dict: path, format, size_bytes, quantization, precision, signature, ops, select_tf_ops,
@@ -83,6 +88,14 @@ def convert(
         tensor_dtypes, integer_compute_ops, float_compute_ops, calibration_samples, notes.
     """
     _check_options(quantization, io_type, calibration_samples, signature_name, batch_size)
+    if route not in ROUTES:
+        raise UsageError(f"Expected route in {', '.join(ROUTES)}. Received: route={route!r}")
+    if route == "keras" and not _keras_exportable(loaded):
+        raise UsageError(
+            "route='keras' uses Keras 3's model.export(format='litert'), which needs a Keras 3 "
+            f"model; {getattr(loaded, 'name', 'this model')} is a {loaded.flavor} model. Use "
+            "route='edgekit'."
+        )
     calib = None
     if quantization in ("int8", "int16x8"):
         calib = _check_calibration(calibration, loaded, quantization, calibration_samples)
@@ -90,15 +103,30 @@ def convert(
     import tensorflow as tf
 
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
-        saved_dir = _serving_saved_model(loaded, Path(tmp) / "sm", signature_name, batch_size)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            str(saved_dir), signature_keys=[signature_name]
-        )
-        _configure(converter, tf, quantization, calib, io_type, per_channel, allow_select_tf_ops)
-        data = _run_converter(converter, allow_select_tf_ops)
+    settings = _settings(tf, quantization, calib, io_type, per_channel, allow_select_tf_ops)
+    used = route
+    if route != "keras":
+        try:
+            data = _edgekit_route(loaded, settings, signature_name, batch_size, allow_select_tf_ops)
+            used = "edgekit"
+        except UnsupportedModelError as e:
+            if route == "edgekit" or not _keras_exportable(loaded) or _needs_select(e):
+                raise
+            try:
+                data = _keras_route(loaded, settings, allow_select_tf_ops)
+            except UnsupportedModelError as e2:
+                raise UnsupportedModelError(f"{e} Keras' own exporter failed too: {e2}") from e
+            used = "keras"
+            notes.append(f"edgekit's route failed ({e}); Keras' own LiteRT exporter made the file.")
+    else:
+        data = _keras_route(loaded, settings, allow_select_tf_ops)
 
     info = inspect_tflite(data)
+    if info["select_tf_ops"] and not allow_select_tf_ops:
+        raise UnsupportedModelError(
+            f"TFLite conversion needs TensorFlow ops with no TFLite builtin: "
+            f"{', '.join(info['select_tf_ops'])}. " + _SELECT_HINT
+        )
     if quantization == "qat" and not info["integer_compute_ops"]:
         raise UnsupportedModelError(
             "quantization='qat' produced no int8 kernels: the model is not quantize-aware "
@@ -137,6 +165,7 @@ def convert(
         "calibration_samples": 0 if calib is None else len(calib),
         "allow_select_tf_ops": allow_select_tf_ops,
         "converter": f"tensorflow {tf.__version__}",
+        "route": ROUTE_NAMES[used],
         **{k: v for k, v in info.items() if k != "signatures"},
         "notes": notes,
     }
@@ -202,36 +231,100 @@ def _check_calibration(
     return x
 
 
-def _configure(
-    converter: Any,
+def _settings(
     tf: Any,
     quantization: str,
     calib: np.ndarray | None,
     io_type: str,
     per_channel: bool,
     allow_select_tf_ops: bool,
-) -> None:
+) -> dict[str, Any]:
+    """TFLiteConverter attributes for a mode ("target_spec" holds the target_spec's own); the
+    same for edgekit's converter and for Keras' exporter, which passes them on."""
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    settings: dict[str, Any] = {}
+    spec: dict[str, Any] = {}
     if quantization != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        settings["optimizations"] = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
+        spec["supported_types"] = [tf.float16]
     elif quantization in ("int8", "int16x8"):
-        converter.representative_dataset = _representative(calib)
+        settings["representative_dataset"] = _representative(calib)
         if quantization == "int8":
             builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
             # The converter's own flag; it has no public equivalent.
-            converter._experimental_disable_per_channel = not per_channel
+            settings["_experimental_disable_per_channel"] = not per_channel
         else:
             builtins = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
     if io_type != "float32":
         dtype = {"int8": tf.int8, "uint8": tf.uint8}[io_type]
-        converter.inference_input_type = dtype
-        converter.inference_output_type = dtype
+        settings["inference_input_type"] = dtype
+        settings["inference_output_type"] = dtype
     ops = {builtins}
     if allow_select_tf_ops:
         ops.add(tf.lite.OpsSet.SELECT_TF_OPS)
-    converter.target_spec.supported_ops = ops
+    spec["supported_ops"] = ops
+    settings["target_spec"] = spec
+    return settings
+
+
+def _apply(converter: Any, settings: dict[str, Any]) -> None:
+    for key, value in settings.items():
+        if key == "target_spec":
+            for k, v in value.items():
+                setattr(converter.target_spec, k, v)
+        else:
+            setattr(converter, key, value)
+
+
+# --- the two routes ----------------------------------------------------------------------------
+
+Route = Literal["auto", "edgekit", "keras"]
+ROUTES: tuple[str, ...] = ("auto", "edgekit", "keras")
+ROUTE_NAMES = {
+    "edgekit": "edgekit (frozen inference graph -> TFLiteConverter)",
+    "keras": "keras (Keras 3 model.export(format='litert'))",
+}
+
+
+def _edgekit_route(
+    loaded: Any,
+    settings: dict[str, Any],
+    signature_name: str,
+    batch_size: int | None,
+    allow_select_tf_ops: bool,
+) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
+        saved_dir = _serving_saved_model(loaded, Path(tmp) / "sm", signature_name, batch_size)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            str(saved_dir), signature_keys=[signature_name]
+        )
+        _apply(converter, settings)
+        return _run_converter(converter, allow_select_tf_ops)
+
+
+def _keras_exportable(loaded: Any) -> bool:
+    return getattr(loaded, "flavor", None) == "keras3" and hasattr(loaded.model, "export")
+
+
+def _keras_route(loaded: Any, settings: dict[str, Any], allow_select_tf_ops: bool) -> bytes:
+    """Keras 3's own LiteRT exporter, with edgekit's converter settings (it enables Select TF
+    ops by default; the settings name the op sets allowed)."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-keras-litert-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        try:
+            with _quiet_native_stderr():
+                loaded.model.export(str(path), format="litert", verbose=False, **settings)
+        except Exception as e:
+            raise _conversion_error(str(e), allow_select_tf_ops) from e
+        return path.read_bytes()
+
+
+def _needs_select(e: UnsupportedModelError) -> bool:
+    """A failure for ops with no builtin: Keras' exporter would need the same ops."""
+    return "no TFLite builtin" in str(e)
 
 
 def _representative(calib: Any) -> Any:
@@ -264,7 +357,14 @@ def serving_function(loaded: Any, *, batch_size: int | None = None, input_name: 
             "Rebuild the model with keras.Input(shape=(H, W, C))."
         )
     batch = batch_size if batch_size is not None else getattr(loaded, "batch_dim", None)
-    cf = loaded.concrete_function(batch)
+    try:
+        cf = loaded.concrete_function(batch)
+    except EdgekitError:
+        raise
+    except Exception as e:  # e.g. a layer that assigns to a variable while it runs
+        raise UnsupportedModelError(
+            f"Could not freeze the model's inference graph: {type(e).__name__}: {_first_line(e)}"
+        ) from e
     name = _tensor_name(input_name or getattr(loaded, "input_name", None) or "input")
     spec = tf.TensorSpec((batch, *(int(d) for d in dims)), tf.float32, name=name)
     call = _caller(cf)
@@ -331,9 +431,16 @@ def _serving_saved_model(
     serve = serving_function(loaded, batch_size=batch_size)
     module = tf.Module()
     module.serve = serve
+    # An exported model is never differentiated: without this, saving tries to serialize the
+    # custom gradients of ops such as Keras 3's swish (tf.nn.silu with its `beta` captured) and
+    # fails with "Found invalid capture" on EfficientNet-style models.
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     try:
         tf.saved_model.save(
-            module, str(path), signatures={signature_name: serve.get_concrete_function()}
+            module,
+            str(path),
+            signatures={signature_name: serve.get_concrete_function()},
+            options=options,
         )
     except Exception as e:
         raise UnsupportedModelError(
@@ -559,3 +666,54 @@ def _tensor_info(sg: Any, index: int, dtype_names: dict[int, str]) -> dict[str, 
         "dtype": dtype_names.get(t.Type(), str(t.Type())),
         "quantization": quant,
     }
+
+
+# TF op names a kernel's own layer ends its tensor name with, per TFLite builtin (a fused
+# tensor name lists the activation, the batch norm and the convolution, separated by ';').
+_KERNEL_TF_OPS = {
+    "CONV_2D": ("convolution", "Conv2D", "BiasAdd"),
+    "DEPTHWISE_CONV_2D": ("depthwise", "DepthwiseConv2dNative", "BiasAdd"),
+    "FULLY_CONNECTED": ("MatMul", "Tensordot", "BiasAdd"),
+    "TRANSPOSE_CONV": ("conv2d_transpose", "Conv2DBackpropInput"),
+}
+
+
+def layer_of_node(
+    model: str | os.PathLike | bytes, index: int, layer_names: list[str] | None = None
+) -> str | None:
+    """The Keras layer a node of the main subgraph was converted from, read from the names of
+    its output tensors (None when they name none). With `layer_names`, only those count."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
+    m = schema.Model.GetRootAs(data, 0)
+    sg = m.Subgraphs(0)
+    if not 0 <= index < sg.OperatorsLength():
+        return None
+    op = sg.Operators(index)
+    code = m.OperatorCodes(op.OpcodeIndex())
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    kind = op_names.get(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())), "")
+    parts = [
+        part
+        for j in range(op.OutputsLength())
+        for part in (sg.Tensors(op.Outputs(j)).Name() or b"").decode().split(";")
+    ]
+    own = _KERNEL_TF_OPS.get(kind, ())
+    parts.sort(key=lambda p: 0 if p.rsplit("/", 1)[-1] in own else 1)  # the kernel's own first
+    known = set(layer_names or [])
+    for part in parts:
+        scopes = part.split("/")[:-1]
+        for scope in reversed(scopes):
+            # Keras 3 name scopes get a "_1" suffix when a model is called again (the serving
+            # function calls it once more).
+            base = re.sub(r"_\d+$", "", scope)
+            if not known:
+                if scope and not scope.startswith(("PartitionedCall", "StatefulPartitionedCall")):
+                    return base
+                continue
+            if scope in known:
+                return scope
+            if base in known:
+                return base
+    return None

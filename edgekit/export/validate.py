@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgekit.errors import ExportMismatch, UnsupportedModelError, UsageError
+from edgekit.errors import ExportMismatch, KernelPrepareError, UnsupportedModelError, UsageError
 
 FLOAT_PRECISIONS = ("float32", "float16")
 QUANTIZED_PRECISIONS = ("dynamic", "int8", "uint8", "int16x8", "qat")
@@ -25,6 +25,9 @@ QUANTIZED_PRECISIONS = ("dynamic", "int8", "uint8", "int16x8", "qat")
 # probabilities by up to ~1e-2 on small models.
 DEFAULT_FLOAT_ATOL = {"float32": 1e-3, "float16": 2e-2}
 DEFAULT_MIN_AGREEMENT = 0.9
+# Quantized exports: outputs other than the class scores (box heads, embeddings) may differ by
+# this share of the output's scale (max(1, max |reference|)); int8 steps are ~1/256 of a range.
+DEFAULT_QUANTIZED_VALUE_TOL = 0.1
 
 
 def check_export(
@@ -41,6 +44,9 @@ def check_export(
     batch_size: int = 64,
     runner_options: dict[str, Any] | None = None,
     unverifiable: Literal["raise", "skip"] = "raise",
+    output_names: list[str] | None = None,
+    class_output: int | str | None = None,
+    layer_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run `artifact_path` on `x` and compare with `reference_outputs` (the Keras model on `x`).
 
@@ -61,6 +67,13 @@ def check_export(
         unverifiable: what to do with a `.tflite` that uses Select TF (Flex) ops, which the
             LiteRT Python runtime cannot run: "raise" (UnsupportedModelError) or "skip" (return
             {"passed": None, "skipped": reason, ...} without running it).
+        output_names: the reference model's output names, in the order of `reference_outputs`
+            (used in messages and figures; default: the export's own output names).
+        class_output: the output (index or name in `output_names`) holding the class scores:
+            labels, accuracy, confusions and top-1 agreement concern it (default: the first).
+            The other outputs (box heads, embeddings ...) are compared value by value.
+        layer_names: the reference model's layer names, to name the layer of a node a runtime
+            refuses to prepare.
 
     Returns:
         {"passed": True, "criterion", "compared": "probabilities", "max_abs_error",
@@ -134,14 +147,18 @@ def check_export(
 
     from edgekit.runtimes import open_runner
 
-    runner = open_runner(artifact_path, threads=threads, **(runner_options or {}))
     try:
-        out_names = [t.name for t in runner.outputs]
+        runner = open_runner(artifact_path, threads=threads, **(runner_options or {}))
+    except KernelPrepareError as e:
+        raise _with_layer(e, artifact_path, layer_names) from None
+    try:
+        order = _output_order([t.name for t in runner.outputs])
+        export_names = [runner.outputs[i].name for i in order]
         parts = [runner.run(x[s : s + batch_size]) for s in range(0, n, batch_size)]
         desc = {"runtime": f"{runner.runtime} {runner.runtime_version}".strip(), "threads": threads}
     finally:
         runner.close()
-    got = [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(len(out_names))]
+    got = [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in order]
 
     if len(got) != len(refs):
         raise ExportMismatch(
@@ -149,11 +166,19 @@ def check_export(
             "the export is not the same model.",
             artifact=str(artifact_path),
         )
+    if output_names is not None and len(output_names) != len(refs):
+        raise UsageError(
+            f"{len(output_names)} output names given for {len(refs)} reference outputs. Pass the "
+            "reference model's output names, in order."
+        )
+    out_names = [str(o) for o in (output_names or export_names)]
+    ci = _class_index(class_output, out_names)
     per_output: dict[str, float] = {}
     raw_err: dict[str, float] = {}
     agreement: dict[str, float] = {}
+    compared: dict[str, str] = {}
     preds: list[tuple[np.ndarray, np.ndarray]] = []
-    for oname, r, g in zip(out_names, refs, got, strict=True):
+    for i, (oname, r, g) in enumerate(zip(out_names, refs, got, strict=True)):
         r = np.asarray(r, dtype=np.float32).reshape(n, -1)
         g = g.reshape(len(g), -1)
         if g.shape != r.shape:
@@ -170,16 +195,24 @@ def check_export(
                 artifact=str(artifact_path),
                 output=oname,
             )
-        pr, pg = _probabilities(r, g)
-        per_output[oname] = float(np.max(np.abs(pr - pg)))
         raw_err[oname] = float(np.max(np.abs(r - g)))
-        preds.append((top1(pr), top1(pg)))
-        agreement[oname] = float(np.mean(preds[-1][0] == preds[-1][1]))
+        if i == ci or len(refs) == 1:
+            pr, pg = _probabilities(r, g)
+            per_output[oname] = float(np.max(np.abs(pr - pg)))
+            preds.append((top1(pr), top1(pg)))
+            agreement[oname] = float(np.mean(preds[-1][0] == preds[-1][1]))
+            compared[oname] = "probabilities"
+        else:
+            # Not class scores (a box head, an embedding): values compared as they are, the
+            # error relative to the output's scale (its largest magnitude, at least 1).
+            scale = max(1.0, float(np.max(np.abs(r))))
+            per_output[oname] = raw_err[oname] / scale
+            compared[oname] = "values, relative to max(1, max |reference|)"
 
-    # Labels and accuracy concern the first output (the classifier head).
-    first = out_names[0]
+    # Labels, accuracy and top-1 agreement concern the class output (the classifier head).
+    first = out_names[ci]
     pred_ref, pred_got = preds[0]
-    width = max(2, int(np.asarray(refs[0]).reshape(n, -1).shape[1]))
+    width = max(2, int(np.asarray(refs[ci]).reshape(n, -1).shape[1]))
     if labels is not None and len(labels) != width:
         raise UsageError(
             f"{len(labels)} labels given but output '{first}' has {width} classes. "
@@ -190,15 +223,18 @@ def check_export(
         accuracy = float(np.mean(pred_got == y))
         ref_accuracy = float(np.mean(pred_ref == y))
 
+    others = {k: v for k, v in per_output.items() if k != first}
     result: dict[str, Any] = {
         "artifact": str(artifact_path),
         "precision": precision,
-        "compared": "probabilities",
+        "compared": "probabilities" if not others else compared,
         "criterion": "max_abs_error" if is_float else "top1_agreement",
+        "class_output": first,
+        "outputs": out_names,
         "max_abs_error": max(per_output.values()),
         "max_abs_error_per_output": per_output,
         "max_abs_error_raw": max(raw_err.values()),
-        "top1_agreement": min(agreement.values()),
+        "top1_agreement": agreement[first],
         "top1_agreement_per_output": agreement,
         "accuracy": accuracy,
         "reference_accuracy": ref_accuracy,
@@ -208,8 +244,22 @@ def check_export(
         **desc,
     }
 
+    value_tol = atol if is_float else DEFAULT_QUANTIZED_VALUE_TOL
+    if others:
+        result["value_tolerance"] = value_tol
+    for oname, err in others.items():
+        if err > value_tol:
+            raise ExportMismatch(
+                f"{name}: output '{oname}' differs from the reference model: max abs error "
+                f"{raw_err[oname]:.3g} = {err:.3g} of the output's scale > tolerance "
+                f"{value_tol:.3g} ({precision}, {n} samples).",
+                artifact=str(artifact_path),
+                output=oname,
+                max_abs_error=err,
+                tolerance=value_tol,
+            )
     if is_float:
-        worst = max(per_output, key=per_output.get)  # type: ignore[arg-type]
+        worst = first
         err = per_output[worst]
         if err > atol:
             raise ExportMismatch(
@@ -223,7 +273,7 @@ def check_export(
                 tolerance=atol,
             )
     else:
-        worst = min(agreement, key=agreement.get)  # type: ignore[arg-type]
+        worst = first
         agree = agreement[worst]
         if agree < floor:
             acc = (
@@ -242,6 +292,49 @@ def check_export(
             )
     result["passed"] = True
     return result
+
+
+def _output_order(names: list[str]) -> list[int]:
+    """Runner output indices in model output order: exports name them output_0, output_1 ...,
+    which runtimes may list in another order (output_10 before output_2)."""
+    nums = [n.rsplit("_", 1)[-1] if n.startswith("output_") else "" for n in names]
+    if all(k.isdigit() for k in nums) and sorted(int(k) for k in nums) == list(range(len(names))):
+        return sorted(range(len(names)), key=lambda i: int(nums[i]))
+    return list(range(len(names)))
+
+
+def _class_index(class_output: int | str | None, names: list[str]) -> int:
+    if class_output is None:
+        return 0
+    if isinstance(class_output, int) or str(class_output).isdigit():
+        i = int(class_output)
+        if 0 <= i < len(names):
+            return i
+    elif str(class_output) in names:
+        return names.index(str(class_output))
+    listed = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
+    raise UsageError(
+        f"The model has no output {class_output!r}; its outputs are {listed}. Pass --output with "
+        "one of these names (or its index)."
+    )
+
+
+def _with_layer(
+    e: KernelPrepareError, path: str | os.PathLike, layer_names: list[str] | None
+) -> KernelPrepareError:
+    """The runtime's refusal, with the model layer its node came from named."""
+    layer = ""
+    if str(path).endswith(".tflite") and e.node >= 0:
+        from edgekit.export.tflite import layer_of_node
+
+        try:
+            layer = layer_of_node(path, e.node, layer_names) or ""
+        except Exception:  # an unreadable file: the runtime's own message stands
+            layer = ""
+    if not layer:
+        return e
+    message = str(e).replace(f"({e.op})", f"({e.op}, layer '{layer}')", 1)
+    return KernelPrepareError(message, node=e.node, op=e.op, layer=layer)
 
 
 def _flex_ops(path: str | os.PathLike) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,35 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ModelLoadError, TargetUnavailableError, UnsupportedModelError
+from edgekit.errors import (
+    KernelPrepareError,
+    ModelLoadError,
+    TargetUnavailableError,
+    UnsupportedModelError,
+)
 from edgekit.runtimes.base import Runner, TensorInfo, dequantize, quantize
+
+# LiteRT's message when a kernel refuses one node at allocate_tensors(), and the check it names
+# ("kernel_util.cc:349 no_integer_overflow_from_quantization was not true.").
+_PREPARE_FAILED = re.compile(r"Node number (?P<node>\d+) \((?P<op>\w+)\) failed to prepare")
+_KERNEL_CHECK = re.compile(r"\.cc:\d+ ([^.]+)")
+_OUTPUT_N = re.compile(r"output_(\d+)")
+_CHECK_HINTS = {
+    # The fused activation's bound (6 for ReLU6) divided by the output scale must fit in int32:
+    # it does not when the layer's output is (nearly) constant on the calibration images.
+    "no_integer_overflow_from_quantization": ": the layer's output range on the calibration "
+    "images is (nearly) zero, too small for the kernel's fixed-point scale",
+}
+
+
+def _in_output_order(details: list[dict[str, Any]], names: dict[int, str]) -> list[dict[str, Any]]:
+    """Outputs named output_0, output_1 ... (edgekit's and Keras' exports) in that order;
+    LiteRT lists a signature's outputs sorted by name (output_10 before output_2)."""
+    nums = [_OUTPUT_N.fullmatch(names.get(d["index"], "")) for d in details]
+    if not all(nums):
+        return details
+    order = sorted(range(len(details)), key=lambda i: int(nums[i][1]))  # type: ignore[index]
+    return [details[i] for i in order]
 
 
 def import_interpreter() -> tuple[Any, str, str]:
@@ -122,6 +150,21 @@ class LiteRTRunner(Runner):
                 err = e
         if err is not None:
             detail = " ".join(f"{err} {native['text']}".split())[:300]
+            prepare = _PREPARE_FAILED.search(detail)
+            if prepare:
+                # A valid file whose node the kernel refuses (e.g. int16x8 depthwise convolutions
+                # whose scales overflow the kernel's fixed-point multiplier): not a damaged file.
+                before = detail[: prepare.start()]
+                checks = _KERNEL_CHECK.findall(before)
+                why = checks[-1].strip(" .") if checks else "the kernel refused its parameters"
+                why += _CHECK_HINTS.get(why.split(" ", 1)[0], "")
+                raise KernelPrepareError(
+                    f"LiteRT cannot run {Path(path).name}: node {prepare['node']} "
+                    f"({prepare['op']}) failed to prepare ({why}). This LiteRT build has no kernel "
+                    "for that op with these quantization parameters; export it in another mode.",
+                    node=int(prepare["node"]),
+                    op=prepare["op"],
+                )
             raise ModelLoadError(
                 f"LiteRT cannot load {Path(path).name}: {detail}. The file is truncated, damaged "
                 "or uses ops this LiteRT build lacks; re-export it."
@@ -129,6 +172,7 @@ class LiteRTRunner(Runner):
         self._in = self._it.get_input_details()
         self._out = self._it.get_output_details()
         in_names, out_names = self._signature_names()
+        self._out = _in_output_order(self._out, out_names)
         self.inputs = [_tensor_info(d, in_names.get(d["index"])) for d in self._in]
         self.outputs = [_tensor_info(d, out_names.get(d["index"])) for d in self._out]
         self._validate_io()

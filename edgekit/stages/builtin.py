@@ -47,6 +47,14 @@ def _as_tf_keras(ctx: RunContext, model: ModelArtifact) -> tuple[Any, dict[str, 
             f"{model.path} is a plain TensorFlow SavedModel without Keras layers; pruning and QAT need the "
             "Keras model (.keras or .h5). Export it from Keras, or use the 'quantize' recipe instead."
         )
+    if len(loaded.output_names) > 1:
+        # Checked before any training: the fine-tuning loop trains one class output.
+        raise UnsupportedModelError(
+            f"{Path(model.path).name} has {len(loaded.output_names)} outputs "
+            f"({', '.join(loaded.output_names)}); pruning and QAT fine-tune one class output and "
+            "cannot train the others. Use the quantize recipe (post-training, every output "
+            "verified), or prune a single-output version of the model."
+        )
     if loaded.flavor == "tf_keras":
         return loaded.model, {"bridge": "not needed (tf-keras model)"}
     result = to_tf_keras(loaded, ctx.x("val", 16))
@@ -287,6 +295,12 @@ class QatStageRunner(Stage):
         )
 
 
+def _float_problem(e: Exception, float_onnx: Path | None) -> bool:
+    """True when a quantize-stage failure is not the mode's: the float ONNX model it starts from
+    could not be made (then every ONNX mode fails alike and the error stands)."""
+    return float_onnx is not None and not float_onnx.exists()
+
+
 def _verify_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray | None]:
     n = ctx.recipe.verify.samples
     return ctx.x("eval", n), ctx.y("eval", n)
@@ -319,7 +333,7 @@ class ExportStageRunner(Stage):
 
         loaded = _load(ctx, model)
         x, y = _verify_samples(ctx)
-        ref = first_output(loaded.predict(x))
+        ref = loaded.predict(x)  # every output: each one is compared
         base = _base_name(model)
         qat = model.precision == "qat"
         exports = []
@@ -347,6 +361,7 @@ class ExportStageRunner(Stage):
                 labels=ctx.labels,
                 # This LiteRT build has no Flex delegate: Select TF exports are marked unverified.
                 unverifiable="skip" if self.config.allow_select_tf_ops else "raise",
+                loaded=loaded,
             )
             exports.append(_export_record(path, info, verification, model, precision))
         return StageOutput(
@@ -359,15 +374,16 @@ class QuantizeStageRunner(Stage):
     name = "quantize"
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        from edgekit.errors import KernelPrepareError
         from edgekit.export.convert import ONNX_MODES, convert_one, verify_one
 
         c = self.config
         loaded = _load(ctx, model)
         x, y = _verify_samples(ctx)
-        ref = first_output(loaded.predict(x))
+        ref = loaded.predict(x)  # every output: each one is compared
         calib = ctx.x("calib", c.calibration_samples)
         base = _base_name(model)
-        exports, notes = [], []
+        exports, notes, dropped = [], [], []
         float_onnx = workdir / ".float_for_quantization.onnx"
         for mode in c.modes:
             for fmt in c.formats:
@@ -377,35 +393,57 @@ class QuantizeStageRunner(Stage):
                     )
                     continue
                 path = workdir / f"{base}_{mode}.{fmt}"
-                info, precision = convert_one(
-                    loaded,
-                    fmt,
-                    mode,
-                    path,
-                    calibration=calib,
-                    calibration_samples=c.calibration_samples,
-                    io_type=c.io_type,
-                    per_channel=c.per_channel,
-                    reduce_range=c.onnx_reduce_range,
-                    float_onnx=float_onnx,
-                )
-                ui.info(
-                    f"quantize: verifying {path.name} against the Keras model on {len(x)} samples"
-                )
-                verification = verify_one(
-                    path,
-                    ref,
-                    x,
-                    y,
-                    precision=precision,
-                    verify=ctx.recipe.verify,
-                    labels=ctx.labels,
-                )
+                try:
+                    info, precision = convert_one(
+                        loaded,
+                        fmt,
+                        mode,
+                        path,
+                        calibration=calib,
+                        calibration_samples=c.calibration_samples,
+                        io_type=c.io_type,
+                        per_channel=c.per_channel,
+                        reduce_range=c.onnx_reduce_range,
+                        float_onnx=float_onnx,
+                    )
+                    ui.info(
+                        f"quantize: verifying {path.name} against the Keras model on {len(x)} samples"
+                    )
+                    verification = verify_one(
+                        path,
+                        ref,
+                        x,
+                        y,
+                        precision=precision,
+                        verify=ctx.recipe.verify,
+                        labels=ctx.labels,
+                        loaded=loaded,
+                    )
+                except (KernelPrepareError, UnsupportedModelError) as e:
+                    if _float_problem(e, float_onnx if fmt == "onnx" else None):
+                        raise
+                    # This mode cannot represent a layer of this model (no kernel for it, or no
+                    # quantized conversion): the other modes still go on.
+                    path.unlink(missing_ok=True)
+                    layer = getattr(e, "layer", "") or ""
+                    dropped.append({"mode": mode, "format": fmt, "layer": layer, "reason": str(e)})
+                    ui.info(f"quantize: dropped {fmt} {mode}: {e}")
+                    continue
                 exports.append(_export_record(path, info, verification, model, precision))
         float_onnx.unlink(missing_ok=True)
         for n in notes:
             ui.info(f"quantize: {n}")
+        if not exports:
+            reasons = "; ".join(f"{d['format']} {d['mode']}: {d['reason']}" for d in dropped)
+            raise UnsupportedModelError(
+                f"quantize: no mode could represent this model ({reasons}). Export it in float "
+                "(the export stage) or try other modes."
+            )
         return StageOutput(
             exports=exports,
-            report={"exports": [Path(a.path).name for a in exports], "notes": notes},
+            report={
+                "exports": [Path(a.path).name for a in exports],
+                "notes": notes,
+                "dropped": dropped,
+            },
         )

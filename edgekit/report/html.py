@@ -613,23 +613,50 @@ def _compress_timeline(report: dict[str, Any]) -> Section | None:
             s["label"],
             f"{s['seconds']:.1f} s",
             "reused from an earlier run" if s["reused"] else "ran",
+            _stage_outcome(r),
             r.get("key"),
         ]
         for s, r in zip(items, stages, strict=True)
     ]
-    body = plot(
-        "timeline",
-        f"The stages in the order they ran, {total:.1f} s in all (measuring the artifacts "
-        "afterwards is not included). Hatched bars were reused: their inputs and settings had "
-        "not changed since an earlier run in this folder.",
-        plots.timeline,
-        items,
-    )
+    if all(s["reused"] for s in items):  # bars of 0 s say nothing: say why instead
+        body = note(
+            "Every stage was reused from an earlier run in this folder (inputs and settings "
+            "unchanged), so this run spent no time in them; the run that made them has the times."
+        )
+    else:
+        body = plot(
+            "timeline",
+            f"The stages in the order they ran, {total:.1f} s in all (measuring the artifacts "
+            "afterwards is not included). Hatched bars were reused: their inputs and settings "
+            "had not changed since an earlier run in this folder.",
+            plots.timeline,
+            items,
+        )
     return Section(
         "Stage timeline",
-        Safe(body + table(["stage", "time", "", "cache key"], rows)),
+        Safe(body + table(["stage", "time", "", "what it made", "cache key"], rows)),
         "Where the run's time went.",
     )
+
+
+def _stage_outcome(r: dict[str, Any]) -> str:
+    """One line of what a stage record says it made, dropped and noticed."""
+    parts = []
+    if r.get("student"):
+        params = r.get("parameters")
+        parts.append(f"student {r['student']}" + (f", {num(params)} parameters" if params else ""))
+    if r.get("overall_sparsity") is not None:
+        parts.append(f"overall sparsity {pct(r['overall_sparsity'], 1)}")
+    if r.get("exports"):
+        parts.append(", ".join(str(e) for e in r["exports"]))
+    for d in r.get("dropped") or []:
+        if isinstance(d, dict):
+            what = " ".join(str(d[k]) for k in ("format", "mode") if d.get(k))
+            parts.append(f"dropped {what}: {d.get('reason')}")
+        else:
+            parts.append(f"dropped {d}")
+    parts += [str(n) for n in r.get("notes") or []]
+    return "; ".join(parts) or "–"
 
 
 # Metric names as a person reads them, and which panel each goes in.
@@ -816,10 +843,23 @@ def class_views(
             order.sort(key=lambda i: acc[0][i] if acc[0][i] is not None else 2)
             cut = f"the {MAX_CLASS_BARS} least accurate classes, of {len(labels)}"
         order = order[:MAX_CLASS_BARS]
+    changes = None
+    if len(acc) > 1:
+        changes = [
+            None if acc[0][i] is None or acc[-1][i] is None else 100 * (acc[-1][i] - acc[0][i])
+            for i in order
+        ]
     body = [
         plot(
             "per-class",
-            "Top-1 accuracy per class" + (f" ({cut})." if cut else "."),
+            "Top-1 accuracy per class"
+            + (f" ({cut})" if cut else "")
+            + (
+                f"; above each pair, {per_class[-1][0]} against {per_class[0][0]} in points "
+                "(red: lost)."
+                if changes
+                else "."
+            ),
             plots.grouped_bars,
             [labels[i] for i in order],
             [
@@ -827,7 +867,8 @@ def class_views(
                 for (name, _), a in zip(per_class, acc, strict=True)
             ],
             y_label="top-1 accuracy (%)",
-            ylim=(0, 105),
+            ylim=(0, 110),
+            changes=changes,
         )
     ]
     usable = [(t, m) for t, m in matrices if m]
@@ -1130,6 +1171,11 @@ def _bench_startup(models: list[dict[str, Any]], names: list[str]) -> Section:
     return Section("Start-up and memory", join(body), "What a cold start costs.")
 
 
+ESTIMATE_HEADERS = [
+    "model", "precision", "threads", "estimate ms", "band ms", "expected error", "basis", "notes"
+]  # fmt: skip
+
+
 def _device_sections(
     report: dict[str, Any], models: list[dict[str, Any]], names: list[str]
 ) -> list[Section]:
@@ -1200,32 +1246,51 @@ def _device_sections(
                 "ops each accelerator's delegate takes.",
             )
         )
-    labels, vals, lows, highs, colors = [], [], [], [], []
+    labels, vals, lows, highs, colors, rows = [], [], [], [], [], []
     for k, (n, m) in enumerate(zip(names, models, strict=True)):
         for e in (m.get("estimate") or {}).get("by_threads") or []:
             if e.get("ms") is None:
                 continue
             threads = e.get("threads")
-            labels.append(f"{n}, {threads} thread{'' if threads == 1 else 's'}")
+            # the name shortened on its own: the threads must stay, and the names differ there
+            labels.append(f"{plots.short(n, 34)}, {threads} thread{'' if threads == 1 else 's'}")
             colors.append(plots.COLORS[k % len(plots.COLORS)])
             vals.append(e["ms"])
             lows.append(e.get("low_ms"))
             highs.append(e.get("high_ms"))
+            err = e.get("expected_error")
+            basis = e.get("basis") or ("fitted" if e.get("calibrated") else None)
+            if e.get("clamped"):
+                basis = f"{basis}, held at the core's peak rate"
+            rows.append(
+                [
+                    n,
+                    e.get("precision"),
+                    threads,
+                    num(e["ms"]),
+                    f"{num(e.get('low_ms'))} to {num(e.get('high_ms'))}",
+                    "–" if err is None else f"±{100 * err:.0f}%",
+                    basis,
+                    "; ".join(str(x) for x in e.get("notes") or []) or "–",
+                ]
+            )
     first = (models[0].get("estimate") or {}) if models else {}
     if labels:
-        err = first.get("expected_error")
-        body = plot(
-            "estimate",
-            "Estimated latency on the device with its expected error band"
-            + (f" (±{100 * err:.0f}%, from the profile's calibration)" if err else "")
-            + ". An estimate from counted instructions, not a measurement.",
-            plots.intervals,
-            labels,
-            vals,
-            lows,
-            highs,
-            x_label=f"estimated latency on {dev.get('name')} (ms)",
-            colors=colors,
+        body = Safe(
+            plot(
+                "estimate",
+                "Estimated latency on the device, each with the expected error band of its "
+                "precision (from the profile's calibration). An estimate from counted "
+                "instructions, NOT a latency measured on the device.",
+                plots.intervals,
+                labels,
+                vals,
+                lows,
+                highs,
+                x_label=f"estimated latency on {dev.get('name')} (ms)",
+                colors=colors,
+            )
+            + table(ESTIMATE_HEADERS, rows)
         )
         formula = note(f"Formula: {first.get('formula')}.") if first.get("formula") else Safe("")
     else:

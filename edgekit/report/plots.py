@@ -78,7 +78,7 @@ def plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
-def _short(text: str, n: int = 40) -> str:
+def short(text: str, n: int = 40) -> str:
     """At most n characters; a longer text loses its middle (file names differ at the end)."""
     text = str(text)
     if len(text) <= n:
@@ -105,7 +105,7 @@ def pareto(
         for p in points:
             area = 40 + 900 * (p["size"] / biggest) if p.get("size") else 80
             kind = p.get("kind", "artifact")
-            label = _short(p["label"], 40) + ("  (final)" if p.get("chosen") else "")
+            label = short(p["label"], 40) + ("  (final)" if p.get("chosen") else "")
             if kind == "artifact":
                 ax.scatter(p["x"], p["y"], s=area, color=next(colour), alpha=0.6,
                            edgecolor="black", lw=0.6, label=label, zorder=3)  # fmt: skip
@@ -165,7 +165,7 @@ def timeline(stages: Sequence[dict[str, Any]]) -> str:
             text = f"{s['seconds']:.1f} s" + (" (reused)" if s.get("reused") else "")
             ax.text(start + width + total * 0.01, i, text, va="center", fontsize=8)
             start += s["seconds"]
-        ax.set_yticks(range(len(stages)), [_short(s["label"], 28) for s in stages])
+        ax.set_yticks(range(len(stages)), [short(s["label"], 28) for s in stages])
         ax.invert_yaxis()
         ax.set_xlim(0, total * 1.25)
         ax.set_xlabel("seconds since the first stage started")
@@ -220,7 +220,7 @@ def hbars(
         ax.barh(range(len(labels)), values, color=COLORS[0], alpha=0.8)
         for i, v in enumerate(values):
             ax.text(v, i, " " + fmt.format(v), va="center", fontsize=7)
-        ax.set_yticks(range(len(labels)), [_short(lb, 36) for lb in labels], fontsize=7.5)
+        ax.set_yticks(range(len(labels)), [short(lb, 36) for lb in labels], fontsize=7.5)
         ax.invert_yaxis()
         if line is not None:
             ax.axvline(line, color=FAIL_COLOR, ls="--", lw=1, label=line_label)
@@ -241,8 +241,11 @@ def grouped_bars(
     ylim: tuple[float, float] | None = None,
     horizontal_labels: bool = False,
     log_y: bool = False,
+    changes: Sequence[float | None] | None = None,
 ) -> str:
-    """Bars per group, one colour per series: series [{label, values, color?}]."""
+    """Bars per group, one colour per series: series [{label, values, color?}]. `changes`: a
+    number written above each group (the last series against the first, in points), red where
+    it is a loss, so that a few points lost stand out on a 0-100 axis."""
     n = len(series)
     width = 0.8 / max(n, 1)
     with figure(max(5.0, min(11.0, 1.2 + 0.45 * len(groups) * max(n, 1))), 3.4) as (fig, ax):
@@ -257,7 +260,18 @@ def grouped_bars(
                 color=s.get("color", COLORS[j % len(COLORS)]),
                 alpha=0.85,
             )
-        ticks = [_short(g, 24) for g in groups]
+        if changes is not None:
+            tops = [
+                max((v for s in series if (v := s["values"][i]) is not None), default=0)
+                for i in range(len(groups))
+            ]
+            for i, c in enumerate(changes):
+                if c is None:
+                    continue
+                color = FAIL_COLOR if c <= -0.5 else PASS_COLOR if c >= 0.5 else "#555555"
+                ax.text(i, tops[i] + 1.5, f"{c:+.1f}", ha="center", va="bottom", fontsize=7,
+                        color=color)  # fmt: skip
+        ticks = [short(g, 30) for g in groups]
         flat = horizontal_labels and max((len(t) for t in ticks), default=0) * len(ticks) <= 60
         ax.set_xticks(
             range(len(groups)),
@@ -308,7 +322,7 @@ def confusion(
                                 fontsize=6.5,
                                 color="white" if share[i, j] > 0.5 else "black",
                             )
-            ticks = [_short(lb, 14) for lb in labels]
+            ticks = [short(lb, 14) for lb in labels]
             ax.set_xticks(range(k), ticks, rotation=60, ha="right", fontsize=7)
             ax.set_yticks(range(k), ticks, fontsize=7)
             ax.set_xlabel("predicted")
@@ -345,7 +359,7 @@ def distributions(names: Sequence[str], samples: Sequence[Sequence[float]], *, x
             ax.plot([p50, p50], [i - 0.35, i + 0.35], color="black", lw=1.6)
             shown = 10**p50 if log else p50
             ax.text(p50, i + 0.42, f"p50 {shown:.3g}", fontsize=7, ha="center")
-        ax.set_yticks(range(len(names)), [_short(n, 32) for n in names], fontsize=7.5)
+        ax.set_yticks(range(len(names)), [short(n, 36) for n in names], fontsize=7.5)
         ax.invert_yaxis()
         if log:
             from matplotlib.ticker import FuncFormatter, MaxNLocator
@@ -386,7 +400,7 @@ def intervals(
             ax.axvline(reference, color="#555555", lw=1, label=reference_label)
         if limit is not None:
             ax.axvline(limit, color=FAIL_COLOR, lw=1.2, ls="--", label=limit_label)
-        ax.set_yticks(range(len(labels)), [_short(lb, 32) for lb in labels], fontsize=7.5)
+        ax.set_yticks(range(len(labels)), [short(lb, 48) for lb in labels], fontsize=7.5)
         ax.set_ylim(len(labels) - 0.5, -0.7)
         ax.margins(x=0.15)
         ax.set_xlabel(x_label)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -180,7 +181,8 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
     """Compress a model with a recipe; verify every export.
 
     Prunes, distills into a MobileNet student, quantizes and exports to TFLite and ONNX, as the
-    recipe says; writes a run folder with every artifact, report.json and report.md.
+    recipe says; writes a run folder with every artifact, report.json, report.md and
+    report.html (one page with plots that opens offline).
     """
     from edgekit import api
 
@@ -202,6 +204,9 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
 
     render_table(table_rows(report), title=f"edgekit compress: recipe {report['recipe']}")
     click.echo(f"Final artifact: {report['final_artifact']}")
+    page = Path(out) / "report.html" if out else None
+    if page is not None and page.is_file():
+        click.echo(f"Report with plots: {page} (open it in a browser)")
 
 
 @cli.command("export")

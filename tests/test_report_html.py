@@ -123,6 +123,13 @@ def test_report_without_the_new_fields_still_renders(compress_run, tmp_path):
     assert "not recorded in this run&#x27;s history." in page
 
 
+def test_the_same_report_draws_the_same_page(compress_run):
+    report = json.loads((compress_run / "report.json").read_text())
+    first = render_html(report)
+    render_html(json.loads((FIXTURES / "bench-pixel-4.json").read_text()))  # another page between
+    assert render_html(report) == first
+
+
 def test_pareto_marks_the_final_artifact_and_falls_back_without_latency(compress_run):
     report = json.loads((compress_run / "report.json").read_text())
     page = render_html(report)

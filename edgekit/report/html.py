@@ -277,6 +277,9 @@ def render_html(
         raise UsageError(
             f"No HTML view for reports of kind {kind!r}. Expected one of: {', '.join(RENDERERS)}."
         )
+    from edgekit.report import plots
+
+    plots.start_page()
     head, sections = RENDERERS[kind](report, extras or {})
     title = head["title"]
     nav = join(

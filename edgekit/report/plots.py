@@ -33,6 +33,13 @@ PASS_COLOR, WARN_COLOR, FAIL_COLOR = "#2ca02c", "#e69f00", "#d62728"
 _counter = itertools.count()
 
 
+def start_page() -> None:
+    """Number the plots of a new page from 0 again: the same report draws the same page, byte for
+    byte (ids stay unique within the page)."""
+    global _counter
+    _counter = itertools.count()
+
+
 @contextlib.contextmanager
 def figure(width: float = 7.0, height: float = 3.6, **subplots: Any) -> Iterator[tuple[Any, Any]]:
     """A matplotlib (figure, axes) with edgekit's style, on an Agg canvas of its own.

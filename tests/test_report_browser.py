@@ -7,6 +7,7 @@ file, every plot present and not blank, the injected label shown as text."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -130,10 +131,24 @@ def test_a_blank_plot_is_told_apart(browser, tmp_path):
     assert dark > 0.005 and coloured == 0.0
 
 
+# What `make demo` runs, with tiny settings.
+DEMO_SETTINGS = [
+    "distill.epochs=2",
+    "distill.student.input_size=32",
+    "distill.augment.flip=none",
+    "distill.augment.rot90=false",
+    "distill.early_stopping.enabled=false",
+    "quantize.calibration_samples=32",
+    "verify.samples=32",
+    "verify.min_agreement=0.01",  # an untrained student: int8 may change many top-1s
+    "latency_runs=3",
+    "data.max_eval_samples=80",
+]
+
+
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    """What `make demo` does (recipe distill on the bundled example teacher), on 400 scenes of
-    its data with tiny settings, one class renamed to a script tag."""
+def demo_data(tmp_path_factory) -> Path:
+    """400 scenes of the demo's data, one class renamed to a script tag."""
     from edgekit.data import load_dataset
 
     ds = load_dataset("shapes:n=400")
@@ -141,26 +156,15 @@ def demo_run(tmp_path_factory) -> Path:
     labels[1] = INJECTED
     data = tmp_path_factory.mktemp("data") / "shapes400.npz"
     np.savez(data, x=ds.x, y=ds.y, labels=np.array(labels))
+    return data
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, demo_data) -> Path:
+    """What `make demo` does (recipe distill on the bundled example teacher), tiny settings."""
     out = tmp_path_factory.mktemp("runs") / "demo"
     os.environ.setdefault("EDGEKIT_QUIET", "1")
-    api.compress(
-        None,
-        recipe="distill",
-        data=str(data),
-        out=out,
-        overrides=[
-            "distill.epochs=2",
-            "distill.student.input_size=32",
-            "distill.augment.flip=none",
-            "distill.augment.rot90=false",
-            "distill.early_stopping.enabled=false",
-            "quantize.calibration_samples=32",
-            "verify.samples=32",
-            "verify.min_agreement=0.01",  # an untrained student: int8 may change many top-1s
-            "latency_runs=3",
-            "data.max_eval_samples=80",
-        ],
-    )
+    api.compress(None, recipe="distill", data=str(demo_data), out=out, overrides=DEMO_SETTINGS)
     return out
 
 
@@ -180,6 +184,26 @@ def test_demo_report_in_a_browser(browser, demo_run):
     (demo_run / "report.html").unlink()
     api.report_html(demo_run)
     assert (demo_run / "report.html").read_text() == before
+
+
+def test_a_rerun_names_the_page_and_says_every_stage_was_reused(browser, demo_run, demo_data):
+    """`edgekit compress` again on the same folder: the stages are reused, the CLI names the
+    page, and the timeline says why it has no bars instead of drawing bars of 0 s."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    args = ["compress", "--recipe", "distill", "--data", str(demo_data), "--out", str(demo_run)]
+    for setting in DEMO_SETTINGS:
+        args += ["--set", setting]
+    r = CliRunner(env={"EDGEKIT_QUIET": "1"}).invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert f"Report with plots: {demo_run / 'report.html'} (open it in a browser)" in r.stdout
+    report = json.loads((demo_run / "report.json").read_text())
+    assert all(s["reused"] for s in report["stages"])
+    page = open_page(browser, demo_run / "report.html",
+                     ["pareto", "training-distill", "per-class", "confusion"])  # fmt: skip
+    assert "Every stage was reused from an earlier run in this folder" in page.inner_text("body")
 
 
 @pytest.fixture(scope="module")

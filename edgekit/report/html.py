@@ -183,11 +183,12 @@ def num(v: Any, fmt: str = "{:.3g}") -> str:
 
 
 def human_bytes(n: Any) -> str:
+    """Sizes in binary units, named as such (588.0 KiB is 602 kB), like the page's MiB of RSS."""
     if n is None:
         return "–"
     n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)

@@ -78,9 +78,14 @@ def to_svg(fig: Any) -> str:
 
 
 def plain_log_ticks(axis: Any) -> None:
-    """Log-axis tick labels as plain numbers (0.1, 1, 10), not math text."""
-    from matplotlib.ticker import FuncFormatter
+    """Log-axis tick labels as plain numbers (0.1, 1, 10), not math text; an axis spanning less
+    than three decades is labelled at 1, 2 and 5 of each decade too, so that it has numbers to
+    read at all. Call it once the data is drawn."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
+    lo, hi = axis.get_view_interval()
+    if lo > 0 and hi / lo < 1000:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 

@@ -238,12 +238,14 @@ def test_bench_page_of_an_emulated_device():
 def test_eval_page_shows_the_injected_label_as_text(tmp_path, onnx_models, labelled):
     out = tmp_path / "eval.html"
     r = invoke("eval", onnx_models["damaged"], "--data", labelled, "--reference",
-               onnx_models["base"], "--html", out)  # fmt: skip
+               onnx_models["base"], "--html", out, "--json")  # fmt: skip
     assert r.exit_code == 0, r.output
     page = out.read_text()
     assert_one_file(page)
     assert plots_in(page) == ["per-class", "confusion"]
     assert INJECTED not in page and f"<td>{esc(INJECTED)}</td>" in page
+    drop = 100 * json.loads(r.stdout)["reference"]["top1_drop"]  # the damaged model is worse
+    assert drop > 0 and f"{drop:.2f} pts below the reference" in page
 
 
 @pytest.mark.parametrize(

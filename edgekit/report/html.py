@@ -512,6 +512,16 @@ def _compress_table(report: dict[str, Any], final_path: str | None) -> Section:
     )
 
 
+def _points_against(drop: float | None, other: str) -> str:
+    """A top-1 drop (a fraction, positive = worse) in words: "50.67 pts below the reference"."""
+    if drop is None:
+        return "–"
+    pts = 100 * drop
+    if round(pts, 2) == 0:
+        return f"as the {other}"
+    return f"{abs(pts):.2f} pts {'below' if pts > 0 else 'above'} the {other}"
+
+
 def _points_vs_teacher(drop: float | None) -> str:
     """A drop as the change a reader expects: 1.5 points lost reads -1.50, none reads 0.00."""
     if drop is None:
@@ -1353,10 +1363,7 @@ def eval_sections(
     if ref:
         items += [
             ("agreement with the reference", pct(ref.get("top1_agreement"))),
-            (
-                "drop vs reference",
-                "–" if ref.get("top1_drop") is None else f"{100 * ref['top1_drop']:+.2f} pts",
-            ),
+            ("top-1 against the reference", _points_against(ref.get("top1_drop"), "reference")),
         ]
         rows += [
             ("reference", result.get("reference_model")),

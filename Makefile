@@ -11,9 +11,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # Debian packages some tests use: an OpenSSH server (ssh benchmark targets, on loopback), libusb
 # (tflite-support's metadata reader, the independent check of Android metadata) and Fashion-MNIST
-# (the real-data tests and benchmarks/fashion_mnist.py). Installed when running as root with apt;
-# otherwise those tests skip and say why.
-SYSTEM_PKGS := openssh-server openssh-client libusb-1.0-0 dataset-fashion-mnist
+# (the real-data tests and benchmarks/fashion_mnist.py) and Chromium (the HTML report opened in a
+# real browser, tests/test_report_browser.py). Installed when running as root with apt; otherwise
+# those tests skip and say why.
+SYSTEM_PKGS := openssh-server openssh-client libusb-1.0-0 dataset-fashion-mnist chromium
 
 .PHONY: install demo test lint format clean system-deps emulators
 

@@ -6,6 +6,7 @@ Each imports its implementation lazily so that `import edgekit.api` stays light.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -501,3 +502,30 @@ def check(
         latency_metric=latency_metric,
         target=target,
     )
+
+
+def report_html(
+    source: str | os.PathLike | dict[str, Any],
+    out: str | os.PathLike | None = None,
+    *,
+    kind: str | None = None,
+) -> Path:
+    """Write the self-contained HTML page of a report (plots inline, no network); returns its path.
+
+    source: a compress run folder (its report.json, and manifest.json when present), a report
+        JSON file (what bench, eval or check print with --json), or a report dict.
+    out: where the page goes (default: report.html in the run folder, or the JSON file's name
+        with .html); required for a dict.
+    kind: "compress", "bench", "eval" or "check" (None: told from the report's keys).
+    """
+    from edgekit.errors import UsageError
+    from edgekit.report.html import load_report, write_html
+
+    if isinstance(source, dict):
+        if out is None:
+            raise UsageError("report_html(dict) needs out= (where to write the page).")
+        report, extras = source, {}
+    else:
+        report, extras, default = load_report(source)
+        out = default if out is None else out
+    return write_html(report, out, kind, extras=extras)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -27,6 +28,19 @@ def emit_json(obj: Any) -> None:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."
 )
+html_option = click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the result as one self-contained HTML page with plots (opens offline).",
+)
+
+
+def write_html_page(report: dict[str, Any], path: str, kind: str) -> None:
+    from edgekit import api
+
+    written = api.report_html(report, path, kind=kind)
+    click.echo(f"Wrote {written}", err=True)
 
 
 class Choice(click.Choice):
@@ -182,7 +196,8 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
     """Compress a model with a recipe; verify every export.
 
     Prunes, distills into a MobileNet student, quantizes and exports to TFLite and ONNX, as the
-    recipe says; writes a run folder with every artifact, report.json and report.md.
+    recipe says; writes a run folder with every artifact, report.json, report.md and
+    report.html (one page with plots that opens offline).
     """
     from edgekit import api
 
@@ -204,6 +219,9 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
 
     render_table(table_rows(report), title=f"edgekit compress: recipe {report['recipe']}")
     click.echo(f"Final artifact: {report['final_artifact']}")
+    page = Path(out) / "report.html" if out else None
+    if page is not None and page.is_file():
+        click.echo(f"Report with plots: {page} (open it in a browser)")
 
 
 @cli.command("export")
@@ -538,6 +556,7 @@ def devices_status(as_json):
     is_flag=True,
     help="Device profiles: run even when static analysis finds an error (e.g. over memory).",
 )
+@html_option
 @json_option
 def bench(
     models,
@@ -561,6 +580,7 @@ def bench(
     taskset,
     adb_path,
     ignore_limits,
+    html_path,
     as_json,
 ):
     """Measure latency and memory of models, here or on a device.
@@ -586,7 +606,7 @@ def bench(
         runs=runs,
         min_seconds=min_seconds,
         xnnpack=not no_xnnpack,
-        samples=samples,
+        samples=samples or html_path is not None,  # the page draws every timed run
         graph_optimization=graph_optimization,
         xla=xla,
         delegate=delegate,
@@ -599,6 +619,11 @@ def bench(
         adb=adb_path,
         ignore_limits=ignore_limits,
     )
+    if html_path:
+        write_html_page(report, html_path, "bench")
+        if not samples:
+            for m in report.get("models") or []:
+                (m.get("latency_ms") or {}).pop("samples_ms", None)
     if as_json:
         emit_json(report)
         return
@@ -649,6 +674,7 @@ def _floats(text: str, option: str) -> float | tuple[float, ...]:
     is_flag=True,
     help="Device profiles: run even when static analysis finds an error (e.g. over memory).",
 )
+@html_option
 @json_option
 def eval_cmd(
     model,
@@ -666,6 +692,7 @@ def eval_cmd(
     ssh_key,
     known_hosts,
     ignore_limits,
+    html_path,
     as_json,
 ):
     """Measure accuracy on a data set, optionally against a reference.
@@ -692,6 +719,8 @@ def eval_cmd(
         known_hosts=known_hosts,
         ignore_limits=ignore_limits,
     )
+    if html_path:
+        write_html_page(result, html_path, "eval")
     if as_json:
         emit_json(result)
         return
@@ -813,11 +842,12 @@ def baseline_create(
     help="Must match the baseline's [the baseline's].",
 )  # fmt: skip
 @click.option("--target", help="Emulated device of an instructions baseline [the baseline's].")
+@html_option
 @json_option
 def check(
     model, baseline_path, data, max_accuracy_drop, max_class_drop, max_latency_increase,
     significance, no_latency, latency_seconds, reference, mean, std, batch_size, threads,
-    output, config, no_config, junit, latency_metric, target, as_json,
+    output, config, no_config, junit, latency_metric, target, html_path, as_json,
 ):  # fmt: skip
     """Compare MODEL with a baseline; fail CI on a regression.
 
@@ -856,6 +886,8 @@ def check(
         latency_metric=latency_metric,
         target=target,
     )
+    if html_path:  # a failed check too: the page shows why
+        write_html_page(report, html_path, "check")
     if as_json:
         emit_json(report)
     else:
@@ -867,6 +899,28 @@ def check(
             f"{c['title']}: {c['summary']}" for c in report["criteria"] if c["status"] == "fail"
         ]
         raise RegressionFound("regression in " + "; ".join(failed))
+
+
+@cli.command("report")
+@click.argument("source", type=click.Path())
+@click.option(
+    "--out", "-o", type=click.Path(dir_okay=False),
+    help="Page to write [default: RUN_DIR/report.html, or the JSON file's name with .html].",
+)  # fmt: skip
+@json_option
+def report_cmd(source, out, as_json):
+    """Write the HTML page of a run, with plots, from its JSON.
+
+    SOURCE is a compress run folder (its report.json; old folders get a page too) or a JSON file
+    that bench, eval or check printed with --json.
+    """
+    from edgekit import api
+
+    path = api.report_html(source, out)
+    if as_json:
+        emit_json({"html": str(path), "source": str(source)})
+        return
+    click.echo(f"Wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -349,6 +349,7 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
                 "key": key[:16],
                 "reused": skipped,
                 "seconds": round(seconds, 2),
+                "config": cfg.model_dump(mode="json"),
                 **output.report,
             }
         )
@@ -427,8 +428,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
     teacher_row = _measure_artifact(
-        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval
-    )
+        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval,
+        labels=ctx.labels,
+    )  # fmt: skip
     reference_row, reference_note = None, None
     reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
@@ -441,7 +443,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     rows = []
     for stage_name, art in [*models, *exports]:
         with ui.doing(f"measuring {Path(art.path).name}"):
-            row = _measure_artifact(art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe)
+            row = _measure_artifact(
+                art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, labels=ctx.labels
+            )
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
@@ -451,6 +455,10 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
         _add_ratios(teacher_row, baseline)
     teacher_row["path"] = str(teacher.path)
     final = _final_artifact(rows)
+    for row in rows:  # per-class figures: the teacher's and the final artifact's (the HTML page)
+        if row is not final:
+            row.pop("per_class", None)
+            row.pop("confusion_matrix", None)
     return {
         "edgekit_version": __version__,
         "recipe": ctx.recipe.name,
@@ -489,10 +497,12 @@ def _measure_artifact(
     runs: int = 50,
     unsafe: bool = False,
     outputs: np.ndarray | None = None,
+    labels: list[str] | None = None,
 ) -> dict[str, Any]:
     """One report row: size, parameters, top-1 accuracy and agreement with the teacher on the eval
     split, CPU p50 latency (1 thread, batch 1). `outputs` skips inference when the artifact's
-    outputs are already known."""
+    outputs are already known; `labels` (with `y`) adds per-class accuracy and the confusion
+    matrix (`class_figures`)."""
     from edgekit.bench.latency import measure
     from edgekit.runtimes import open_runner
 
@@ -531,7 +541,34 @@ def _measure_artifact(
     for key in ("verification", "sparsity", "conversion"):
         if key in art.metadata:
             row[key] = art.metadata[key]
+    if labels is not None and y is not None:
+        row.update(class_figures(np.asarray(y), pred, labels))
     return row
+
+
+# A confusion matrix is kept up to this many classes (a 1000-class one would be 1M numbers).
+MAX_CONFUSION_CLASSES = 100
+
+
+def class_figures(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """per_class [{label, count, correct, accuracy}] (as `edgekit eval` reports it) and the
+    confusion matrix (rows: true class, columns: predicted; None beyond MAX_CONFUSION_CLASSES)."""
+    k = max(len(labels), int(pred.max()) + 1 if pred.size else 0, int(y.max()) + 1 if y.size else 0)
+    cm = np.bincount(y.astype(np.int64) * k + pred.astype(np.int64), minlength=k * k).reshape(k, k)
+    names = list(labels) + [f"class {i}" for i in range(len(labels), k)]
+    support, correct = cm.sum(axis=1), np.diag(cm)
+    return {
+        "per_class": [
+            {
+                "label": names[i],
+                "count": int(support[i]),
+                "correct": int(correct[i]),
+                "accuracy": float(correct[i] / support[i]) if support[i] else None,
+            }
+            for i in range(k)
+        ],
+        "confusion_matrix": cm.tolist() if k <= MAX_CONFUSION_CLASSES else None,
+    }
 
 
 def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -630,7 +667,24 @@ def _write_outputs(
     }
     write_json_atomic(out / "manifest.json", manifest)
     write_text_atomic(out / "report.md", render_markdown(report))
+    _write_html(out, report, manifest)
     write_json_atomic(out / "report.json", report)  # last: a report.json means a finished run
+
+
+def _write_html(out: Path, report: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """report.html beside report.json. A page that cannot be drawn costs a warning, not the
+    run: report.json is the source, and `edgekit report RUN_DIR` draws the page again."""
+    from edgekit.report.html import render_html
+
+    try:
+        page = render_html(report, "compress", extras={"manifest": manifest})
+    except Exception as e:
+        ui.info(
+            f"warning: report.html could not be rendered ({type(e).__name__}: {e}); "
+            f"report.json is complete; `edgekit report {out}` tries again."
+        )
+        return
+    write_text_atomic(out / "report.html", page)
 
 
 def _budget_status(rec: Recipe, report: dict[str, Any]) -> str | None:

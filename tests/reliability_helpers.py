@@ -180,7 +180,8 @@ def mount_small_disk(tmp_path: Path, size: str = "4m"):
 def fill(disk: Path, leave: int) -> Path:
     """Fill `disk` up to `leave` free bytes with one file."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: the write that meets the full disk fails here, not again when the file closes.
+    with open(filler, "wb", buffering=0) as f:
         block = b"\0" * (1 << 16)
         try:
             while True:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -163,8 +162,9 @@ def demo_data(tmp_path_factory) -> Path:
 def demo_run(tmp_path_factory, demo_data) -> Path:
     """What `make demo` does (recipe distill on the bundled example teacher), tiny settings."""
     out = tmp_path_factory.mktemp("runs") / "demo"
-    os.environ.setdefault("EDGEKIT_QUIET", "1")
-    api.compress(None, recipe="distill", data=str(demo_data), out=out, overrides=DEMO_SETTINGS)
+    with pytest.MonkeyPatch.context() as mp:  # progress silenced here only, not for later tests
+        mp.setenv("EDGEKIT_QUIET", "1")
+        api.compress(None, recipe="distill", data=str(demo_data), out=out, overrides=DEMO_SETTINGS)
     return out
 
 
@@ -229,15 +229,16 @@ def prune_run(tmp_path_factory) -> Path:
     teacher = tmp_path_factory.mktemp("teacher") / "cnn.keras"
     model.save(teacher)
     out = tmp_path_factory.mktemp("runs") / "prune"
-    os.environ.setdefault("EDGEKIT_QUIET", "1")
-    api.compress(
-        teacher,
-        recipe="prune",
-        data=str(data),
-        out=out,
-        overrides=["prune.epochs=2", "quantize.formats=[tflite]", "quantize.calibration_samples=32",
-                   "verify.samples=32", "latency_runs=3", "data.max_eval_samples=60"],
-    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:  # progress silenced here only, not for later tests
+        mp.setenv("EDGEKIT_QUIET", "1")
+        api.compress(
+            teacher,
+            recipe="prune",
+            data=str(data),
+            out=out,
+            overrides=["prune.epochs=2", "quantize.formats=[tflite]", "quantize.calibration_samples=32",
+                       "verify.samples=32", "latency_runs=3", "data.max_eval_samples=60"],
+        )  # fmt: skip
     return out
 
 

@@ -285,7 +285,7 @@ def test_reports_manifests_and_logs_hold_no_environment(
         invoke("baseline", "create", onnx_models["base"], "--data", onnx_data, "--out",
                tmp_path / "baseline.json", "--latency-seconds", "0.3", "--json"),
         invoke("check", onnx_models["base"], "--baseline", tmp_path / "baseline.json",
-               "--junit", tmp_path / "junit.xml", "--json", "--no-config"),
+               "--junit", tmp_path / "junit.xml", "--json", "--no-config", "--no-latency"),
         invoke("bench", onnx_models["base"], "--runs", "3", "--json"),
         invoke("eval", onnx_models["base"], "--data", onnx_data, "--json"),
     ]  # fmt: skip

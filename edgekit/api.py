@@ -23,6 +23,7 @@ def compress(
     unsafe: bool = False,
     measure_latency: bool = True,
     unlabeled: str | None = None,
+    output: int | str | None = None,
 ) -> dict[str, Any]:
     """Run a compression recipe; returns the report (also written to OUT/report.json).
 
@@ -34,6 +35,8 @@ def compress(
         distillation (`distill.use_unlabeled`) teaches them with the teacher's outputs alone.
     overrides: `key=value` strings, as `--set` on the command line (`distill.epochs=3`).
     unsafe: allow Lambda layers and custom objects in the model file (only for files you trust).
+    output: a multi-output teacher's class-score output (name or index; the recipe's
+        `class_output`, default the first). Every output is verified.
     """
     from edgekit.pipeline import compress as _compress
 
@@ -46,6 +49,7 @@ def compress(
         unsafe=unsafe,
         measure_latency=measure_latency,
         unlabeled=unlabeled,
+        output=output,
     )
 
 

@@ -191,8 +191,16 @@ def cli() -> None:
 @click.option(
     "--no-latency", is_flag=True, help="Skip the p50 latency measurement of each artifact."
 )
+@click.option(
+    "--output",
+    "class_output",
+    help="Multi-output teachers: the output (name or index) holding the class scores "
+    "[default: the first]. Every output is verified.",
+)
 @json_option
-def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency, as_json):
+def compress(
+    model, recipe, data, unlabeled, out, overrides, unsafe, no_latency, class_output, as_json
+):
     """Compress a model with a recipe; verify every export.
 
     Prunes, distills into a MobileNet student, quantizes and exports to TFLite and ONNX, as the
@@ -210,6 +218,7 @@ def compress(model, recipe, data, unlabeled, out, overrides, unsafe, no_latency,
         overrides=list(overrides),
         unsafe=unsafe,
         measure_latency=not no_latency,
+        output=class_output,
     )
     if as_json:
         emit_json(report)

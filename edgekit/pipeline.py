@@ -78,6 +78,7 @@ def compress(
     unsafe: bool = False,
     measure_latency: bool = True,
     unlabeled: str | None = None,
+    output: int | str | None = None,
 ) -> dict[str, Any]:
     """Run a recipe on a model and data; returns the report (also written to OUT/report.json).
 
@@ -86,11 +87,14 @@ def compress(
     example (no `model`, no `data`) brings its own pool (`EXAMPLE_POOL`); "none" leaves it out.
 
     Raises BudgetExceeded (after writing everything) when the final artifact misses the recipe's
-    accuracy budget.
+    accuracy budget. `output`: a multi-output teacher's class-score output (name or index),
+    which sets the recipe's `class_output`.
     """
     from edgekit.data import Preprocessing, load_dataset
 
     rec = load_recipe(recipe, overrides)
+    if output is not None:
+        rec = rec.model_copy(update={"class_output": output})
     wants_pool = _wants_pool(rec)
     model_path, data, unlabeled, message = resolve_inputs(rec, model, data, unlabeled)
     if message:
@@ -117,7 +121,9 @@ def compress(
         ui.info(
             f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}"
         )
-        predict_teacher, input_shape = _teacher_predictor(teacher, unsafe)
+        predict_teacher, input_shape, class_index, output_names = _teacher_predictor(
+            teacher, unsafe, rec.class_output
+        )
         dataset = load_dataset(data, image_size=tuple(input_shape[:2]), seed=rec.data.seed)
         if tuple(dataset.image_shape) != tuple(input_shape):
             raise DataError(
@@ -141,6 +147,8 @@ def compress(
             teacher=teacher,
             unsafe=unsafe,
             predict_teacher=predict_teacher,
+            class_index=class_index,
+            teacher_output_names=output_names,
         )
         ctx.compute_teacher_outputs(_teacher_splits(rec, splits))
         _check_labels(ctx)
@@ -253,18 +261,32 @@ def _unlabeled_pool(spec: str, dataset: Any, seed: int) -> Any:
     )
 
 
-def _teacher_predictor(teacher: ModelArtifact, unsafe: bool):
-    """A numpy predict function for the teacher, whatever its format, and its input shape (H, W, C)."""
+def _teacher_predictor(teacher: ModelArtifact, unsafe: bool, class_output: int | str | None = None):
+    """A numpy predict function for the teacher's class scores, whatever its format, its input
+    shape (H, W, C) and the index of its class-score output (`class_output`: a name or an index;
+    a wrong one fails here, before any work)."""
+    from edgekit.export.validate import _class_index
+
     if teacher.format in KERAS_FORMATS:
         from edgekit.keras_compat import load_model
 
         loaded = load_model(teacher.path, unsafe=unsafe)
-        return (lambda x: first_output(loaded.predict(x))), tuple(loaded.input_shape)
+        ci = _class_index(class_output, [str(n) for n in loaded.output_names])
+        if len(loaded.output_names) > 1:
+            ui.info(
+                f"The teacher has {len(loaded.output_names)} outputs "
+                f"({', '.join(map(str, loaded.output_names))}): class scores from "
+                f"'{loaded.output_names[ci]}' (--output picks another); every output is verified."
+            )
+        names = [str(n) for n in loaded.output_names]
+        return (lambda x: first_output(loaded.predict(x), ci)), tuple(loaded.input_shape), ci, names
     from edgekit.runtimes import open_runner
 
     runner = open_runner(teacher.path, threads=os.cpu_count() or 1)
     shape = tuple(runner.inputs[0].shape[1:])
-    return (lambda x: runner.run(x)[0]), shape
+    ci = _class_index(class_output, [t.name for t in runner.outputs])
+    names = [t.name for t in runner.outputs]
+    return (lambda x: first_output(runner.run(x), ci)), shape, ci, names
 
 
 def _stages(rec: Recipe) -> list[Any]:
@@ -434,7 +456,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     reference_row, reference_note = None, None
     reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
-        reference_row = _measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
+        reference_row = _measure_artifact(
+            reference, x_eval, y_eval, t_eval, runs=runs, class_index=ctx.class_index
+        )
         reference_row["path"] = _rel(reference_row["path"], ctx.out)
         reference_row["parameters"] = teacher_row.get("parameters")
     elif reference:
@@ -444,8 +468,9 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     for stage_name, art in [*models, *exports]:
         with ui.doing(f"measuring {Path(art.path).name}"):
             row = _measure_artifact(
-                art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, labels=ctx.labels
-            )
+                art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, labels=ctx.labels,
+                class_index=ctx.class_index,
+            )  # fmt: skip
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
@@ -498,6 +523,7 @@ def _measure_artifact(
     unsafe: bool = False,
     outputs: np.ndarray | None = None,
     labels: list[str] | None = None,
+    class_index: int = 0,
 ) -> dict[str, Any]:
     """One report row: size, parameters, top-1 accuracy and agreement with the teacher on the eval
     split, CPU p50 latency (1 thread, batch 1). `outputs` skips inference when the artifact's
@@ -514,7 +540,7 @@ def _measure_artifact(
     runner = open_runner(art.path, threads=1, **runner_opts)
     try:
         if outputs is None:
-            outputs = _batched(runner, x)
+            outputs = _batched(runner, x, class_index=class_index)
         pred = np.asarray(outputs).argmax(axis=1)
         latency = None
         if runs > 0:
@@ -571,9 +597,11 @@ def class_figures(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[st
     }
 
 
-def _batched(runner: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
+def _batched(runner: Any, x: np.ndarray, batch: int = 64, class_index: int = 0) -> np.ndarray:
+    """The class scores of `runner` on `x` (output `class_index` of a multi-output model)."""
     return np.concatenate(
-        [runner.run(x[i : i + batch])[0] for i in range(0, len(x), batch)], axis=0
+        [first_output(runner.run(x[i : i + batch]), class_index) for i in range(0, len(x), batch)],
+        axis=0,
     )
 
 

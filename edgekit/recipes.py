@@ -120,6 +120,12 @@ class Recipe(Strict):
     latency_runs: int = Field(
         50, ge=1, description="Timed runs for each artifact's p50 (1 thread)."
     )
+    class_output: int | str | None = Field(
+        None,
+        description="Multi-output teachers: the output (name or index) holding the class scores "
+        "[default: the first]. Distillation learns it, accuracy is measured on it, and every "
+        "output is verified.",
+    )
     compare_teacher_tflite: bool = Field(
         True,
         description="Also convert the teacher to float TFLite, so size and speed ratios compare like with like.",

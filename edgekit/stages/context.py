@@ -29,9 +29,12 @@ def hash_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def first_output(out: Any) -> np.ndarray:
-    """The class scores of a model's prediction (the first output of a multi-output model)."""
-    return out[0] if isinstance(out, list) else out
+def first_output(out: Any, index: int = 0) -> np.ndarray:
+    """The class scores of a model's prediction: output `index` of a multi-output model (the
+    recipe's `class_output`, the first by default); a single output as it is."""
+    if isinstance(out, list | tuple):
+        return out[index] if len(out) > 1 else out[0]
+    return out
 
 
 def as_logits(outputs: np.ndarray) -> np.ndarray:
@@ -55,6 +58,8 @@ class RunContext:
     teacher_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> logits
     unsafe: bool = False
     predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
+    class_index: int = 0  # the teacher's class-score output (recipe `class_output`), resolved
+    teacher_output_names: list[str] = field(default_factory=list)  # when it has several
 
     def x(self, split: str, limit: int | None = None) -> np.ndarray:
         ds = self.splits[split]
@@ -133,10 +138,17 @@ class RunContext:
     def _check_classes(self, logits: np.ndarray) -> None:
         """The teacher gives one score per class of the data's labels."""
         classes = len(self.labels) if self.labeled else None
+        names = self.teacher_output_names
+        hint = (
+            f" These are the scores of its output '{names[self.class_index]}' (of "
+            f"{', '.join(names)}): pass --output with the one holding the class scores."
+            if len(names) > 1
+            else ""
+        )
         if logits.ndim != 2:
             raise UsageError(
                 f"The model outputs shape {logits.shape[1:]}, not one score per class. Use a "
-                "classifier whose last layer has one output per class."
+                f"classifier whose last layer has one output per class.{hint}"
             )
         if classes is not None and logits.shape[1] != classes:
             from edgekit.errors import classes_mismatch
@@ -144,6 +156,8 @@ class RunContext:
             if logits.shape[1] > classes:
                 raise UsageError(
                     f"The model has {logits.shape[1]} outputs but the data's labels cover "
-                    f"{classes} classes. Use a classifier whose last layer matches the labels."
+                    f"{classes} classes. Use a classifier whose last layer matches the labels.{hint}"
                 )
-            raise UsageError(classes_mismatch("The model", int(logits.shape[1]), self.labels))
+            raise UsageError(
+                classes_mismatch("The model", int(logits.shape[1]), self.labels) + hint
+            )

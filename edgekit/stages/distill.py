@@ -256,7 +256,7 @@ class _Teacher:
                 if self.intermediate
                 else self.ctx.predict_teacher
             )
-        return as_logits(first_output(self._predict(x)))
+        return as_logits(first_output(self._predict(x), self.ctx.class_index))
 
     def val_logits(self, x_val: np.ndarray) -> np.ndarray:
         if self._val is None:

@@ -15,7 +15,7 @@ from edgekit import ui
 from edgekit.artifacts import ModelArtifact
 from edgekit.export.convert import convert_one, verify_one
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
-from edgekit.stages.model_io import base_name, export_record, load, verify_samples
+from edgekit.stages.model_io import base_name, class_output_of, export_record, load, verify_samples
 
 if TYPE_CHECKING:
     from edgekit.stages.context import RunContext
@@ -77,6 +77,7 @@ class Export(Stage):
                 # This LiteRT build has no Flex delegate: Select TF exports are marked unverified.
                 unverifiable="skip" if self.config.allow_select_tf_ops else "raise",
                 loaded=loaded,
+                class_output=class_output_of(ctx, loaded),
             )
             exports.append(export_record(path, info, verification, model, precision))
         return StageOutput(

@@ -60,6 +60,12 @@ def as_tf_keras(ctx: RunContext, model: ModelArtifact) -> tuple[Any, dict[str, A
     return result.model, {"bridge_max_abs_diff": float(result.max_abs_diff)}
 
 
+def class_output_of(ctx: RunContext, loaded: Any) -> int:
+    """The class-score output of `loaded`: the teacher's (recipe `class_output`) for a model with
+    several outputs (the teacher, a model derived from it), the only one otherwise."""
+    return ctx.class_index if len(loaded.output_names) > 1 else 0
+
+
 def base_name(model: ModelArtifact) -> str:
     """The stem a stage names its files after."""
     stem = Path(model.path).stem

@@ -17,7 +17,7 @@ from edgekit.artifacts import ModelArtifact
 from edgekit.errors import KernelPrepareError, UnsupportedModelError
 from edgekit.export.convert import ONNX_MODES, convert_one, verify_one
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
-from edgekit.stages.model_io import base_name, export_record, load, verify_samples
+from edgekit.stages.model_io import base_name, class_output_of, export_record, load, verify_samples
 
 if TYPE_CHECKING:
     from edgekit.stages.context import RunContext
@@ -100,6 +100,7 @@ class Quantize(Stage):
                         verify=ctx.recipe.verify,
                         labels=ctx.labels,
                         loaded=loaded,
+                        class_output=class_output_of(ctx, loaded),
                     )
                 except (KernelPrepareError, UnsupportedModelError) as e:
                     if _float_problem(e, float_onnx if fmt == "onnx" else None):

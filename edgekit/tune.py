@@ -277,7 +277,11 @@ def _tune(art, data, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
         "plan": {**asdict(plan), "modes": list(plan.modes)},
         "target": plan.target,
         "keras": {"top1": keras_top1 if y is not None else None},
-        "trials": {"used": len(cands), "max": plan.max_trials, "cached": sum(c.cached for c in cands)},
+        "trials": {
+            "used": len(cands),
+            "max": plan.max_trials,
+            "cached": sum(c.cached for c in cands),
+        },
         "candidates": [c.row() for c in cands],
         "sensitivity": sensitivity,
         "layers": [{k: o[k] for k in ("op", "layer", "tensor", "ambiguous")} for o in ops],
@@ -455,9 +459,7 @@ def _latency(cands, x, plan, profile, search) -> dict[str, Any]:
         from edgekit.bench.latency import measure_interleaved
         from edgekit.runtimes import open_runner
 
-        ui.info(
-            f"tune: timing {len(cands)} candidates interleaved for {plan.latency_seconds:g} s"
-        )
+        ui.info(f"tune: timing {len(cands)} candidates interleaved for {plan.latency_seconds:g} s")
         runners = [open_runner(c.path, threads=plan.threads) for c in cands]
         try:
             comp = measure_interleaved(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 DATA = "digits:size=8"  # the built-in 8x8 digits (RGB), what the tests pass as --data
 FIXTURE = Path(__file__).parent / "fixtures" / "tune_outlier.keras"
 

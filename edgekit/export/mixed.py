@@ -55,7 +55,10 @@ QUANTIZABLE_OPS = frozenset(
 WEIGHTED_OPS = frozenset(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
 )
-KEEP = ("float", "int16")  # what a kept layer runs in: float32, or int8 weights with int16 activations
+KEEP = (
+    "float",
+    "int16",
+)  # what a kept layer runs in: float32, or int8 weights with int16 activations
 
 
 def quantizable_ops(float_model: str | os.PathLike, layer_names: list[str] | None) -> list[dict]:
@@ -74,9 +77,7 @@ def quantizable_ops(float_model: str | os.PathLike, layer_names: list[str] | Non
             continue
         tensor = graph.tensors[op.outputs[0]].name
         layer = layer_of_node(data, i, known) if known else layer_of_node(data, i)
-        named = {
-            s for part in tensor.split(";") for s in part.split("/")[:-1] if s in set(known)
-        }
+        named = {s for part in tensor.split(";") for s in part.split("/")[:-1] if s in set(known)}
         if layer is None:  # e.g. the model's output op, named after the signature: its weights
             layer = _layer_of_weights(graph, op, known)
         out.append(
@@ -146,7 +147,7 @@ def recipe(
     """The ai-edge-quantizer recipe: every op int8 except the layers in `keep` (layer -> "float"
     or "int16"); with `only`, every op float except those layers' (int8)."""
     keep = dict(keep or {})
-    for layer, how in keep.items():
+    for how in keep.values():
         if how not in KEEP:
             raise UsageError(f"Expected a kept precision in {', '.join(KEEP)}. Received: {how!r}")
     entries: list[dict[str, Any]] = []

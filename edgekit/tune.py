@@ -139,6 +139,9 @@ def tune(
     plan: TunePlan | None = None,
     out: str | os.PathLike | None = None,
     unsafe: bool = False,
+    splits: dict[str, Any] | None = None,
+    preprocessing: Any = None,
+    verify: Any = None,
 ) -> dict[str, Any]:
     """Search quantization candidates of `model` for the fastest one inside `budget`.
 
@@ -166,7 +169,8 @@ def tune(
     out_dir = Path(out) if out else Path(f"tune-{Path(art.path).stem}")
     lock = lock_folder(out_dir, what="edgekit tune")
     try:
-        report = _tune(art, data, budget, plan, profile, out_dir, unsafe)
+        setup = _Setup(data, splits, preprocessing, verify)
+        report = _tune(art, setup, budget, plan, profile, out_dir, unsafe)
         write_json_atomic(out_dir / "tune.json", report)
     finally:
         lock.release()
@@ -178,7 +182,15 @@ def _calibrated(profile: Any) -> bool:
     return bool(getattr(getattr(cal, "cpi", None), "int8", None))
 
 
-def _tune(art, data, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
+@dataclass
+class _Setup:
+    data: Any
+    splits: dict[str, Any] | None
+    preprocessing: Any
+    verify: Any
+
+
+def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     from edgekit.data import Dataset, Preprocessing, load_dataset
     from edgekit.export import mixed
     from edgekit.keras_compat import load_model
@@ -186,11 +198,16 @@ def _tune(art, data, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     ui.info(f"tune: loading {art.name}")
     loaded = load_model(art.path, unsafe=unsafe)
     shape = loaded.input_shape
-    ds = data if isinstance(data, Dataset) else load_dataset(data, image_size=shape[:2])
-    if ds.image_shape[:2] != tuple(shape[:2]):
-        ds = ds.resized(tuple(shape[:2]))
-    parts = ds.split({"calib": 0.3, "eval": 0.7}, seed=plan.seed)
-    pre = Preprocessing(mean=plan.mean, std=plan.std)
+    data = setup.data
+    if setup.splits is not None:
+        parts = setup.splits
+        ds = parts["eval"]
+    else:
+        ds = data if isinstance(data, Dataset) else load_dataset(data, image_size=shape[:2])
+        if ds.image_shape[:2] != tuple(shape[:2]):
+            ds = ds.resized(tuple(shape[:2]))
+        parts = ds.split({"calib": 0.3, "eval": 0.7}, seed=plan.seed)
+    pre = setup.preprocessing or Preprocessing(mean=plan.mean, std=plan.std)
     calib = pre.apply(parts["calib"].x[: plan.calibration_samples])
     ev = parts["eval"]
     if plan.eval_samples is not None:
@@ -208,11 +225,11 @@ def _tune(art, data, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     key_base = {
         "v": _VERSION,
         "model": art.digest(),
-        "data": ds.fingerprint(),
+        "data": [parts["calib"].fingerprint(), ev.fingerprint()],
         "seed": plan.seed,
         "calib": plan.calibration_samples,
         "eval": len(ev),
-        "pre": [plan.mean, plan.std],
+        "pre": [str(pre.mean), str(pre.std)],
     }
     search = _Search(loaded, calib, x, y, ref_top1, keras_top1, plan, cand_dir, cache_dir, key_base)
 
@@ -260,7 +277,7 @@ def _tune(art, data, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     chosen = min(inside, key=lambda c: (_lat(c), c.size_bytes)) if inside else None
     verification, precisions = None, []
     if chosen is not None:
-        verification = _verify(chosen, loaded, x, y, ev, ref)
+        verification = _verify(chosen, loaded, x, y, ev, setup.verify)
         precisions = mixed.op_precisions(chosen.path, layer_names)
     by_name = {c.name: c for c in cands}
     return {
@@ -268,7 +285,7 @@ def _tune(art, data, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
         "schema": SCHEMA,
         "model": {"path": str(art.path), "name": art.name, "sha256": art.digest()},
         "data": {
-            "spec": str(data) if not isinstance(data, Dataset) else data.name,
+            "spec": ev.name if data is None or isinstance(data, Dataset) else str(data),
             "calib": len(calib),
             "eval": len(ev),
             "labeled": y is not None,
@@ -534,13 +551,16 @@ def _pareto(cands: list[Candidate]) -> list[Candidate]:
     return sorted(front, key=_lat)
 
 
-def _verify(c: Candidate, loaded, x, y, ev, ref) -> dict[str, Any]:
+def _verify(c: Candidate, loaded, x, y, ev, verify) -> dict[str, Any]:
     from edgekit.export.convert import verify_one
-    from edgekit.recipes import Verification
 
-    n = min(len(x), Verification().samples)
+    if verify is None:
+        from edgekit.recipes import Verification
+
+        verify = Verification()
+    n = min(len(x), verify.samples)
     ref_all = loaded.predict(x[:n])
     return verify_one(
         c.path, ref_all, x[:n], y[:n] if y is not None else None,
-        precision=c.precision, verify=Verification(), labels=ev.labels, loaded=loaded,
+        precision=c.precision, verify=verify, labels=ev.labels, loaded=loaded,
     )  # fmt: skip

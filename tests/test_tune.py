@@ -154,3 +154,24 @@ def test_pareto_front_and_budget_values():
         TuneBudget(max_accuracy_drop=float("nan"))
     with pytest.raises(Exception, match="--max-trials"):
         TunePlan(max_trials=True)
+
+
+def test_compress_can_end_in_a_search(tmp_path):
+    from edgekit import api
+
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text(
+        "name: tune-test\nseed: 0\n"
+        "data: {split: {train: 0.1, val: 0.05, calib: 0.25, eval: 0.6}, seed: 0}\n"
+        "stages:\n  - stage: tune\n    max_accuracy_drop: 0.5\n    modes: [int8]\n"
+        "    max_size_mb: 0.02\n    latency_seconds: 0.2\n"
+    )
+    r = api.compress(
+        FIXTURE, recipe=str(recipe), data=DATA, out=tmp_path / "run", measure_latency=False
+    )
+    (art,) = r["artifacts"]
+    assert art["path"].endswith("_tuned.tflite") and art["size_bytes"] <= 0.02e6
+    assert art["verification"]["top1_agreement"] >= 0.99
+    stage = r["stages"][0]
+    assert stage["chosen"]["drop"] <= 0.5
+    assert {s["layer"] for s in stage["sensitivity"][:2]} == {"spiky", "mix"}

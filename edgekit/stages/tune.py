@@ -60,7 +60,7 @@ class Tune(Stage):
 
     name = "tune"
     config_type = TuneConfig
-    position = 45
+    position = 47  # after quantize (40) and before export (50)
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
         c = self.config

@@ -944,13 +944,14 @@ def _number(value: str | None, option: str) -> float | None:
     help="What the sensitive layers kept out of int8 run in: float, or int16 activations.",
 )
 @click.option("--latency-seconds", type=float, default=4.0, show_default=True, help="cpu timing.")
+@click.option("--eval-samples", type=int, help="Evaluate on this many eval images [default: all].")
 @click.option("--out", "-o", type=click.Path(), help="Run folder [default: ./tune-MODEL].")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code in the model file).")
 @html_option
 @json_option
 def tune(
     model, data, max_accuracy_drop, max_latency_ms, max_size_mb, target, max_trials, modes,
-    keep, latency_seconds, out, unsafe, html_path, as_json,
+    keep, latency_seconds, eval_samples, out, unsafe, html_path, as_json,
 ):  # fmt: skip
     """Search quantizations of MODEL for the fastest model inside a budget.
 
@@ -972,6 +973,7 @@ def tune(
         modes=[m.strip() for m in modes.split(",") if m.strip()],
         keep=keep,
         latency_seconds=latency_seconds,
+        eval_samples=eval_samples,
         out=out,
         unsafe=unsafe,
     )

@@ -175,3 +175,22 @@ def test_compress_can_end_in_a_search(tmp_path):
     stage = r["stages"][0]
     assert stage["chosen"]["drop"] <= 0.5
     assert {s["layer"] for s in stage["sensitivity"][:2]} == {"spiky", "mix"}
+
+
+def test_on_an_emulated_phone_the_search_ranks_by_instructions(tuned):
+    """--target PROFILE: instructions per invoke under qemu-aarch64 (the targets are provisioned
+    here; `edgekit devices setup`). Three trials: float, the converter's and the quantizer's int8;
+    only float is inside 0.5 point."""
+    _, run, _ = tuned
+    r = invoke(
+        "tune", FIXTURE, "--data", DATA, "--max-accuracy-drop", "0.5", "--modes", "int8",
+        "--max-trials", "3", "--target", "pixel-4", "--out", run, "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert "pixel-4" in report["latency"]["metric"]
+    counts = {c["name"]: c["latency"]["instructions"] for c in report["candidates"]}
+    assert set(counts) == {"float32", "int8", "int8-mixed"} and all(v > 0 for v in counts.values())
+    assert report["chosen"]["name"] == "float32"
+    assert report["candidates"][0]["latency"]["ratio_to_float"] == 1.0
+    assert report["trials"]["used"] == 3 and report["sensitivity"]  # tensor errors, no probes

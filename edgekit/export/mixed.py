@@ -229,17 +229,23 @@ def _quantizer(float_model: str | os.PathLike, recipe_: list) -> tuple[Any, str,
 
 
 class _quiet:
-    """The quantizer draws progress bars and warns about preserving tensors: not our output."""
+    """The quantizer draws progress bars (tqdm, on sys.stderr) and warns about preserving
+    tensors: not edgekit's output. Both are held back while it runs."""
 
     def __enter__(self) -> None:
+        import io
+        import sys
         import warnings
 
         self._w = warnings.catch_warnings()
         self._w.__enter__()
         warnings.simplefilter("ignore")
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        self._stderr, sys.stderr = sys.stderr, io.StringIO()
 
     def __exit__(self, *exc: Any) -> None:
+        import sys
+
+        sys.stderr = self._stderr
         self._w.__exit__(*exc)
 
 

@@ -1704,8 +1704,9 @@ def _tune_front(report: dict[str, Any]) -> Section:
             "Each candidate: latency against top-1, marker area by size; the dashed line joins the front.",
             plots.pareto,
             pts,
-            x_label="instructions per invoke" if instr else "p50 latency (ms)",
+            x_label="instructions per invoke" if instr else "p50 latency (ms, log scale)",
             y_label="top-1 (%)",
+            log_x=True,
         ),
         "Faster is left, more accurate is up.",
     )

@@ -953,7 +953,7 @@ def tune(
     model, data, max_accuracy_drop, max_latency_ms, max_size_mb, target, max_trials, modes,
     keep, latency_seconds, eval_samples, out, unsafe, html_path, as_json,
 ):  # fmt: skip
-    """Search quantizations of MODEL for the fastest model inside a budget.
+    """Find the fastest quantization of MODEL inside a budget.
 
     Tries the converter's modes, then full int8 with the most sensitive Keras layers kept in higher
     precision, one more per trial; prints the candidates, the Pareto front, the sensitivity of each

@@ -63,6 +63,8 @@ def test_the_chosen_model_is_inside_every_budget_verified_and_described(tuned):
     assert json.loads((run / "tune.json").read_text())["chosen"]["name"] == c["name"]
     html = page.read_text()
     assert "Sensitivity by Keras layer" in html and "Pareto front" in html and "spiky" in html
+    # `edgekit report` draws the page again from the run folder's tune.json
+    assert invoke("report", run).exit_code == 0 and "spiky" in (run / "tune.html").read_text()
 
 
 def test_a_rerun_is_cached_and_a_budget_nothing_meets_exits_1_with_the_front(tuned):

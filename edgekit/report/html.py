@@ -354,12 +354,14 @@ def load_report(source: str | os.PathLike) -> tuple[dict[str, Any], dict[str, An
     p = Path(source)
     if p.is_dir():
         file = p / "report.json"
+        if not file.is_file() and (p / "tune.json").is_file():  # an `edgekit tune --out` folder
+            file = p / "tune.json"
         if not file.is_file():
             raise UsageError(
                 f"{p} has no report.json, so it is not a finished compress run folder. Pass a "
                 "run folder, or a JSON file written by bench, eval or check --json."
             )
-        out = p / "report.html"
+        out = p / ("tune.html" if file.name == "tune.json" else "report.html")
     elif p.is_file():
         file, out = p, p.with_suffix(".html")
     else:

@@ -147,10 +147,17 @@ def tune(
 
     model: a Keras 3 .keras, tf-keras .keras/.h5 or SavedModel. data: a data set spec or Dataset
     (split into calib 30% and eval 70%, seed plan.seed). out: the run folder (candidates, cache,
-    tune.json) [default: ./tune-<model stem>]. Returns the report (kind "tune"); `verdict` is
+    tune.json, tune.md) [default: ./tune-<model stem>]. Returns the report (kind "tune"); `verdict` is
     "met" or "not met" (the CLI exits 1 on "not met", with the front shown).
     """
-    from edgekit.artifacts import RUNTIME_FORMATS, ModelArtifact, lock_folder, write_json_atomic
+    from edgekit.artifacts import (
+        RUNTIME_FORMATS,
+        ModelArtifact,
+        lock_folder,
+        write_json_atomic,
+        write_text_atomic,
+    )
+    from edgekit.report.tune import render_markdown
 
     budget = budget or TuneBudget()
     plan = plan or TunePlan()
@@ -172,6 +179,7 @@ def tune(
         setup = _Setup(data, splits, preprocessing, verify)
         report = _tune(art, setup, budget, plan, profile, out_dir, unsafe)
         write_json_atomic(out_dir / "tune.json", report)
+        write_text_atomic(out_dir / "tune.md", render_markdown(report))
     finally:
         lock.release()
     return report

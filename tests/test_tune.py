@@ -61,6 +61,7 @@ def test_the_chosen_model_is_inside_every_budget_verified_and_described(tuned):
     precisions = {o["layer"]: o["precision"] for o in report["op_precisions"]}
     assert "int8" in precisions.values() and "float32" in precisions.values()
     assert json.loads((run / "tune.json").read_text())["chosen"]["name"] == c["name"]
+    assert "## Sensitivity by Keras layer" in (run / "tune.md").read_text()
     html = page.read_text()
     assert "Sensitivity by Keras layer" in html and "Pareto front" in html and "spiky" in html
     # `edgekit report` draws the page again from the run folder's tune.json

@@ -508,6 +508,53 @@ def check(
     )
 
 
+def tune(
+    model: str | os.PathLike,
+    data: Any,
+    *,
+    max_accuracy_drop: float | None = 1.0,
+    max_latency_ms: float | None = None,
+    max_size_mb: float | None = None,
+    target: str = "cpu",
+    max_trials: int = 30,
+    modes: list[str] | tuple[str, ...] | None = None,
+    keep: str = "float",
+    out: str | os.PathLike | None = None,
+    calibration_samples: int = 200,
+    eval_samples: int | None = None,
+    latency_seconds: float = 4.0,
+    threads: int = 1,
+    seed: int = 0,
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """The fastest quantized TFLite model of `model` inside an accuracy / latency / size budget
+    (docs/tune.md): the converter's modes, then full int8 with the most sensitive Keras layers
+    kept in float (keep="float") or 16-bit activations (keep="int16"), the per-layer sensitivity,
+    the Pareto front and the chosen model (verified). Returns the report; its verdict is "met" or
+    "not met" (the CLI exits 1). max_accuracy_drop: points of top-1 against the Keras model.
+    target: "cpu" (interleaved LiteRT here) or an emulated device profile (instructions).
+    max_trials: candidate models built and measured, all kinds together (at least 1).
+    """
+    from edgekit.tune import MODES, TuneBudget, TunePlan
+    from edgekit.tune import tune as _tune
+
+    budget = TuneBudget(
+        max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb
+    )
+    plan = TunePlan(
+        target=target,
+        max_trials=max_trials,
+        modes=tuple(MODES if modes is None else modes),
+        keep=keep,
+        calibration_samples=calibration_samples,
+        eval_samples=eval_samples,
+        latency_seconds=latency_seconds,
+        threads=threads,
+        seed=seed,
+    )
+    return _tune(model, data, budget=budget, plan=plan, out=out, unsafe=unsafe)
+
+
 def report_html(
     source: str | os.PathLike | dict[str, Any],
     out: str | os.PathLike | None = None,

@@ -910,6 +910,100 @@ def check(
         raise RegressionFound("regression in " + "; ".join(failed))
 
 
+def _number(value: str | None, option: str) -> float | None:
+    from edgekit.errors import UsageError
+
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{option} must be a number. Received: {value!r}") from None
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, help="Data set: built-in name, image folder, .npz, ...")
+@click.option(
+    "--max-accuracy-drop",
+    default="1.0",
+    show_default=True,
+    help="Points of top-1 the chosen model may lose against the Keras model.",
+)
+@click.option("--max-latency-ms", help="Latency budget (ms; p50 here, or the device estimate).")
+@click.option("--max-size-mb", help="Size budget of the .tflite (MB).")
+@click.option(
+    "--target",
+    default="cpu",
+    show_default=True,
+    help="cpu (interleaved LiteRT here) or an emulated device profile (instructions per invoke).",
+)
+@click.option("--max-trials", type=int, default=30, show_default=True, help="Candidates at most.")
+@click.option(
+    "--modes",
+    default="dynamic,float16,int8,int16x8",
+    show_default=True,
+    help="The converter's modes tried before the mixed-precision search.",
+)
+@click.option(
+    "--keep",
+    type=Choice(["float", "int16"]),
+    default="float",
+    show_default=True,
+    help="What the sensitive layers kept out of int8 run in: float, or int16 activations.",
+)
+@click.option("--latency-seconds", type=float, default=4.0, show_default=True, help="cpu timing.")
+@click.option("--eval-samples", type=int, help="Evaluate on this many eval images [default: all].")
+@click.option("--out", "-o", type=click.Path(), help="Run folder [default: ./tune-MODEL].")
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code in the model file).")
+@html_option
+@json_option
+def tune(
+    model, data, max_accuracy_drop, max_latency_ms, max_size_mb, target, max_trials, modes,
+    keep, latency_seconds, eval_samples, out, unsafe, html_path, as_json,
+):  # fmt: skip
+    """Find the fastest quantization of MODEL inside a budget.
+
+    Tries the converter's modes, then full int8 with the most sensitive Keras layers kept in higher
+    precision, one more per trial; prints the candidates, the Pareto front, the sensitivity of each
+    layer and the chosen model. Exits 1 (front shown) when nothing meets the budget.
+    """
+    from edgekit import api
+    from edgekit.errors import BudgetExceeded
+
+    report = api.tune(
+        model,
+        data,
+        max_accuracy_drop=_number(max_accuracy_drop, "--max-accuracy-drop"),
+        max_latency_ms=_number(max_latency_ms, "--max-latency-ms"),
+        max_size_mb=_number(max_size_mb, "--max-size-mb"),
+        target=target,
+        max_trials=max_trials,
+        modes=[m.strip() for m in modes.split(",") if m.strip()],
+        keep=keep,
+        latency_seconds=latency_seconds,
+        eval_samples=eval_samples,
+        out=out,
+        unsafe=unsafe,
+    )
+    if html_path:
+        write_html_page(report, html_path, "tune")
+    if as_json:
+        emit_json(report)
+    else:
+        from edgekit.report.tune import tune_tables
+
+        tune_tables(report)
+    if report["verdict"] != "met":
+        from edgekit.report.tune import budget_line
+
+        raise BudgetExceeded(
+            f"no candidate meets the budget ({budget_line(report)}) in "
+            f"{report['trials']['used']} trials; the Pareto front is in the report. Loosen the "
+            "budget or raise --max-trials."
+        )
+
+
 @cli.command("report")
 @click.argument("source", type=click.Path())
 @click.option(

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("edgekit.cli",),
     ("edgekit.api",),
+    ("edgekit.tune",),  # the search: measures candidates through check, bench and runtimes
     ("edgekit.check",),
     ("edgekit.bench", "edgekit.report"),
     ("edgekit.targets",),

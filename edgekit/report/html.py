@@ -354,12 +354,14 @@ def load_report(source: str | os.PathLike) -> tuple[dict[str, Any], dict[str, An
     p = Path(source)
     if p.is_dir():
         file = p / "report.json"
+        if not file.is_file() and (p / "tune.json").is_file():  # an `edgekit tune --out` folder
+            file = p / "tune.json"
         if not file.is_file():
             raise UsageError(
                 f"{p} has no report.json, so it is not a finished compress run folder. Pass a "
                 "run folder, or a JSON file written by bench, eval or check --json."
             )
-        out = p / "report.html"
+        out = p / ("tune.html" if file.name == "tune.json" else "report.html")
     elif p.is_file():
         file, out = p, p.with_suffix(".html")
     else:
@@ -1624,3 +1626,110 @@ def _check_latency(report: dict[str, Any], crit: dict[str, Any]) -> Section:
             f"Estimated latency on {crit.get('target')}: {num(est.get('ms'))} ms per invoke (information only, not judged)."
         )
     return Section(title, Safe(body + note(crit.get("message")) + extra), intro)
+
+
+# --- tune ------------------------------------------------------------------------------------
+
+
+@section_renderer("tune", "edgekit tune")
+def tune_sections(
+    report: dict[str, Any], extras: dict[str, Any]
+) -> tuple[dict[str, Any], list[Section]]:
+    from edgekit.report.tune import budget_line, candidate_rows, sensitivity_rows
+
+    model = (report.get("model") or {}).get("name")
+    lat = report.get("latency") or {}
+    head = {
+        "title": f"edgekit tune: {model}",
+        "subtitle": f"budget: {budget_line(report)}; latency: {lat.get('metric')}; "
+        f"data {(report.get('data') or {}).get('spec')}.",
+    }
+    chosen = report.get("chosen") or {}
+    trials = report.get("trials") or {}
+    items = [
+        ("verdict", report.get("verdict")),
+        ("chosen", chosen.get("name") or "none"),
+        ("drop (points)", num(chosen.get("drop"), "{:.2f}") if chosen else "–"),
+        ("speed-up vs float", num((chosen.get("latency") or {}).get("speedup"), "{:.2f}x")),
+        ("trials", f"{trials.get('used')} of {trials.get('max')}"),
+    ]
+    sections = [
+        Section("Summary", cards(items), "The model chosen: the fastest inside every budget.")
+    ]
+    sections += guarded("Pareto front", _tune_front, report)
+    rows = candidate_rows(report)
+    if rows:
+        sections.append(
+            Section(
+                "Candidates",
+                table(list(rows[0]), [list(r.values()) for r in rows]),
+                "Every model measured (* chosen); drop is against the Keras model.",
+            )
+        )
+    sens = sensitivity_rows(report)
+    if sens:
+        sections += guarded("Sensitivity by Keras layer", _tune_sensitivity, report, sens)
+    ops = report.get("op_precisions") or []
+    if ops:
+        sections.append(
+            Section(
+                "Precision of each op",
+                table(
+                    ["op", "Keras layer", "precision"],
+                    [[o.get("op"), o.get("layer"), o.get("precision")] for o in ops],
+                ),
+                "Which ops of the chosen model run at which precision.",
+            )
+        )
+    return head, sections
+
+
+def _tune_front(report: dict[str, Any]) -> Section:
+    from edgekit.report import plots
+
+    chosen = (report.get("chosen") or {}).get("name")
+    pts = []
+    for c in report.get("candidates") or []:
+        v = (c.get("latency") or {}).get("value")
+        if v is None:
+            continue
+        pts.append(
+            {"x": float(v), "y": 100.0 - float(c.get("drop") or 0.0) if c.get("top1") is None
+             else float(c["top1"]), "size": c.get("size_bytes"), "label": c.get("name"),
+             "chosen": c.get("name") == chosen}
+        )  # fmt: skip
+    instr = "instructions" in str((report.get("latency") or {}).get("metric"))
+    return Section(
+        "Pareto front",
+        plot(
+            "tune-front",
+            "Each candidate: latency against top-1, marker area by size; the dashed line joins the front.",
+            plots.pareto,
+            pts,
+            x_label="instructions per invoke" if instr else "p50 latency (ms, log scale)",
+            y_label="top-1 (%)",
+            log_x=True,
+        ),
+        "Faster is left, more accurate is up.",
+    )
+
+
+def _tune_sensitivity(report: dict[str, Any], sens: list[dict[str, Any]]) -> Section:
+    from edgekit.report import plots
+
+    rows = report.get("sensitivity") or []
+    bars = [(r["layer"], r.get("lost_points")) for r in rows if r.get("lost_points") is not None]
+    body = table(list(sens[0]), [list(s.values()) for s in sens])
+    if bars:
+        body = Safe(
+            plot(
+                "tune-sensitivity",
+                "Top-1 agreement lost when only this layer is quantized to int8.",
+                plots.hbars,
+                [b[0] for b in bars],
+                [float(b[1]) for b in bars],
+                x_label="points lost",
+            )
+            + body
+        )
+    return Section("Sensitivity by Keras layer", body, "Most sensitive first.")

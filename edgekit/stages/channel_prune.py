@@ -123,17 +123,26 @@ class ChannelPruneConfig(StageConfig):
     @field_validator("target_macs")
     @classmethod
     def _target_range(cls, v: float) -> float:
-        check_target(v)
+        problem = _target_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
 
-def check_target(target_macs: Any) -> None:
+def _target_problem(target_macs: Any) -> str | None:
     ok = isinstance(target_macs, int | float) and not isinstance(target_macs, bool)
     if not ok or not 0 < target_macs < 1:
-        raise UsageError(
+        return (
             "Expected target_macs (the fraction of MACs to keep) in (0, 1), e.g. 0.5 to remove "
             f"half. Received: target_macs={target_macs!r}"
         )
+    return None
+
+
+def check_target(target_macs: Any) -> None:
+    problem = _target_problem(target_macs)
+    if problem:
+        raise UsageError(problem)
 
 
 @register

@@ -78,7 +78,8 @@ def test_unknown_recipe_lists_known():
 
 def test_unknown_stage_and_missing_file(tmp_path):
     with pytest.raises(
-        RecipeError, match="unknown stage; expected one of distill, channel_prune, prune, qat, quantize, export"
+        RecipeError,
+        match="unknown stage; expected one of distill, channel_prune, prune, qat, quantize, export",
     ):
         validate_recipe({"name": "x", "stages": [{"stage": "sharpen"}]})
     with pytest.raises(RecipeError, match="does not exist"):

@@ -40,7 +40,10 @@ def test_stage_written_as_a_key_says_how_to_write_it(tmp_path):
     [
         ("  - sharpen\n", "stages.0: Input should be a valid dictionary"),
         ("  - distill\n", "write `- stage: distill` (a mapping), not the bare name 'distill'"),
-        ("  - {stage: sharpen}\n", "unknown stage; expected one of distill, channel_prune, prune, qat, quantize"),
+        (
+            "  - {stage: sharpen}\n",
+            "unknown stage; expected one of distill, channel_prune, prune, qat, quantize",
+        ),
         ("  - {epochs: 3}\n", "no 'stage' key (received the keys epochs); start each entry with"),
     ],
 )

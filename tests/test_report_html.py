@@ -253,9 +253,22 @@ def test_eval_page_shows_the_injected_label_as_text(tmp_path, onnx_models, label
 )
 def test_check_page_criteria_mcnemar_and_latency(tmp_path, onnx_models, baseline, candidate, verdict, code):  # fmt: skip
     out = tmp_path / "check.html"
-    r = invoke("check", onnx_models[candidate], "--baseline", baseline, "--no-config",
-               "--latency-seconds", 0.3, "--max-latency-increase", 200, "--max-class-drop", 5,
-               "--json", "--html", out)  # fmt: skip  (a generous latency limit: timing is noisy here)
+    r = invoke(
+        "check",
+        onnx_models[candidate],
+        "--baseline",
+        baseline,
+        "--no-config",
+        "--latency-seconds",
+        0.3,
+        "--max-latency-increase",
+        200,
+        "--max-class-drop",
+        5,
+        "--json",
+        "--html",
+        out,
+    )  # fmt: skip  (a generous latency limit: timing is noisy here)
     assert r.exit_code == code, r.output
     report = json.loads(r.stdout)
     page = out.read_text()  # written for a failed check too

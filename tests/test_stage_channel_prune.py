@@ -28,8 +28,12 @@ def tiny_net(flavor: str, *, unknown: bool = False):
     L = K.layers
     K.utils.set_random_seed(0)
     i = L.Input(SHAPE, name="image")
-    stem = L.ReLU(name="stem_relu")(L.BatchNormalization(name="stem_bn")(L.Conv2D(8, 3, padding="same", name="stem")(i)))
-    b = L.ReLU(name="b1_relu")(L.BatchNormalization(name="b1_bn")(L.Conv2D(8, 3, padding="same", name="b1")(stem)))
+    stem = L.ReLU(name="stem_relu")(
+        L.BatchNormalization(name="stem_bn")(L.Conv2D(8, 3, padding="same", name="stem")(i))
+    )
+    b = L.ReLU(name="b1_relu")(
+        L.BatchNormalization(name="b1_bn")(L.Conv2D(8, 3, padding="same", name="b1")(stem))
+    )
     b = L.BatchNormalization(name="b2_bn")(L.Conv2D(8, 3, padding="same", name="b2")(b))
     x = L.ReLU(name="res_relu")(L.Add(name="res")([stem, b]))
     side = L.Conv2D(8, 1, name="side")(x)
@@ -52,8 +56,14 @@ def tiny_net(flavor: str, *, unknown: bool = False):
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
             g, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.3, beta.shape),
-                               rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, g.shape),
+                    rng.normal(0, 0.3, beta.shape),
+                    rng.normal(0, 0.3, mean.shape),
+                    rng.uniform(0.5, 1.5, var.shape),
+                ]
+            )
     return model  # fmt: skip
 
 
@@ -188,7 +198,7 @@ def test_bad_target(target):
 
 
 def test_nothing_to_prune_says_why():
-    with pytest.raises(UnsupportedModelError, match="no channel group.*a model output"):
+    with pytest.raises(UnsupportedModelError, match=r"no channel group.*a model output"):
         cp.channel_prune(_plain("tf_keras", "conv_out"), target_macs=0.5)
 
 

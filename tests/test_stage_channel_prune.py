@@ -207,3 +207,46 @@ def test_config_rejects_bad_target():
 
     with pytest.raises((ValidationError, UsageError)):
         cp.ChannelPruneConfig(target_macs=1.0)
+
+
+@pytest.mark.slow
+def test_slim_run_through_compress(tmp_path):
+    """The stage in a compress run (Keras 3 teacher): per-layer figures in the stage report, and
+    every 'x faster' measured interleaved against the reference with its interval."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    model = tiny_net("keras3")
+    teacher = tmp_path / "tiny.keras"
+    model.save(teacher)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=rng.integers(0, 256, (160, *SHAPE), dtype=np.uint8), y=rng.integers(0, 3, 160))
+    recipe = tmp_path / "slim.yaml"
+    recipe.write_text(
+        "name: slim-test\nseed: 0\nlatency_runs: 20\nverify: {samples: 16}\n"
+        "data: {split: {train: 0.7, val: 0.1, calib: 0.1, eval: 0.1}, max_eval_samples: 16}\n"
+        "stages:\n  - {stage: channel_prune, target_macs: 0.5, min_channels: 2, multiple_of: 2,"
+        " epochs: 1, batch_size: 32}\n  - {stage: export, formats: [tflite]}\n"
+    )
+    args = ["compress", str(teacher), "--recipe", str(recipe), "--data", str(data)]
+    r = CliRunner(env={"EDGEKIT_QUIET": "1"}).invoke(
+        cli, [*args, "--out", str(tmp_path / "run"), "--json"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    stage = next(s for s in report["stages"] if s["stage"] == "channel_prune")
+    assert stage["macs_after"] <= 0.5 * stage["macs_before"]
+    assert {"layer", "channels_before", "channels_after", "macs_before", "macs_after"} <= set(
+        stage["layers"][0]
+    )
+    assert stage["recovery"]["epochs"] == 1
+    for row in report["artifacts"]:
+        s = row["speedup"]
+        assert s["ci_low"] <= s["ratio"] <= s["ci_high"] and s["rounds"] == 20
+        assert s["verdict"] in ("faster", "slower", "no measurable change")
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "95% CI" in md

@@ -52,10 +52,24 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
                 row[title] = f"{100 * v:.2f}%"
             elif key == "verified":
                 row[title] = _verified(r)
+            elif key == "speedup_vs_teacher":
+                row[title] = speedup_text(r)
             else:
                 row[title] = format_cell(v)
         rows.append(row)
     return rows
+
+
+def speedup_text(r: dict[str, Any]) -> str:
+    """The 'x faster' of a report row: the interleaved ratio with its interval, "no measurable
+    change" when the interval holds 1.0 (rows of older reports: the bare ratio)."""
+    s = r.get("speedup")
+    if not s:
+        return format_cell(r.get("speedup_vs_teacher"))
+    ci = f"{100 * s.get('confidence', 0.95):.0f}% CI {s['ci_low']:.2f}-{s['ci_high']:.2f}"
+    if s.get("verdict") == "no measurable change":
+        return f"no measurable change ({s['ratio']:.2f}x, {ci})"
+    return f"{s['ratio']:.2f}x ({ci})"
 
 
 def _verified(r: dict[str, Any]) -> str:

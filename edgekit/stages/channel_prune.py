@@ -874,7 +874,6 @@ class ChannelPruneResult:
             "macs_after": self.macs_after,
             "macs_kept": round(self.macs_kept, 4),
             "target_reached": self.target_reached,
-            "parameters_before": None,
             "groups": [
                 {"producers": grp.producers, "channels": grp.channels, "members": grp.members}
                 for grp in g.groups

@@ -249,4 +249,4 @@ def test_slim_run_through_compress(tmp_path):
         assert s["ci_low"] <= s["ratio"] <= s["ci_high"] and s["rounds"] == 20
         assert s["verdict"] in ("faster", "slower", "no measurable change")
     md = (tmp_path / "run" / "report.md").read_text()
-    assert "95% CI" in md
+    assert "95% CI" in md and "| layer | class | channels | MACs |" in md

@@ -113,4 +113,29 @@ def render_markdown(report: dict[str, Any]) -> str:
     for s in report.get("stages", []):
         extra = ", reused from the previous run" if s.get("reused") else ""
         lines.append(f"- **{s['stage']}** ({s['seconds']} s{extra})")
+        if s.get("stage") == "channel_prune" and s.get("layers"):
+            lines += _channel_table(s)
     return "\n".join(lines) + "\n"
+
+
+def _channel_table(s: dict[str, Any]) -> list[str]:
+    """Per layer of a channel_prune stage: channels and MACs before and after."""
+    out = [
+        "",
+        f"  MACs {s['macs_before']:,} -> {s['macs_after']:,} ({100 * s['macs_kept']:.1f}% kept, "
+        f"target {100 * s['target_macs']:.0f}%, criterion {s.get('criterion')})",
+        "",
+        "  | layer | class | channels | MACs |",
+        "  |---|---|---|---|",
+    ]
+    for r in s["layers"]:
+        out.append(
+            f"  | {r['layer']} | {r['class']} | {r['channels_before']} -> {r['channels_after']} "
+            f"| {r['macs_before']:,} -> {r['macs_after']:,} |"
+        )
+    whole = ", ".join(
+        f"{w['layer']} ({w['class']}: {w['reason']})" for w in s.get("left_whole", [])
+    )
+    if whole:
+        out += ["", f"  Left whole: {whole}"]
+    return [*out, ""]

@@ -748,33 +748,55 @@ def plan(
     min_fraction: float = 0.1,
     multiple_of: int = 8,
 ) -> tuple[dict[int, np.ndarray], float]:
-    """The components each group keeps to reach `target_macs` of the MACs (one keep ratio for
-    every group, by bisection) and that ratio."""
+    """The components each group keeps to reach `target_macs` of the MACs, and the keep ratio.
 
-    def choose(ratio: float) -> dict[int, np.ndarray]:
-        keep = {}
-        for g in graph.groups:
-            comps = graph.group_components[g.id]
-            k = _keep_count(len(comps), ratio, min_channels, min_fraction, multiple_of)
-            best = np.argsort(-scores[g.id], kind="stable")[:k]
-            keep[g.id] = np.sort(comps[best])
-        return keep
+    One keep ratio for every group is found by bisection; then, since rounding to `multiple_of`
+    makes the MACs jump, groups take back `multiple_of` channels at a time (their best removed
+    ones, the group whose channels cost fewest MACs first) while the budget allows."""
+    order = {g.id: np.argsort(-scores[g.id], kind="stable") for g in graph.groups}
+    sizes = {g.id: len(graph.group_components[g.id]) for g in graph.groups}
+
+    def keep_of(counts: dict[int, int]) -> dict[int, np.ndarray]:
+        return {
+            gid: np.sort(graph.group_components[gid][order[gid][:k]]) for gid, k in counts.items()
+        }
+
+    def counts_at(ratio: float) -> dict[int, int]:
+        return {
+            gid: _keep_count(n, ratio, min_channels, min_fraction, multiple_of)
+            for gid, n in sizes.items()
+        }
+
+    def cost(counts: dict[int, int]) -> int:
+        return sum(macs_after(graph, keep_mask(graph, keep_of(counts))).values())
 
     budget = target_macs * graph.total_macs
-
-    def cost(ratio: float) -> int:
-        return sum(macs_after(graph, keep_mask(graph, choose(ratio))).values())
-
     lo, hi = 0.0, 1.0
-    if cost(lo) > budget:
-        return choose(lo), lo
-    for _ in range(30):
+    counts = counts_at(lo)
+    if cost(counts) > budget:
+        return keep_of(counts), lo
+    for _ in range(24):
         mid = (lo + hi) / 2
-        if cost(mid) <= budget:
+        if cost(counts_at(mid)) <= budget:
             lo = mid
         else:
             hi = mid
-    return choose(lo), lo
+    counts = counts_at(lo)
+    spent = cost(counts)
+    grew = True
+    while grew:
+        grew = False
+        options = []
+        for gid, k in counts.items():
+            if k < sizes[gid]:
+                trial = {**counts, gid: min(sizes[gid], k + multiple_of)}
+                c = cost(trial)
+                if c <= budget:
+                    options.append((c - spent, gid, trial, c))
+        if options:
+            _, _, counts, spent = min(options, key=lambda o: (o[0], o[1]))
+            grew = True
+    return keep_of(counts), lo
 
 
 # --------------------------------------------------------------------------- rebuild

@@ -250,3 +250,27 @@ def test_slim_run_through_compress(tmp_path):
         assert s["verdict"] in ("faster", "slower", "no measurable change")
     md = (tmp_path / "run" / "report.md").read_text()
     assert "95% CI" in md and "| layer | class | channels | MACs |" in md
+
+
+def test_cli_bad_input_exit_2(tmp_path):
+    """One line and exit 2: a target out of range, a model with nothing to prune."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    model = _plain("keras3", "conv_out")
+    path = tmp_path / "conv_out.keras"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=rng.integers(0, 256, (40, *SHAPE), dtype=np.uint8), y=rng.integers(0, 3, 40))
+    base = ["compress", str(path), "--recipe", "slim", "--data", str(data)]
+    run = CliRunner(env={"EDGEKIT_QUIET": "1"})
+    r = run.invoke(
+        cli, [*base, "--out", str(tmp_path / "a"), "--set", "channel_prune.target_macs=1"]
+    )
+    assert r.exit_code == 2 and "target_macs" in r.output and "Traceback" not in r.output
+    r = run.invoke(cli, [*base, "--out", str(tmp_path / "b"), "--set", "channel_prune.epochs=0"])
+    assert r.exit_code == 2, r.output
+    assert "no channel group that can be pruned" in r.output and "a model output" in r.output
+    assert "Traceback" not in r.output

@@ -274,3 +274,17 @@ def test_cli_bad_input_exit_2(tmp_path):
     assert r.exit_code == 2, r.output
     assert "no channel group that can be pruned" in r.output and "a model output" in r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("flavor", ["keras3", "tf_keras"])
+def test_recalibrate_batchnorm_takes_the_data_statistics(flavor):
+    K = _module(flavor)
+    model = tiny_net(flavor)
+    x = _x(32, seed=5)
+    assert cp.recalibrate_batchnorm(model, x, batches=2, batch_size=16) == 4
+    conv = np.asarray(K.Model(model.input, model.get_layer("stem").output)(x, training=False))
+    bn = model.get_layer("stem_bn")
+    mean = np.asarray(bn.moving_mean)
+    # two shuffled batches of 16 cover all 32 images: their average is the mean over all
+    np.testing.assert_allclose(mean, conv.mean((0, 1, 2)), atol=1e-4)
+    assert bn.momentum == pytest.approx(0.99)

@@ -1005,6 +1005,42 @@ def _nothing_to_prune(model: Any, graph: ChannelGraph) -> str:
 # --------------------------------------------------------------------------- recovery
 
 
+def recalibrate_batchnorm(
+    model: Any, x: np.ndarray, *, batches: int = 16, batch_size: int = 64
+) -> int:
+    """Re-estimate every batch norm's moving mean and variance on `x` (the average over up to
+    `batches` batches), in place; returns how many layers. Removing channels changes what the
+    layers after them see, and with momentum 0.99 the old statistics would outweigh the new
+    ones for hundreds of steps: the model would train well and evaluate badly."""
+    bns = [layer for layer in _all_layers(model) if type(layer).__name__ == "BatchNormalization"]
+    if not bns or len(x) == 0:
+        return 0
+    saved = [bn.momentum for bn in bns]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    try:
+        for i in range(min(batches, math.ceil(len(x) / batch_size))):
+            for bn in bns:
+                bn.momentum = i / (i + 1)  # a running average over the batches seen
+            model(
+                np.asarray(x[order[i * batch_size : (i + 1) * batch_size]], np.float32),
+                training=True,
+            )
+    finally:
+        for bn, m in zip(bns, saved, strict=True):
+            bn.momentum = m
+    return len(bns)
+
+
+def _all_layers(model: Any) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(_all_layers(layer))
+    return out
+
+
 @dataclass
 class RecoveryResult:
     model: Any  # tf-keras, best validation epoch's weights
@@ -1053,6 +1089,9 @@ def recover(
     if not isinstance(model, tfk.Model):
         bridged = to_tf_keras(wrap(model), np.asarray(x_train[:16], np.float32))
         model, bridge_diff = bridged.model, float(bridged.max_abs_diff)
+    moved = recalibrate_batchnorm(model, x_train)
+    if moved:
+        ui.info(f"channel_prune: batch-norm statistics of {moved} layer(s) re-estimated")
     teacher_train = as_logits(teacher_train)
     if len(teacher_train) != len(x_train):
         raise DataError(

@@ -427,12 +427,14 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     t_eval = ctx.teacher_outputs["eval"][: len(x_eval)]
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
+    reference = _teacher_tflite(ctx, teacher)
+    has_reference = isinstance(reference, ModelArtifact)
+    # with a reference, the teacher is timed once: interleaved with it, below
     teacher_row = _measure_artifact(
-        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval,
-        labels=ctx.labels,
+        teacher, x_eval, y_eval, t_eval, runs=0 if has_reference else runs, unsafe=ctx.unsafe,
+        outputs=t_eval, labels=ctx.labels,
     )  # fmt: skip
     reference_row, reference_note = None, None
-    reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
         reference_row = _measure_artifact(reference, x_eval, y_eval, t_eval, runs=runs)
         reference_row["path"] = _rel(reference_row["path"], ctx.out)

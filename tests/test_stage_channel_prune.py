@@ -288,3 +288,18 @@ def test_recalibrate_batchnorm_takes_the_data_statistics(flavor):
     # two shuffled batches of 16 cover all 32 images: their average is the mean over all
     np.testing.assert_allclose(mean, conv.mean((0, 1, 2)), atol=1e-4)
     assert bn.momentum == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("flavor", ["keras3", "tf_keras"])
+def test_sequential_model(flavor):
+    K = _module(flavor)
+    L = K.layers
+    model = K.Sequential(
+        [L.Input(SHAPE), L.Conv2D(8, 3, name="c1"), L.BatchNormalization(name="bn"),
+         L.ReLU(name="r"), L.Conv2D(8, 3, name="c2"), L.GlobalAveragePooling2D(name="gap"),
+         L.Dense(3, name="out")]
+    )  # fmt: skip
+    result = cp.channel_prune(model, target_macs=0.5, min_channels=1, multiple_of=1)
+    assert result.macs_after <= 0.5 * result.macs_before
+    assert type(result.model).__name__ == "Sequential"
+    assert np.asarray(result.model(_x(2), training=False)).shape == (2, 3)

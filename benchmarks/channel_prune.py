@@ -186,6 +186,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--models", default="teacher,mobilenet_v2")
     p.add_argument("--mobilenet", help="a MobileNetV2 .keras trained on the teacher's task")
+    p.add_argument("--mobilenet-label", default="mobilenet_v2", help="its name in the figures")
     p.add_argument("--mnv2-epochs", type=int, default=12)
     p.add_argument("--target", type=float, default=0.5, help="fraction of MACs kept")
     p.add_argument("--epochs", type=int, default=2, help="recovery epochs (early stopping)")
@@ -206,6 +207,8 @@ def main() -> None:
             model = teacher
         else:
             model = load_model(args.mobilenet).model if args.mobilenet else _mobilenet(ctx, teacher, args.mnv2_epochs, out)  # fmt: skip
+        if label != "teacher":
+            label = args.mobilenet_label
         print(f"== {label}", flush=True)
         fig = bench_model(label, model, ctx, args, out)
         print(json.dumps(fig, indent=1), flush=True)

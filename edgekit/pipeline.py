@@ -449,12 +449,14 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     t_eval = ctx.teacher_outputs["eval"][: len(x_eval)]
     runs = ctx.recipe.latency_runs if measure_latency else 0
     ui.info(f"Measuring {1 + len(models) + len(exports)} models on {len(x_eval)} eval samples")
+    reference = _teacher_tflite(ctx, teacher)
+    has_reference = isinstance(reference, ModelArtifact)
+    # with a reference, the teacher is timed once: interleaved with it, below
     teacher_row = _measure_artifact(
-        teacher, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, outputs=t_eval,
-        labels=ctx.labels,
+        teacher, x_eval, y_eval, t_eval, runs=0 if has_reference else runs, unsafe=ctx.unsafe,
+        outputs=t_eval, labels=ctx.labels,
     )  # fmt: skip
     reference_row, reference_note = None, None
-    reference = _teacher_tflite(ctx, teacher)
     if isinstance(reference, ModelArtifact):
         reference_row = _measure_artifact(
             reference, x_eval, y_eval, t_eval, runs=runs, class_index=ctx.class_index
@@ -464,19 +466,24 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
     elif reference:
         reference_note = reference
     baseline = reference_row or teacher_row
+    baseline_art = reference if reference_row else teacher
     rows = []
     for stage_name, art in [*models, *exports]:
         with ui.doing(f"measuring {Path(art.path).name}"):
             row = _measure_artifact(
-                art, x_eval, y_eval, t_eval, runs=runs, unsafe=ctx.unsafe, labels=ctx.labels,
+                art, x_eval, y_eval, t_eval, runs=0, unsafe=ctx.unsafe, labels=ctx.labels,
                 class_index=ctx.class_index,
             )  # fmt: skip
+            if runs > 0:
+                row.update(_interleaved_speed(baseline_art, art, x_eval[:1], runs, ctx.unsafe))
         row["stage"] = stage_name
         rows.append(row)
     for row in rows:
         row["path"] = _rel(row["path"], ctx.out)
         _add_ratios(row, baseline)
     if reference_row:
+        if runs > 0:
+            teacher_row.update(_interleaved_speed(reference, teacher, x_eval[:1], runs, ctx.unsafe))
         _add_ratios(teacher_row, baseline)
     teacher_row["path"] = str(teacher.path)
     final = _final_artifact(rows)
@@ -508,7 +515,8 @@ def _measure_and_report(ctx, teacher, dataset, stage_records, models, exports, m
         "latency": {
             "threads": 1,
             "runs": runs,
-            "note": "p50 over timed runs after warm-up, batch 1, CPU",
+            "note": "p50 over timed runs after warm-up, batch 1, CPU; 'x faster' from rounds "
+            "interleaved with the reference in one process, with a 95% confidence interval",
         },
     }
 
@@ -530,14 +538,8 @@ def _measure_artifact(
     outputs are already known; `labels` (with `y`) adds per-class accuracy and the confusion
     matrix (`class_figures`)."""
     from edgekit.bench.latency import measure
-    from edgekit.runtimes import open_runner
 
-    runner_opts: dict[str, Any] = {"unsafe": unsafe} if art.family == "keras" else {}
-    if art.family == "keras" and art.precision == "qat":
-        from edgekit.stages.qat_io import qat_custom_objects
-
-        runner_opts["custom_objects"] = qat_custom_objects()
-    runner = open_runner(art.path, threads=1, **runner_opts)
+    runner = _open_runner(art, unsafe)
     try:
         if outputs is None:
             outputs = _batched(runner, x, class_index=class_index)
@@ -570,6 +572,53 @@ def _measure_artifact(
     if labels is not None and y is not None:
         row.update(class_figures(np.asarray(y), pred, labels))
     return row
+
+
+def _open_runner(art: ModelArtifact, unsafe: bool) -> Any:
+    from edgekit.runtimes import open_runner
+
+    runner_opts: dict[str, Any] = {"unsafe": unsafe} if art.family == "keras" else {}
+    if art.family == "keras" and art.precision == "qat":
+        from edgekit.stages.qat_io import qat_custom_objects
+
+        runner_opts["custom_objects"] = qat_custom_objects()
+    return open_runner(art.path, threads=1, **runner_opts)
+
+
+def _interleaved_speed(
+    reference: ModelArtifact, art: ModelArtifact, x1: np.ndarray, runs: int, unsafe: bool
+) -> dict[str, Any]:
+    """How much faster `art` runs than `reference`: both timed in interleaved rounds in this
+    process (as `edgekit bench A B`), the p50 ratio with its 95% paired-bootstrap interval. A
+    ratio whose interval holds 1.0 is "no measurable change"; timing each artifact in turn,
+    minutes apart on a shared machine, once printed 1.289x for a model that was 0.997x."""
+    from edgekit.bench.latency import measure_interleaved
+
+    base, runner = _open_runner(reference, unsafe), None
+    try:
+        runner = _open_runner(art, unsafe)
+        cmp = measure_interleaved([base, runner], x1, runs=runs, warmup=5, warmup_seconds=0.2)
+    finally:
+        base.close()
+        if runner is not None:
+            runner.close()
+    r = cmp.ratios[1]  # p50(art) / p50(reference)
+    speed, low, high = 1 / r["ratio"], 1 / r["ci_high"], 1 / r["ci_low"]
+    verdict = "no measurable change" if low <= 1.0 <= high else "faster" if low > 1 else "slower"
+    return {
+        "latency_ms_p50": round(cmp.stats[1].p50, 4),
+        "speedup_vs_teacher": round(speed, 3),
+        "speedup": {
+            "ratio": round(speed, 3),
+            "ci_low": round(low, 3),
+            "ci_high": round(high, 3),
+            "confidence": cmp.confidence,
+            "verdict": verdict,
+            "rounds": runs,
+            "reference_latency_ms_p50": round(cmp.stats[0].p50, 4),
+            "method": f"interleaved with the reference in this process; {cmp.method}",
+        },
+    }
 
 
 # A confusion matrix is kept up to this many classes (a 1000-class one would be 1M numbers).
@@ -647,7 +696,10 @@ def _add_ratios(row: dict[str, Any], teacher_row: dict[str, Any]) -> None:
         return round(a / b, 3) if a and b else None
 
     row["size_ratio_to_teacher"] = ratio(teacher_row.get("size_bytes"), row.get("size_bytes"))
-    row["speedup_vs_teacher"] = ratio(teacher_row.get("latency_ms_p50"), row.get("latency_ms_p50"))
+    if "speedup" not in row:  # interleaved figures (`_interleaved_speed`) are the ones shown
+        row["speedup_vs_teacher"] = ratio(
+            teacher_row.get("latency_ms_p50"), row.get("latency_ms_p50")
+        )
     if row.get("accuracy") is not None and teacher_row.get("accuracy") is not None:
         row["accuracy_drop_points"] = round(100 * (teacher_row["accuracy"] - row["accuracy"]), 2)
 

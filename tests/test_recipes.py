@@ -15,7 +15,7 @@ from edgekit.stages.base import stage_names
 
 
 def test_bundled_recipes_present():
-    assert {"distill", "prune", "quantize", "full"} <= set(bundled_recipes())
+    assert {"distill", "prune", "quantize", "full", "slim"} <= set(bundled_recipes())
 
 
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
@@ -72,14 +72,14 @@ def test_sparsity_out_of_range_keras_style():
 
 
 def test_unknown_recipe_lists_known():
-    with pytest.raises(RecipeError, match="Known recipes: distill, full, prune, quantize"):
+    with pytest.raises(RecipeError, match="Known recipes: distill, full, prune, quantize, slim"):
         load_recipe("distil")
 
 
 def test_unknown_stage_and_missing_file(tmp_path):
     with pytest.raises(
         RecipeError,
-        match="unknown stage; expected one of distill, prune, qat, quantize, tune, export",
+        match="unknown stage; expected one of distill, channel_prune, prune, qat, quantize, tune, export",
     ):
         validate_recipe({"name": "x", "stages": [{"stage": "sharpen"}]})
     with pytest.raises(RecipeError, match="does not exist"):
@@ -114,3 +114,16 @@ def test_overrides_do_not_mutate_source():
     raw = {"name": "x", "stages": [{"stage": "distill", "epochs": 2}]}
     out = apply_overrides(raw, ["distill.epochs=5"])
     assert raw["stages"][0]["epochs"] == 2 and out["stages"][0]["epochs"] == 5
+
+
+def test_slim_recipe_and_full_option():
+    slim = load_recipe("slim")
+    assert slim.stages[0].stage == "channel_prune" and slim.stages[0].target_macs == 0.5
+    full = load_recipe("full")
+    cp = next(s for s in full.stages if s.stage == "channel_prune")
+    assert cp.enabled is False
+    on = load_recipe("full", ["channel_prune.enabled=true", "channel_prune.target_macs=0.4"])
+    cp = next(s for s in on.stages if s.stage == "channel_prune")
+    assert cp.enabled is True and cp.target_macs == 0.4
+    with pytest.raises(RecipeError, match="target_macs"):
+        load_recipe("slim", ["channel_prune.target_macs=1.0"])

@@ -28,7 +28,7 @@ def test_stage_written_as_a_key_says_how_to_write_it(tmp_path):
     err = one_line_error(invoke("recipes", "show", path))
     assert f"Invalid recipe {path}: line 4: stages.1:" in err
     assert "write `- stage: distill` with the distill settings beside it" in err
-    assert "valid stages: distill, prune, qat, quantize, tune, export" in err
+    assert "valid stages: distill, channel_prune, prune, qat, quantize, tune, export" in err
     assert "Unable to extract tag" not in err and "discriminator" not in err
     # the same recipe with an override of that stage: the stage's form is what is wrong
     err = one_line_error(invoke("recipes", "show", path, "--set", "distill.epochs=1"))
@@ -40,7 +40,10 @@ def test_stage_written_as_a_key_says_how_to_write_it(tmp_path):
     [
         ("  - sharpen\n", "stages.0: Input should be a valid dictionary"),
         ("  - distill\n", "write `- stage: distill` (a mapping), not the bare name 'distill'"),
-        ("  - {stage: sharpen}\n", "unknown stage; expected one of distill, prune, qat, quantize"),
+        (
+            "  - {stage: sharpen}\n",
+            "unknown stage; expected one of distill, channel_prune, prune, qat, quantize",
+        ),
         ("  - {epochs: 3}\n", "no 'stage' key (received the keys epochs); start each entry with"),
     ],
 )

@@ -20,7 +20,7 @@ from edgekit.recipes import apply_overrides, load_recipe, validate_recipe
 from edgekit.stages import base
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register, stage_classes
 
-BUILT_IN = ("distill", "prune", "qat", "quantize", "tune", "export")
+BUILT_IN = ("distill", "channel_prune", "prune", "qat", "quantize", "tune", "export")
 
 
 class CopyConfig(StageConfig):
@@ -111,7 +111,7 @@ def test_a_registered_stage_is_in_the_recipe_schema_and_messages(copy_stage):
 
 
 def test_without_the_stage_the_schema_is_the_built_in_one():
-    with pytest.raises(RecipeError, match="unknown stage; expected one of distill, prune, qat, quantize, tune, export"):  # fmt: skip
+    with pytest.raises(RecipeError, match="unknown stage; expected one of distill, channel_prune, prune, qat, quantize, tune, export"):  # fmt: skip
         validate_recipe({"name": "t", "stages": [{"stage": "copy_model"}]})
 
 
@@ -211,7 +211,7 @@ def test_a_file_in_the_stages_package_is_all_it_takes(tmp_path, monkeypatch):
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
     monkeypatch.setattr(base, "_discovered", False)
     try:
-        assert base.stage_names() == (*BUILT_IN[:4], "sharpen", *BUILT_IN[4:])
+        assert base.stage_names() == (*BUILT_IN[:5], "sharpen", *BUILT_IN[5:])
         r = validate_recipe({"name": "t", "stages": [{"stage": "sharpen", "amount": 2}]})
         assert type(r.stages[0]).__module__ == "edgekit.stages.sharpen"
         with pytest.raises(RecipeError, match=r"sharpen\.amount"):

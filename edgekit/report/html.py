@@ -21,6 +21,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.errors import UsageError
+from edgekit.report.markdown import speedup_text
 
 
 class Safe(str):
@@ -448,7 +449,12 @@ def _compress_cards(report: dict[str, Any], final: dict[str, Any] | None) -> Saf
         items.append(
             (
                 "faster (CPU p50, 1 thread)",
-                f"{final['speedup_vs_teacher']:.2f}x ({num(final.get('latency_ms_p50'))} ms)",
+                (
+                    speedup_text(final)
+                    if final.get("speedup")
+                    else f"{final['speedup_vs_teacher']:.2f}x"
+                )
+                + f" ({num(final.get('latency_ms_p50'))} ms)",
             )
         )
     out = cards(items)
@@ -491,7 +497,7 @@ def _compress_table(report: dict[str, Any], final_path: str | None) -> Section:
             _points_vs_teacher(r.get("accuracy_drop_points")),
             pct(r.get("agreement_with_teacher")),
             num(r.get("latency_ms_p50")),
-            num(r.get("speedup_vs_teacher")),
+            speedup_text(r) if r.get("speedup") else num(r.get("speedup_vs_teacher")),
             _verified(r),
         ]
         cls = "final" if r.get("path") == final_path and _kind == "artifact" else None

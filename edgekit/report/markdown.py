@@ -52,10 +52,24 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
                 row[title] = f"{100 * v:.2f}%"
             elif key == "verified":
                 row[title] = _verified(r)
+            elif key == "speedup_vs_teacher":
+                row[title] = speedup_text(r)
             else:
                 row[title] = format_cell(v)
         rows.append(row)
     return rows
+
+
+def speedup_text(r: dict[str, Any]) -> str:
+    """The 'x faster' of a report row: the interleaved ratio with its interval, "no measurable
+    change" when the interval holds 1.0 (rows of older reports: the bare ratio)."""
+    s = r.get("speedup")
+    if not s:
+        return format_cell(r.get("speedup_vs_teacher"))
+    ci = f"{100 * s.get('confidence', 0.95):.0f}% CI {s['ci_low']:.2f}-{s['ci_high']:.2f}"
+    if s.get("verdict") == "no measurable change":
+        return f"no measurable change ({s['ratio']:.2f}x, {ci})"
+    return f"{s['ratio']:.2f}x ({ci})"
 
 
 def _verified(r: dict[str, Any]) -> str:
@@ -99,4 +113,29 @@ def render_markdown(report: dict[str, Any]) -> str:
     for s in report.get("stages", []):
         extra = ", reused from the previous run" if s.get("reused") else ""
         lines.append(f"- **{s['stage']}** ({s['seconds']} s{extra})")
+        if s.get("stage") == "channel_prune" and s.get("layers"):
+            lines += _channel_table(s)
     return "\n".join(lines) + "\n"
+
+
+def _channel_table(s: dict[str, Any]) -> list[str]:
+    """Per layer of a channel_prune stage: channels and MACs before and after."""
+    out = [
+        "",
+        f"  MACs {s['macs_before']:,} -> {s['macs_after']:,} ({100 * s['macs_kept']:.1f}% kept, "
+        f"target {100 * s['target_macs']:.0f}%, criterion {s.get('criterion')})",
+        "",
+        "  | layer | class | channels | MACs |",
+        "  |---|---|---|---|",
+    ]
+    for r in s["layers"]:
+        out.append(
+            f"  | {r['layer']} | {r['class']} | {r['channels_before']} -> {r['channels_after']} "
+            f"| {r['macs_before']:,} -> {r['macs_after']:,} |"
+        )
+    whole = ", ".join(
+        f"{w['layer']} ({w['class']}: {w['reason']})" for w in s.get("left_whole", [])
+    )
+    if whole:
+        out += ["", f"  Left whole: {whole}"]
+    return [*out, ""]

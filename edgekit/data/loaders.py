@@ -51,8 +51,13 @@ BUILTIN_DATASETS: dict[str, str] = {
     ),
 }
 _PATH_OPTIONS: dict[str, dict[str, str]] = {
-    "tfrecord": {"image_key": "image", "label_key": "label"},
-    "folder": {},
+    "tfrecord": {
+        "image_key": "image",
+        "label_key": "label",
+        "stream": "auto",
+        "on_corrupt": "stop",
+    },
+    "folder": {"stream": "auto", "on_corrupt": "stop"},
     "npz": {},
 }
 
@@ -94,6 +99,14 @@ def load_dataset(
     if name in BUILTIN_DATASETS and not Path(text).exists():
         return _load_builtin(name, opts_text, text, hw, seed)
     path, opts = _split_path_options(text)
+    # `folder:stream=on` and `data.tfrecord:on_corrupt=skip` win over the arguments: a spec
+    # carries them to every command that takes one (eval, check, bench, compress --data).
+    stream, on_corrupt = opts.pop("stream", stream), opts.pop("on_corrupt", on_corrupt)
+    if stream not in STREAM_MODES or on_corrupt not in ON_CORRUPT:
+        raise DataError(
+            f"Expected stream in {', '.join(STREAM_MODES)} and on_corrupt in "
+            f"{', '.join(ON_CORRUPT)}. Received: {text}."
+        )
     ds = _load_path(path, opts, hw, stream, on_corrupt)
     if hw is not None and ds.image_shape[:2] != hw:
         ds = ds.resized(hw)

@@ -78,8 +78,10 @@ class ImageSource:
         with open(path, "rb") as f:
             f.seek(off)
             data = f.read(n)
-        if len(data) != n:
-            raise _Corrupt(f"{self.name_of(i)} is shorter than when the run started")
+        if len(data) != n or (
+            self.digests[i] and hashlib.sha256(data).hexdigest() != self.digests[i]
+        ):
+            raise _Corrupt(f"{self.name_of(i)} (changed since the data were scanned)")
         if self.kind == "folder":
             return data
         feats = parse_example(data)
@@ -371,6 +373,7 @@ class _Skips:
     """Examples left out of a stream because they could not be decoded (shared by views)."""
 
     names: list[str] = field(default_factory=list)
+    failure: str | None = None  # the DataError a decode stopped on (tf.data hides it otherwise)
 
     def add(self, name: str) -> None:
         if name not in self.names:
@@ -466,10 +469,11 @@ class StreamedImages:
                 raw[j] = self._decode_one(i)
             except _Corrupt as e:
                 if self.on_corrupt == "stop":
-                    raise DataError(
+                    self.skips.failure = (
                         f"Cannot decode image {e}. Remove or re-save that file, or pass "
                         "--set data.on_corrupt=skip to leave it out."
-                    ) from None
+                    )
+                    raise DataError(self.skips.failure) from None
                 self.skips.add(str(e).split(" (")[0])
                 ok[j] = False
         x: np.ndarray = raw

@@ -217,16 +217,17 @@ def check_data_unchanged(out_dir: Path, spec: str, dataset: Any) -> None:
     reuses or mixes outputs made from the old files."""
     fp = dataset.fingerprint()
     path = out_dir / "data.json"
-    record = {"spec": str(spec), "fingerprint": fp, "streamed": dataset.streamed}
-    if path.is_file() and Path(str(spec)).exists():
+    where = str(dataset.source)  # the path, without the spec's options
+    record = {"spec": str(spec), "source": where, "fingerprint": fp, "streamed": dataset.streamed}
+    if path.is_file() and Path(where).exists():
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
-        if old.get("spec") == str(spec) and old.get("fingerprint") not in (None, fp):
+        if old.get("source") == where and old.get("fingerprint") not in (None, fp):
             was = old["fingerprint"]
             raise DataError(
-                f"The data at {spec} changed since the run in {out_dir} started: "
+                f"The data at {where} changed since the run in {out_dir} started: "
                 f"{was.get('count')} images with fingerprint {str(was.get('sha256'))[:12]} then, "
                 f"{fp['count']} with {fp['sha256'][:12]} now. Pass another --out for the new "
                 f"files, or delete {path} to start over in this folder."

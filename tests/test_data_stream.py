@@ -282,3 +282,29 @@ def test_eval_of_a_tflite_streams_without_tensorflow(folder, tflite_model):
     assert out["tf"] is False
     assert out["on"] == out["off"]
     assert out["on"]["count"] == 48 and out["on"]["top1"] is not None
+
+
+def test_compress_refuses_files_changed_since_the_run_started(folder, tmp_path):
+    """A resumed run whose image folder changed stops before any stage, one line, exit 2; the
+    data plan comes first."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from edgekit.keras_compat import save_model
+    from edgekit.pipeline import check_data_unchanged
+
+    data = tmp_path / "fruit"
+    shutil.copytree(folder, data)
+    out = tmp_path / "run"
+    out.mkdir()
+    check_data_unchanged(out, str(data), load_dataset(data, stream="on"))  # the first run's record
+    check_data_unchanged(out, str(data), load_dataset(data, stream="on"))  # same files: fine
+    (data / "kiwi" / "img004.png").unlink()
+    teacher = save_model(_tiny_model(), tmp_path / "teacher.keras")
+    args = ["compress", str(teacher), "--recipe", "distill", "--data", f"{data}:stream=on"]
+    r = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: The data at {data} changed since the run in {out} started")
+    assert "48 images" in last and "47 with" in last and "Traceback" not in r.output
+    assert "16x16x3; streamed (data.stream=on)" in r.output

@@ -314,19 +314,36 @@ class Dataset:
             raise DataError(f"Expected batch_size >= 1. Received: batch_size={batch_size}.")
         pre = preprocessing or Preprocessing()
         if self.streamed:
-            for i in range(0, len(self), int(batch_size)):
-                pos = np.arange(i, min(i + int(batch_size), len(self)))
-                xb, ok = self.x.decode_positions(pos)
-                yb = None if self.y is None else self.y[pos]
-                if not ok.all():
-                    xb, yb = xb[ok], None if yb is None else yb[ok]
-                if len(xb):
-                    yield pre.apply(xb), yb
+            yield from self._streamed_batches(int(batch_size), pre)
             return
         for i in range(0, len(self), int(batch_size)):
             xb = pre.apply(self.x[i : i + batch_size])
             yb = None if self.y is None else self.y[i : i + batch_size]
             yield xb, yb
+
+    def _streamed_batches(
+        self, batch_size: int, pre: Preprocessing
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        # The next batch decodes in a thread while this one is used (PIL releases the GIL while
+        # it decodes): decoding and inference overlap, and only two batches are held.
+        from concurrent.futures import ThreadPoolExecutor
+
+        starts = list(range(0, len(self), batch_size))
+
+        def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+            return self.x.decode_positions(np.arange(i, min(i + batch_size, len(self))))
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(load, starts[0]) if starts else None
+            for k, i in enumerate(starts):
+                xb, ok = pending.result()  # type: ignore[union-attr]
+                if k + 1 < len(starts):
+                    pending = pool.submit(load, starts[k + 1])
+                yb = None if self.y is None else self.y[i : i + batch_size]
+                if not ok.all():
+                    xb, yb = xb[ok], None if yb is None else yb[ok]
+                if len(xb):
+                    yield pre.apply(xb), yb
 
     def preprocessed(self, preprocessing: Preprocessing | None = None) -> np.ndarray:
         """All images as one preprocessed float32 array."""

@@ -19,7 +19,6 @@ from edgekit.data import shapes as _shapes
 from edgekit.data.dataset import Dataset, _as_hw, _check_labels, resize_images
 from edgekit.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
 
 # Built-in data sets: name -> (options with their defaults, loader, one-line description).
@@ -326,14 +325,6 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 
 
 # --- image folder ------------------------------------------------------------------------------
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        q
-        for q in folder.iterdir()
-        if q.is_file() and not q.name.startswith(".") and q.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
 def load_image_folder(
     path: str | os.PathLike,
     *,

@@ -38,6 +38,16 @@ STREAM_MODES = ("auto", "on", "off")
 CACHE_LIMIT_BYTES = 2 * 1024**3
 
 _GREY_MODES = ("1", "L", "I", "I;16", "F")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of `folder` (by suffix, hidden files left out), sorted by name."""
+    return sorted(
+        q
+        for q in folder.iterdir()
+        if q.is_file() and not q.name.startswith(".") and q.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 # --- the scanned list ---------------------------------------------------------------------------
@@ -102,13 +112,11 @@ def scan_folder(
     file once for its size and sha256 and its header for the image size; no pixel is decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    from edgekit.data.loaders import IMAGE_SUFFIXES, _image_files
-
     root = Path(root)
     class_dirs = sorted(q for q in root.iterdir() if q.is_dir() and not q.name.startswith("."))
-    class_files = [(d.name, _image_files(d)) for d in class_dirs]
+    class_files = [(d.name, image_files(d)) for d in class_dirs]
     class_files = [(c, f) for c, f in class_files if f]
-    loose = _image_files(root)
+    loose = image_files(root)
     if not class_files and not loose:
         raise DataError(
             f"Image folder {root} is empty: no images ({', '.join(IMAGE_SUFFIXES[:4])} ...) in it "

@@ -138,7 +138,6 @@ def compress(
             unlabeled = None
         check_data_unchanged(out_dir, data, dataset)
         splits = make_splits(rec, dataset, unlabeled)
-        say_data_plan(rec, out_dir, dataset, splits)
         prep = Preprocessing(mean=rec.data.preprocessing.mean, std=rec.data.preprocessing.std)
         ctx = RunContext(
             recipe=rec,
@@ -150,6 +149,7 @@ def compress(
             unsafe=unsafe,
             predict_teacher=predict_teacher,
         )
+        say_data_plan(ctx, dataset)
         ctx.compute_teacher_outputs(_teacher_splits(rec, splits))
         _check_labels(ctx)
 
@@ -235,25 +235,27 @@ def check_data_unchanged(out_dir: Path, spec: str, dataset: Any) -> None:
     write_json_atomic(path, record)
 
 
-def say_data_plan(rec: Recipe, out_dir: Path, dataset: Any, splits: dict[str, Any]) -> None:
+def say_data_plan(ctx: RunContext, dataset: Any) -> None:
     """The data plan, in the run's first lines: files, classes, streamed or cached, and the
-    disk the teacher's outputs will take in OUT/cache (checked against the free space now)."""
+    disk the teacher's outputs will take in OUT/cache, checked against the free space before
+    the teacher runs (the files already cached are not counted again)."""
     from edgekit.data.stream import human_bytes, require_free_space
 
     h, w, c = dataset.image_shape
     mode = "streamed from its files" if dataset.streamed else "in memory"
     cls = f"{dataset.num_classes} classes" if dataset.labeled else "unlabeled"
+    names = _teacher_splits(ctx.recipe, ctx.splits)
     classes = max(dataset.num_classes, 1)
-    names = _teacher_splits(rec, splits)
-    rows = sum(len(splits[n]) for n in names)
-    need = rows * classes * 4 + 4096 * len(names)
+    total = sum(len(ctx.splits[n]) * classes * 4 + 4096 for n in names)
+    splits = ", ".join(f"{k} {len(v):,}" for k, v in ctx.splits.items())
     ui.info(
-        f"Data: {dataset.source}: {len(dataset):,} images, {cls}, {h}x{w}x{c}, {mode}; "
-        f"splits {', '.join(f'{k} {len(v):,}' for k, v in splits.items())}; teacher cache "
-        f"{human_bytes(need)} on disk in {out_dir / 'cache'} ({', '.join(names)}; more for "
-        "augmented views)"
+        f"Data: {dataset.source}: {len(dataset):,} images, {cls}, {h}x{w}x{c}, {mode}; splits "
+        f"{splits}; teacher cache {human_bytes(total)} on disk in {ctx.out / 'cache'} "
+        f"({', '.join(names)}; more for augmented views)"
     )
-    require_free_space(out_dir, need, "The teacher's cached outputs")
+    need = ctx.cache_bytes_missing(names, classes)
+    if need:
+        require_free_space(ctx.out / "cache", need, "the teacher's cached outputs")
 
 
 def resolve_inputs(

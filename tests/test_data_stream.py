@@ -164,8 +164,9 @@ def test_tfrecord_streams_without_tensorflow_and_matches_tf(tmp_path):
 
 def test_disk_too_small_says_how_much_is_needed(tmp_path):
     with pytest.raises(DiskFull) as e:
-        require_free_space(tmp_path, 10**18, "The teacher's cached outputs")
-    assert "needs 1000000.0 TB" in str(e.value) and "free" in str(e.value)
+        require_free_space(tmp_path, 10**18, "the teacher's cached outputs")
+    assert str(e.value).startswith(f"No space left in {tmp_path} for the teacher's cached")
+    assert "1000000.0 TB needed" in str(e.value) and " free, " in str(e.value)
     require_free_space(tmp_path / "not" / "yet", 1, "x")  # the nearest existing folder's disk
 
 

@@ -612,6 +612,7 @@ def require_free_space(folder: str | os.PathLike, need: int, what: str) -> None:
     free = shutil.disk_usage(probe).free
     if free < need:
         raise DiskFull(
-            f"{what} needs {human_bytes(need)} on the disk of {folder} but only "
-            f"{human_bytes(free)} is free. Free some space or pass --out on a larger disk."
+            f"No space left in {folder} for {what}: {human_bytes(free)} free, "
+            f"{human_bytes(need)} needed. Free some space there (or pass another --out), then "
+            "rerun the same command; nothing was written for it."
         )

@@ -99,9 +99,8 @@ class RunContext:
                 out.append(self.teacher_logits(split, view))
         return np.stack(out)  # (views, N, classes): N x classes floats per view, no images
 
-    def teacher_logits(self, name: str, view: View | None = None) -> np.ndarray:
-        """The teacher's logits on split `name` (one view of it), from OUT/cache or computed."""
-        cache_dir = self.out / "cache"
+    def cache_path(self, name: str, view: View | None = None) -> Path:
+        """Where the teacher's logits on split `name` (one view of it) are cached."""
         if view == (False, 0):
             view = None  # the original images: the plain per-split cache file
         parts: list[Any] = [
@@ -115,7 +114,23 @@ class RunContext:
             parts.append(list(view))
             label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
         key = hash_json(parts)[:16]
-        path = cache_dir / f"teacher-{label}-{key}.npy"
+        return self.out / "cache" / f"teacher-{label}-{key}.npy"
+
+    def cache_bytes_missing(self, split_names: list[str], classes: int) -> int:
+        """The disk the teacher's cached outputs on these splits will still take (the files not
+        already in OUT/cache), for `classes` scores per image."""
+        return sum(
+            len(self.splits[n]) * max(classes, 1) * 4 + 4096
+            for n in split_names
+            if not self.cache_path(n).is_file()
+        )
+
+    def teacher_logits(self, name: str, view: View | None = None) -> np.ndarray:
+        """The teacher's logits on split `name` (one view of it), from OUT/cache or computed."""
+        if view == (False, 0):
+            view = None
+        label = name if view is None else f"{name}-{'m' if view[0] else ''}r{view[1]}"
+        path = self.cache_path(name, view)
         if path.is_file():
             return np.load(path, mmap_mode="r")
         x = self.x(name)

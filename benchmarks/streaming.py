@@ -171,6 +171,14 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[], choices=["eval", "compress", "throughput"])
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="more --set overrides for the compress run (e.g. data.split.train=0.1 to train on "
+        "part of a large folder: the scan and fingerprint still cover all of it)",
+    )
     a = ap.parse_args()
     folder = a.dir or Path(f"/tmp/edgekit-stream-{a.n}-{a.size}")
     print("command:", shlex.join([sys.executable, *sys.argv]))
@@ -204,6 +212,8 @@ def main() -> None:
             "--set", "distill.augment.rot90=false", "--set", "latency_runs=3",
             "--set", "data.max_eval_samples=500",
         ]  # fmt: skip
+        for extra in a.sets:
+            cmd += ["--set", extra]
         rc, gb, secs, tail = peak_rss(cmd)
         print(f"compress: exit {rc}, peak RSS {gb:.2f} GB, {secs:.0f} s\n  {shlex.join(cmd)}")
         print(tail)

@@ -192,7 +192,7 @@ def test_training_streamed_equals_training_in_memory(folder):
         ds = load_dataset(folder, stream=stream)
         x = ds.x.with_preprocessing(pre) if ds.streamed else pre.apply(ds.x)
         model = _tiny_model()
-        h = training.fit(model, x, ds.y, x_val=x, y_val=ds.y, epochs=2, batch_size=8, seed=1)
+        h = training.fit(model, x, ds.y, x_val=x, y_val=ds.y, epochs=1, batch_size=16, seed=1)
         histories.append(h)
         weights.append(model.get_weights())
     assert histories[0] == histories[1]
@@ -207,11 +207,11 @@ def test_training_stops_on_a_corrupt_image_with_one_line(folder, tmp_path):
     ds = load_dataset(bad_root, stream="on")
     x = ds.x.with_preprocessing(Preprocessing())
     with pytest.raises(DataError) as e:
-        training.fit(_tiny_model(), x, ds.y, epochs=1, batch_size=8)
+        training.fit(_tiny_model(), x, ds.y, epochs=1, batch_size=16)
     assert str(victim) in str(e.value)
     skipping = load_dataset(bad_root, stream="on", on_corrupt="skip")
     x = skipping.x.with_preprocessing(Preprocessing())
-    h = training.fit(_tiny_model(), x, skipping.y, epochs=1, batch_size=8)
+    h = training.fit(_tiny_model(), x, skipping.y, epochs=1, batch_size=16)
     assert np.isfinite(h["loss"][0]) and skipping.x.skipped == [str(victim)]
 
 

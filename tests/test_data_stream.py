@@ -309,3 +309,17 @@ def test_compress_refuses_files_changed_since_the_run_started(folder, tmp_path):
     assert last.startswith(f"error: The data at {data} changed since the run in {out} started")
     assert "48 images" in last and "47 with" in last and "Traceback" not in r.output
     assert "16x16x3; streamed (data.stream=on)" in r.output
+
+
+def test_prune_trains_on_a_stream(folder):
+    """prune reads a streamed folder through tf.data (that the streamed pipeline gives the
+    in-memory batches is test_training_streamed_equals_training_in_memory; QAT goes through the
+    same check_training_data and fit, and is left out here for time)."""
+    from edgekit.stages.prune import prune
+
+    pre = Preprocessing()
+    ds = load_dataset(folder, stream="on")
+    xs = ds.x.with_preprocessing(pre)
+    kw = {"epochs": 1, "batch_size": 16, "target_sparsity": 0.5}
+    pruned = prune(_tiny_model(), xs, ds.y, x_val=xs, y_val=ds.y, **kw)
+    assert 0.4 <= pruned.overall_sparsity <= 0.6 and len(pruned.history["loss"]) == 1

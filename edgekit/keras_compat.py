@@ -386,7 +386,8 @@ class LoadedModel:
         return serve.get_concrete_function()
 
     def _check_x(self, x: Any) -> np.ndarray:
-        x = np.asarray(x)
+        streamed = getattr(x, "streamed", False)  # edgekit.data.stream: decoded per slice
+        x = x if streamed else np.asarray(x)
         want = self.input_shape
         ok = x.ndim == 4 and all(
             w is None or w == g for w, g in zip(want, x.shape[1:], strict=True)
@@ -397,7 +398,7 @@ class LoadedModel:
                 f"Expected input of shape (N, {shown}) for {self.name}; received {x.shape}. "
                 "Resize the images or pass the model that matches them."
             )
-        return x.astype(np.float32, copy=False)
+        return x if streamed else x.astype(np.float32, copy=False)
 
     def predict(self, x: Any, batch_size: int = 64) -> np.ndarray | list[np.ndarray]:
         """Run the model on float32 NHWC input in inference mode, in batches, without progress bars.

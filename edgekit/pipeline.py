@@ -124,7 +124,13 @@ def compress(
         predict_teacher, input_shape, class_index, output_names = _teacher_predictor(
             teacher, unsafe, rec.class_output
         )
-        dataset = load_dataset(data, image_size=tuple(input_shape[:2]), seed=rec.data.seed)
+        dataset = load_dataset(
+            data,
+            image_size=tuple(input_shape[:2]),
+            seed=rec.data.seed,
+            stream=rec.data.stream,
+            on_corrupt=rec.data.on_corrupt,
+        )
         if tuple(dataset.image_shape) != tuple(input_shape):
             raise DataError(
                 f"Data images are {tuple(dataset.image_shape)} but the model expects {tuple(input_shape)}. "
@@ -136,6 +142,7 @@ def compress(
                 "(only distill with use_unlabeled does): ignoring --unlabeled."
             )
             unlabeled = None
+        check_data_unchanged(out_dir, data, dataset)
         splits = make_splits(rec, dataset, unlabeled)
         prep = Preprocessing(mean=rec.data.preprocessing.mean, std=rec.data.preprocessing.std)
         ctx = RunContext(
@@ -150,6 +157,7 @@ def compress(
             class_index=class_index,
             teacher_output_names=output_names,
         )
+        say_data_plan(ctx, dataset)
         ctx.compute_teacher_outputs(_teacher_splits(rec, splits))
         _check_labels(ctx)
 
@@ -171,7 +179,6 @@ def make_splits(rec: Recipe, dataset: Any, unlabeled: str | None = None) -> dict
     """The run's data splits: the recipe's split of `dataset`, the training split cut to
     `data.labelled_fraction` of its labels, and "unlabeled" (the rest of the training split and
     the images of `unlabeled`, labels dropped) when there are any."""
-    from edgekit.data import Dataset
 
     splits = dataset.split(rec.data.split.fractions(), seed=rec.data.seed)
     pools, sources = [], []
@@ -191,15 +198,72 @@ def make_splits(rec: Recipe, dataset: Any, unlabeled: str | None = None) -> dict
             f"(data.labelled_fraction={fraction:g} kept {len(parts['labelled'])})"
         )
     if unlabeled is not None:
-        pool = _unlabeled_pool(unlabeled, dataset, rec.data.seed)
+        pool = _unlabeled_pool(
+            unlabeled, dataset, rec.data.seed, rec.data.stream, rec.data.on_corrupt
+        )
         pools.append(pool.x)
         sources.append(pool.source)
     if pools:
-        x = pools[0] if len(pools) == 1 else np.concatenate(pools)
-        splits["unlabeled"] = Dataset(
-            x, labels=dataset.labels, name="unlabeled images", source=" + ".join(sources)
-        )
+        from edgekit.data.stream import concat
+
+        x = pools[0] if len(pools) == 1 else concat(pools[0], pools[1])
+        splits["unlabeled"] = _unlabeled(x, dataset.labels, "unlabeled images", " + ".join(sources))
     return splits
+
+
+def _unlabeled(x: Any, labels: list[str], name: str, source: str) -> Any:
+    from edgekit.data import Dataset
+
+    if getattr(x, "streamed", False):  # validated when scanned; Dataset() would decode it all
+        return Dataset._trusted(x, None, labels, name, source)
+    return Dataset(x, labels=labels, name=name, source=source)
+
+
+def check_data_unchanged(out_dir: Path, spec: str, dataset: Any) -> None:
+    """OUT/data.json records the fingerprint of the files a run in OUT started on; a later run
+    (a resume) on the same path whose files differ stops here with one line, before any stage
+    reuses or mixes outputs made from the old files."""
+    fp = dataset.fingerprint()
+    path = out_dir / "data.json"
+    where = str(dataset.source)  # the path, without the spec's options
+    record = {"spec": str(spec), "source": where, "fingerprint": fp, "streamed": dataset.streamed}
+    if path.is_file() and Path(where).exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("source") == where and old.get("fingerprint") not in (None, fp):
+            was = old["fingerprint"]
+            raise DataError(
+                f"The data at {where} changed since the run in {out_dir} started: "
+                f"{was.get('count')} images with fingerprint {str(was.get('sha256'))[:12]} then, "
+                f"{fp['count']} with {fp['sha256'][:12]} now. Pass another --out for the new "
+                f"files, or delete {path} to start over in this folder."
+            )
+    write_json_atomic(path, record)
+
+
+def say_data_plan(ctx: RunContext, dataset: Any) -> None:
+    """The data plan, in the run's first lines: files, classes, streamed or cached, and the
+    disk the teacher's outputs will take in OUT/cache, checked against the free space before
+    the teacher runs (the files already cached are not counted again)."""
+    from edgekit.data.stream import human_bytes, require_free_space
+
+    h, w, c = dataset.image_shape
+    mode = "streamed from its files" if dataset.streamed else "in memory"
+    cls = f"{dataset.num_classes} classes" if dataset.labeled else "unlabeled"
+    names = _teacher_splits(ctx.recipe, ctx.splits)
+    classes = max(dataset.num_classes, 1)
+    total = sum(len(ctx.splits[n]) * classes * 4 + 4096 for n in names)
+    splits = ", ".join(f"{k} {len(v):,}" for k, v in ctx.splits.items())
+    ui.info(
+        f"Data: {dataset.source}: {len(dataset):,} images, {cls}, {h}x{w}x{c}, {mode}; splits "
+        f"{splits}; teacher cache {human_bytes(total)} on disk in {ctx.out / 'cache'} "
+        f"({', '.join(names)}; more for augmented views)"
+    )
+    need = ctx.cache_bytes_missing(names, classes)
+    if need:
+        require_free_space(ctx.out / "cache", need, "the teacher's cached outputs")
 
 
 def resolve_inputs(
@@ -246,19 +310,21 @@ def resolve_inputs(
     )
 
 
-def _unlabeled_pool(spec: str, dataset: Any, seed: int) -> Any:
+def _unlabeled_pool(
+    spec: str, dataset: Any, seed: int, stream: str = "auto", on_corrupt: str = "stop"
+) -> Any:
     """The images of `spec` without their labels, checked against the labelled data's shape."""
-    from edgekit.data import Dataset, load_dataset
+    from edgekit.data import load_dataset
 
-    pool = load_dataset(spec, image_size=dataset.image_shape[:2], seed=seed)
+    pool = load_dataset(
+        spec, image_size=dataset.image_shape[:2], seed=seed, stream=stream, on_corrupt=on_corrupt
+    )
     if tuple(pool.image_shape) != tuple(dataset.image_shape):
         raise DataError(
             f"Unlabeled images ({spec}) are {tuple(pool.image_shape)} but the data's are "
             f"{tuple(dataset.image_shape)}. Use unlabeled images with the same channels."
         )
-    return Dataset(
-        pool.x, labels=dataset.labels, name=f"{pool.name} (unlabeled)", source=pool.source
-    )
+    return _unlabeled(pool.x, dataset.labels, f"{pool.name} (unlabeled)", pool.source)
 
 
 def _teacher_predictor(teacher: ModelArtifact, unsafe: bool, class_output: int | str | None = None):

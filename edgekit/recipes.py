@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
@@ -75,6 +75,17 @@ class DataConfig(Strict):
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     max_eval_samples: int | None = Field(
         None, gt=0, description="Cap on evaluated samples (None: all)."
+    )
+    stream: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Image folders and TFRecords: stream them batch by batch from their files "
+        "(on), decode them into memory (off), or choose by size (auto: in memory when the pixels "
+        "and one float32 copy fit in 2 GB). The choice is said in the run's first lines.",
+    )
+    on_corrupt: Literal["stop", "skip"] = Field(
+        "stop",
+        description="An image that cannot be decoded: stop the run naming it, or skip it (left "
+        "out, counted in the log).",
     )
     labelled_fraction: float = Field(
         1.0,

@@ -154,6 +154,11 @@ class Dataset:
     def labeled(self) -> bool:
         return self.y is not None
 
+    @property
+    def streamed(self) -> bool:
+        """True when the images are read from their files batch by batch (`StreamedImages`)."""
+        return bool(getattr(self.x, "streamed", False))
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary for reports (includes the fingerprint)."""
         return {
@@ -173,10 +178,15 @@ class Dataset:
         """Count and sha256 over the shape, dtype and bytes of x, and the bytes of y.
 
         Two data sets with the same fingerprint hold the same images and labels in the same order.
+        A streamed data set hashes its files instead (names, sizes and content hashes, in order,
+        read when it was scanned): the same files give the same fingerprint.
         """
         h = hashlib.sha256()
         h.update(f"x:{self.x.dtype.str}:{self.x.shape}".encode())
-        h.update(np.ascontiguousarray(self.x).tobytes())
+        if self.streamed:
+            h.update(self.x.fingerprint_bytes())
+        else:
+            h.update(np.ascontiguousarray(self.x).tobytes())
         if self.y is not None:
             h.update(b"y:")
             h.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
@@ -196,7 +206,7 @@ class Dataset:
                     f"Subset indices must be in [0, {len(self)}). "
                     f"Received indices from {idx.min()} to {idx.max()}."
                 )
-        x = self.x[idx]
+        x = self.x.take(idx) if self.streamed else self.x[idx]
         y = None if self.y is None else self.y[idx]
         return Dataset._trusted(x, y, self.labels, self.name, self.source)
 
@@ -287,7 +297,7 @@ class Dataset:
         h, w = _as_hw(size)
         if (h, w) == self.image_shape[:2]:
             return self
-        x = resize_images(self.x, (h, w))
+        x = self.x.resized((h, w)) if self.streamed else resize_images(self.x, (h, w))
         return Dataset._trusted(x, self.y, self.labels, self.name, self.source, self.test_indices)
 
     # --- iteration -----------------------------------------------------------------------------
@@ -296,15 +306,44 @@ class Dataset:
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Yield (preprocessed float32 images, labels or None) in order; the last may be short.
 
-        `preprocessing=None` uses the default `Preprocessing()` (pixels / 255).
+        `preprocessing=None` uses the default `Preprocessing()` (pixels / 255). A streamed data
+        set decodes one batch at a time; with `on_corrupt="skip"` it leaves out the images it
+        cannot decode (and their labels), so a batch may be shorter.
         """
         if int(batch_size) < 1:
             raise DataError(f"Expected batch_size >= 1. Received: batch_size={batch_size}.")
         pre = preprocessing or Preprocessing()
+        if self.streamed:
+            yield from self._streamed_batches(int(batch_size), pre)
+            return
         for i in range(0, len(self), int(batch_size)):
             xb = pre.apply(self.x[i : i + batch_size])
             yb = None if self.y is None else self.y[i : i + batch_size]
             yield xb, yb
+
+    def _streamed_batches(
+        self, batch_size: int, pre: Preprocessing
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        # The next batch decodes in a thread while this one is used (PIL releases the GIL while
+        # it decodes): decoding and inference overlap, and only two batches are held.
+        from concurrent.futures import ThreadPoolExecutor
+
+        starts = list(range(0, len(self), batch_size))
+
+        def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+            return self.x.decode_positions(np.arange(i, min(i + batch_size, len(self))))
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(load, starts[0]) if starts else None
+            for k, i in enumerate(starts):
+                xb, ok = pending.result()  # type: ignore[union-attr]
+                if k + 1 < len(starts):
+                    pending = pool.submit(load, starts[k + 1])
+                yb = None if self.y is None else self.y[i : i + batch_size]
+                if not ok.all():
+                    xb, yb = xb[ok], None if yb is None else yb[ok]
+                if len(xb):
+                    yield pre.apply(xb), yb
 
     def preprocessed(self, preprocessing: Preprocessing | None = None) -> np.ndarray:
         """All images as one preprocessed float32 array."""

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import shapes as _shapes
-from edgekit.data.dataset import Dataset, _as_hw, resize_images
+from edgekit.data.dataset import Dataset, _as_hw, _check_labels, resize_images
 from edgekit.errors import DataError
-from edgekit.ui import progress
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
 
 # Built-in data sets: name -> (options with their defaults, loader, one-line description).
@@ -52,14 +50,24 @@ BUILTIN_DATASETS: dict[str, str] = {
     ),
 }
 _PATH_OPTIONS: dict[str, dict[str, str]] = {
-    "tfrecord": {"image_key": "image", "label_key": "label"},
-    "folder": {},
+    "tfrecord": {
+        "image_key": "image",
+        "label_key": "label",
+        "stream": "auto",
+        "on_corrupt": "stop",
+    },
+    "folder": {"stream": "auto", "on_corrupt": "stop"},
     "npz": {},
 }
 
 
 def load_dataset(
-    spec: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None, seed: int = 0
+    spec: str | os.PathLike,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    stream: str = "auto",
+    on_corrupt: str = "stop",
 ) -> Dataset:
     """Load a data set from a spec: "shapes", "shapes:64", "digits:size=48", or a path.
 
@@ -68,7 +76,20 @@ def load_dataset(
         image_size: resize every image to this (H, W) (or N for N x N); built-in sets are drawn
             at this size directly. Needed for folders whose images differ in size.
         seed: the generation seed of procedural sets when the spec does not give one.
+        stream: image folders and TFRecords: "auto" keeps them in memory when they fit
+            (`edgekit.data.stream.CACHE_LIMIT_BYTES`) and streams them otherwise; "on" always
+            streams, "off" always decodes everything. The choice is said in the log.
+        on_corrupt: an image that cannot be decoded: "stop" (DataError naming it) or "skip"
+            (left out, counted in the log).
     """
+    from edgekit.data.stream import ON_CORRUPT, STREAM_MODES
+
+    if stream not in STREAM_MODES:
+        raise DataError(f"Expected stream in {', '.join(STREAM_MODES)}. Received: {stream!r}.")
+    if on_corrupt not in ON_CORRUPT:
+        raise DataError(
+            f"Expected on_corrupt in {', '.join(ON_CORRUPT)}. Received: {on_corrupt!r}."
+        )
     hw = None if image_size is None else _as_hw(image_size)
     text = os.fspath(spec).strip()
     if not text:
@@ -77,7 +98,15 @@ def load_dataset(
     if name in BUILTIN_DATASETS and not Path(text).exists():
         return _load_builtin(name, opts_text, text, hw, seed)
     path, opts = _split_path_options(text)
-    ds = _load_path(path, opts, hw)
+    # `folder:stream=on` and `data.tfrecord:on_corrupt=skip` win over the arguments: a spec
+    # carries them to every command that takes one (eval, check, bench, compress --data).
+    stream, on_corrupt = opts.pop("stream", stream), opts.pop("on_corrupt", on_corrupt)
+    if stream not in STREAM_MODES or on_corrupt not in ON_CORRUPT:
+        raise DataError(
+            f"Expected stream in {', '.join(STREAM_MODES)} and on_corrupt in "
+            f"{', '.join(ON_CORRUPT)}. Received: {text}."
+        )
+    ds = _load_path(path, opts, hw, stream, on_corrupt)
     if hw is not None and ds.image_shape[:2] != hw:
         ds = ds.resized(hw)
     return ds
@@ -216,17 +245,19 @@ def _path_kind(p: Path) -> str:
     )
 
 
-def _load_path(p: Path, opts: dict[str, str], hw: tuple[int, int] | None) -> Dataset:
+def _load_path(
+    p: Path, opts: dict[str, str], hw: tuple[int, int] | None, stream: str, on_corrupt: str
+) -> Dataset:
     kind = _path_kind(p)
     if kind == "folder":
         from edgekit.data.idx import is_idx_folder
 
         if is_idx_folder(p):
             return load_idx(p)
-        return load_image_folder(p, image_size=hw)
+        return load_image_folder(p, image_size=hw, stream=stream, on_corrupt=on_corrupt)
     if kind == "npz":
         return load_npz(p)
-    return load_tfrecord(p, image_size=hw, **opts)
+    return load_tfrecord(p, image_size=hw, stream=stream, on_corrupt=on_corrupt, **opts)
 
 
 # --- IDX (MNIST, Fashion-MNIST, KMNIST) --------------------------------------------------------
@@ -294,81 +325,60 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 
 
 # --- image folder ------------------------------------------------------------------------------
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        q
-        for q in folder.iterdir()
-        if q.is_file() and not q.name.startswith(".") and q.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
 def load_image_folder(
-    path: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None
+    path: str | os.PathLike,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    stream: str = "auto",
+    on_corrupt: str = "stop",
 ) -> Dataset:
     """An image folder: one sub-folder per class (sorted names are the labels).
 
     A folder holding only images (no class sub-folders) loads as unlabeled data, which is
-    enough for calibration and distillation.
+    enough for calibration and distillation. The folder is scanned first (names, sizes, content
+    hashes and image headers, no decoding); then it streams or is decoded into memory (`stream`,
+    see `load_dataset`).
     """
-    from PIL import Image, UnidentifiedImageError
+    from edgekit.data.stream import scan_folder
 
     root = Path(path)
     hw = None if image_size is None else _as_hw(image_size)
-    class_dirs = sorted(q for q in root.iterdir() if q.is_dir() and not q.name.startswith("."))
-    class_files = [(d.name, _image_files(d)) for d in class_dirs]
-    class_files = [(c, f) for c, f in class_files if f]
-    loose = _image_files(root)
-    if not class_files and not loose:
+    source = scan_folder(root, on_corrupt=on_corrupt)  # type: ignore[arg-type]
+    if hw is None and source.mixed_sizes:
+        (f1, s1), (f2, s2) = source.mixed_sizes
         raise DataError(
-            f"Image folder {root} is empty: no images ({', '.join(IMAGE_SUFFIXES[:4])} ...) in it "
-            "or in its sub-folders. Expected one sub-folder of images per class."
-        )
-    if class_files and len(class_files) < 2:
-        raise DataError(
-            f"Image folder {root} has only one class ({class_files[0][0]!r}). A labeled data set "
-            "needs at least 2 class sub-folders; put images of each class in their own sub-folder."
-        )
-    if class_files:
-        labels = [c for c, _ in class_files]
-        files = [(f, i) for i, (_, fs) in enumerate(class_files) for f in fs]
-    else:
-        labels, files = [], [(f, -1) for f in loose]
-
-    # First pass reads headers only: unreadable files and mixed sizes fail before any decoding.
-    grey = True
-    sizes: dict[tuple[int, int], Path] = {}
-    for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                grey &= im.mode in ("1", "L", "I", "I;16", "F")
-                sizes.setdefault((im.height, im.width), f)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"Cannot read image {f} ({e}). Remove or re-save that file.") from None
-    if hw is None and len(sizes) > 1:
-        (s1, f1), (s2, f2) = list(sizes.items())[:2]
-        raise DataError(
-            f"Images in {root} have different sizes, e.g. {f1.name} is {s1[1]}x{s1[0]} and "
-            f"{f2.name} is {s2[1]}x{s2[0]}. Pass image_size (e.g. --image-size "
+            f"Images in {root} have different sizes, e.g. {f1} is {s1[1]}x{s1[0]} and "
+            f"{f2} is {s2[1]}x{s2[0]}. Pass image_size (e.g. --image-size "
             f"{s1[1]}) to resize them all."
         )
-    mode = "L" if grey else "RGB"
-    images: list[np.ndarray] = []
-    for f, _ in progress(files, description=f"reading {root.name}") if len(files) > 2000 else files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(
-                f"Cannot decode image {f} ({e}). Remove or re-save that file."
-            ) from None
-        if hw is not None and (im.height, im.width) != hw:
-            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-        images.append(np.asarray(im, dtype=np.uint8))
-    x = np.stack(images)
-    if mode == "L":
-        x = x[..., None]
-    y = None if not labels else np.array([i for _, i in files], dtype=np.int64)
-    return Dataset._trusted(x, y, labels, root.name or str(root), str(root))
+    return _from_source(source, hw, stream, on_corrupt, root.name or str(root), str(root))
+
+
+def _from_source(
+    source: Any, hw: tuple[int, int] | None, stream: str, on_corrupt: str, name: str, where: str
+) -> Dataset:
+    """A scanned source as a Dataset: streamed, or decoded into memory, as the plan says."""
+    from edgekit.data.stream import StreamedImages, choose
+    from edgekit.ui import info
+
+    hw = hw or source.image_hw
+    x = StreamedImages(
+        source, np.arange(len(source), dtype=np.int64), tuple(hw), source.channels, on_corrupt
+    )
+    plan = choose(len(source), x.shape[1:], len(source.class_names), stream)
+    info(f"data: {where}: {plan.line()}")
+    y = source.labels
+    if not plan.streamed:
+        pixels, ok = x.decode(x.index)
+        if not ok.all():
+            pixels, y = pixels[ok], None if y is None else y[ok]
+            info(f"data: skipped {int((~ok).sum())} corrupt image(s) of {where}")
+        x = pixels
+    try:
+        _check_labels(source.class_names or None, y)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
+    return Dataset._trusted(x, y, source.class_names, name, where)
 
 
 # --- TFRecord and tf.data ----------------------------------------------------------------------
@@ -379,65 +389,25 @@ def load_tfrecord(
     label_key: str = "label",
     image_size: int | tuple[int, int] | None = None,
     labels: Sequence[str] | None = None,
+    stream: str = "auto",
+    on_corrupt: str = "stop",
 ) -> Dataset:
-    """A TFRecord file of tf.train.Example with encoded image bytes and (optional) int64 labels."""
-    import io
+    """A TFRecord file of tf.train.Example with encoded image bytes and (optional) int64 labels.
 
-    import tensorflow as tf
-    from PIL import Image, UnidentifiedImageError
+    Read without TensorFlow: the records are listed (offsets, sizes, content hashes, labels),
+    then streamed or decoded into memory (`stream`, see `load_dataset`)."""
+    from edgekit.data.stream import scan_tfrecord
 
     p = Path(path)
     hw = None if image_size is None else _as_hw(image_size)
-    images: list[np.ndarray] = []
-    ys: list[int] = []
-    sizes: dict[tuple[int, ...], int] = {}
-    try:
-        records = list(tf.data.TFRecordDataset(str(p)).as_numpy_iterator())
-    except tf.errors.OpError as e:
+    source = scan_tfrecord(p, image_key=image_key, label_key=label_key, labels=labels)
+    if hw is None and source.mixed_sizes:
+        (f1, s1), (f2, s2) = source.mixed_sizes
         raise DataError(
-            f"Cannot read {p} as a TFRecord file ({e.message.splitlines()[0]}). "
-            "Expected tf.train.Example records."
-        ) from None
-    if not records:
-        raise DataError(f"TFRecord file {p} holds no records. Expected tf.train.Example records.")
-    for i, rec in enumerate(records):
-        ex = tf.train.Example.FromString(rec)
-        feats = ex.features.feature
-        if image_key not in feats or not feats[image_key].bytes_list.value:
-            raise DataError(
-                f"Record {i} of {p} has no bytes feature {image_key!r} (features: "
-                f"{sorted(feats)}). Pass the right key: '{p}:image_key=NAME'."
-            )
-        try:
-            with Image.open(io.BytesIO(feats[image_key].bytes_list.value[0])) as im:
-                im = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(
-                f"Record {i} of {p}: cannot decode {image_key!r} as an image ({e})."
-            ) from None
-        if hw is not None and (im.height, im.width) != hw:
-            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        a = a[..., None] if a.ndim == 2 else a
-        sizes.setdefault(a.shape, i)
-        images.append(a)
-        if label_key in feats and feats[label_key].int64_list.value:
-            ys.append(int(feats[label_key].int64_list.value[0]))
-    if len(sizes) > 1:
-        (s1, i1), (s2, i2) = list(sizes.items())[:2]
-        raise DataError(
-            f"Images in {p} have different sizes, e.g. record {i1} is {s1} and record {i2} is "
-            f"{s2}. Pass image_size to resize them all."
+            f"Images in {p} have different sizes, e.g. {f1} is {s1} and {f2} is {s2}. "
+            "Pass image_size to resize them all."
         )
-    if ys and len(ys) != len(images):
-        raise DataError(
-            f"{len(images) - len(ys)} of {len(images)} records in {p} have no {label_key!r}. "
-            "Label every record, or none."
-        )
-    try:
-        return Dataset(np.stack(images), ys or None, labels, name=p.stem, source=str(p))
-    except DataError as e:
-        raise DataError(f"{p}: {e}") from None
+    return _from_source(source, hw, stream, on_corrupt, p.stem, str(p))
 
 
 def from_tf_data(

@@ -62,7 +62,12 @@ class RunContext:
     teacher_output_names: list[str] = field(default_factory=list)  # when it has several
 
     def x(self, split: str, limit: int | None = None) -> np.ndarray:
+        """The split's images, preprocessed float32. A streamed split gives its lazy
+        `StreamedImages` (decoded a slice at a time) unless `limit` asks for a few."""
         ds = self.splits[split]
+        if getattr(ds, "streamed", False):
+            x = ds.x.with_preprocessing(self.preprocessing)
+            return x[:limit] if limit else x
         x = self.preprocessing.apply(ds.x[:limit] if limit else ds.x)
         return np.asarray(x, dtype=np.float32)
 
@@ -97,11 +102,10 @@ class RunContext:
                 out.append(self.teacher_outputs[split])
             else:
                 out.append(self.teacher_logits(split, view))
-        return np.stack(out)
+        return np.stack(out)  # (views, N, classes): N x classes floats per view, no images
 
-    def teacher_logits(self, name: str, view: View | None = None) -> np.ndarray:
-        """The teacher's logits on split `name` (one view of it), from OUT/cache or computed."""
-        cache_dir = self.out / "cache"
+    def cache_path(self, name: str, view: View | None = None) -> Path:
+        """Where the teacher's logits on split `name` (one view of it) are cached."""
         if view == (False, 0):
             view = None  # the original images: the plain per-split cache file
         parts: list[Any] = [
@@ -115,25 +119,59 @@ class RunContext:
             parts.append(list(view))
             label = f"{name}-{'m' if view[0] else ''}r{view[1]}"
         key = hash_json(parts)[:16]
-        path = cache_dir / f"teacher-{label}-{key}.npy"
+        return self.out / "cache" / f"teacher-{label}-{key}.npy"
+
+    def cache_bytes_missing(self, split_names: list[str], classes: int) -> int:
+        """The disk the teacher's cached outputs on these splits will still take (the files not
+        already in OUT/cache), for `classes` scores per image."""
+        return sum(
+            len(self.splits[n]) * max(classes, 1) * 4 + 4096
+            for n in split_names
+            if not self.cache_path(n).is_file()
+        )
+
+    def teacher_logits(self, name: str, view: View | None = None) -> np.ndarray:
+        """The teacher's logits on split `name` (one view of it), from OUT/cache or computed."""
+        if view == (False, 0):
+            view = None
+        label = name if view is None else f"{name}-{'m' if view[0] else ''}r{view[1]}"
+        path = self.cache_path(name, view)
         if path.is_file():
-            return np.load(path)
+            return np.load(path, mmap_mode="r")
         x = self.x(name)
         if view is not None:
             from edgekit.stages.training import apply_view
 
             x = apply_view(x, view)
-        batches = [x[i : i + 256] for i in range(0, len(x), 256)]
-        predict = self.predict_teacher
-        outs = [predict(b) for b in ui.progress(batches, description=f"teacher outputs ({label})")]
-        logits = as_logits(np.concatenate(outs, axis=0))
-        self._check_classes(logits)
-        from edgekit.artifacts import atomic_path
+        return self._write_logits(path, x, label)
 
-        cache_dir.mkdir(parents=True, exist_ok=True)
+    def _write_logits(self, path: Path, x: Any, label: str) -> np.ndarray:
+        """Run the teacher on `x` (an array or a stream) batch by batch into a memory-mapped .npy
+        written under a temporary name and renamed when complete; return it memory-mapped."""
+        from edgekit.artifacts import atomic_path
+        from edgekit.data.stream import require_free_space
+
+        n, step = len(x), 256
+        predict = self.predict_teacher
+        path.parent.mkdir(parents=True, exist_ok=True)
+        first = as_logits(first_output(predict(x[:step])))
+        self._check_classes(first)
+        require_free_space(
+            path.parent, n * first.shape[1] * 4 + 4096, f"The teacher's outputs on {label}"
+        )
         with atomic_path(path) as tmp:
-            np.save(tmp, logits)
-        return logits
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.float32, shape=(n, first.shape[1])
+            )
+            out[: len(first)] = first
+            starts = range(step, n, step)
+            for i in (
+                ui.progress(starts, description=f"teacher outputs ({label})") if n > step else []
+            ):
+                out[i : i + step] = as_logits(first_output(predict(x[i : i + step])))
+            out.flush()
+            del out
+        return np.load(path, mmap_mode="r")
 
     def _check_classes(self, logits: np.ndarray) -> None:
         """The teacher gives one score per class of the data's labels."""

@@ -221,9 +221,11 @@ class Distill(Stage):
             f"distill: {n_pool} unlabeled images ({ctx.unlabeled_source}) join the {len(x_train)} "
             "labelled ones, taught by the teacher's outputs alone"
         )
+        from edgekit.data.stream import concat
+
         x_pool = ctx.x("unlabeled")
         t_train = np.concatenate([t_train, teacher.logits("unlabeled", x_pool, views)], axis=-2)
-        x_train = np.concatenate([x_train, x_pool])
+        x_train = concat(x_train, x_pool)
         if y_train is not None:
             y_train = np.concatenate([np.asarray(y_train, np.int64), np.full(n_pool, -1, np.int64)])
         return x_train, t_train, y_train, n_pool
@@ -261,7 +263,7 @@ class _Teacher:
     def val_logits(self, x_val: np.ndarray) -> np.ndarray:
         if self._val is None:
             self._val = (
-                self.logits_of(x_val) if self.intermediate else self.ctx.teacher_outputs["val"]
+                self._batched(x_val) if self.intermediate else self.ctx.teacher_outputs["val"]
             )
         return self._val
 
@@ -272,8 +274,14 @@ class _Teacher:
             out = self.ctx.teacher_view_outputs(split, views or [(False, 0)])
             return out if views else out[0]
         if views:
-            return np.stack([self.logits_of(training.apply_view(x, v)) for v in views])
-        return self.logits_of(x)
+            return np.stack([self._batched(training.apply_view(x, v)) for v in views])
+        return self._batched(x)
+
+    def _batched(self, x: Any) -> np.ndarray:
+        """logits_of over `x` 256 images at a time (a stream is decoded a batch at a time)."""
+        if len(x) == 0:
+            return self.logits_of(x)
+        return np.concatenate([self.logits_of(x[i : i + 256]) for i in range(0, len(x), 256)])
 
 
 @dataclass
@@ -433,16 +441,16 @@ def _metrics(num_classes: int, labeled: bool, teacher: bool = True) -> list[Any]
     return [accuracy] * labeled + [agreement] * teacher
 
 
-def _view(x: np.ndarray, name: str) -> np.ndarray | None:
-    """One transformed copy of every image (quarter turns cycle 90/180/270); None for quarter
-    turns of non-square images."""
+def _view(x: np.ndarray, name: str, start: int = 0) -> np.ndarray | None:
+    """One transformed copy of every image (quarter turns cycle 90/180/270 by the image's index,
+    `start` being the index of x[0]); None for quarter turns of non-square images."""
     if name == "flip_horizontal":
         return training.apply_view(x, (True, 0))
     if name == "flip_vertical":
         return training.apply_view(x, (True, 2))
     if x.shape[1] != x.shape[2]:
         return None
-    return np.stack([np.rot90(img, 1 + i % 3) for i, img in enumerate(x)])
+    return np.stack([np.rot90(img, 1 + (start + i) % 3) for i, img in enumerate(x)])
 
 
 def rot90_shape_problem(shape: tuple[int, ...]) -> str | None:
@@ -472,13 +480,18 @@ def teacher_consistency(
     names = wanted_views(config.augment)
     if not names or len(x) == 0:
         return {}
-    ref = teacher_logits.argmax(-1)
+    ref = np.asarray(teacher_logits).argmax(-1)
     agreement = {}
     for n in names:
-        view = _view(x, n)
-        if view is not None:
-            pred = np.asarray(predict(np.ascontiguousarray(view))).argmax(-1)
-            agreement[n] = float(np.mean(pred == ref))
+        if n == "rot90" and x.shape[1] != x.shape[2]:
+            continue
+        pred = np.concatenate(
+            [  # 256 images at a time: a streamed x is decoded a batch at a time
+                np.asarray(predict(np.ascontiguousarray(_view(x[i : i + 256], n, i)))).argmax(-1)
+                for i in range(0, len(x), 256)
+            ]
+        )
+        agreement[n] = float(np.mean(pred == ref))
     return agreement
 
 

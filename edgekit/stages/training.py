@@ -58,6 +58,7 @@ callbacks=(), seed=0, description="fine-tune", augment=None, steps_per_execution
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -140,7 +141,10 @@ def check_training_data(
         raise DataError(
             f"{what} is missing. Pass the training images as an array of shape (N, H, W, C)."
         )
-    x = np.asarray(x)
+    streamed = getattr(
+        x, "streamed", False
+    )  # edgekit.data.stream.StreamedImages: decoded per batch
+    x = x if streamed else np.asarray(x)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise DataError(f"Expected {what} to be a numeric array. Received dtype {x.dtype}.")
     if x.ndim == 0 or len(x) == 0:
@@ -155,11 +159,14 @@ def check_training_data(
             f"Expected {what} with samples of shape {shown} (the model's input). Received: {what}.shape={x.shape}. "
             "Resize the data to the model's input size."
         )
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise DataError(
-            f"{what} contains NaN or infinite values. Clean the data before fine-tuning."
-        )
+    if streamed:
+        pass  # decoded pixels through Preprocessing: finite by construction
+    else:
+        x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            raise DataError(
+                f"{what} contains NaN or infinite values. Clean the data before fine-tuning."
+            )
     if y is None:
         if labels_required:
             raise DataError(
@@ -225,11 +232,14 @@ def make_dataset(
     tf.data's autotuner back on (only benchmarks/epoch_gaps.py does, to measure it)."""
     import tensorflow as tf
 
-    elements: Any = x if y is None else (x, y)
-    ds = tf.data.Dataset.from_tensor_slices(elements)
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if getattr(x, "streamed", False):
+        ds = _streamed_batches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    else:
+        elements: Any = x if y is None else (x, y)
+        ds = tf.data.Dataset.from_tensor_slices(elements)
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
     if augment is not None and getattr(augment, "with_targets", False):
         ds = ds.enumerate().map(
             lambda i, b: augment(b[0], i, b[1]), num_parallel_calls=tf.data.AUTOTUNE
@@ -250,6 +260,46 @@ def make_dataset(
     options = tf.data.Options()
     options.autotune.enabled = bool(autotune)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _streamed_batches(x: Any, y: Any, *, batch_size: int, shuffle: bool, seed: int) -> Any:
+    """The batches of a streamed set (`StreamedImages`): positions shuffled exactly as the
+    in-memory pipeline shuffles its rows (the same permutation for a seed and size), batched,
+    then each batch decoded by `x`'s PIL decoder in a parallel map (one batch per call, several
+    in flight) with its targets gathered from the in-memory `y`. Images that `x` skips
+    (on_corrupt=skip) leave the batch with their targets."""
+    import tensorflow as tf
+
+    n = len(x)
+    _, h, w, c = x.shape
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ys = None if y is None else (y if isinstance(y, tuple) else (y,))
+    ys_np = None if ys is None else [np.asarray(a) for a in ys]
+
+    def load(pos: np.ndarray) -> Any:
+        xb, ok = x.decode_positions(pos)
+        out = [np.ascontiguousarray(xb[ok], np.float32)]
+        if ys_np is not None:
+            out += [a[pos[ok]] for a in ys_np]
+        return out
+
+    dtypes = [tf.float32] + ([tf.as_dtype(a.dtype) for a in ys_np] if ys_np else [])
+
+    def fetch(pos: Any) -> Any:
+        parts = tf.numpy_function(load, [pos], dtypes, stateful=False)
+        xb = tf.ensure_shape(parts[0], (None, h, w, c))
+        if ys_np is None:
+            return xb
+        rest = [
+            tf.ensure_shape(t, (None, *a.shape[1:])) for t, a in zip(parts[1:], ys_np, strict=True)
+        ]
+        return xb, rest[0] if len(rest) == 1 and not isinstance(y, tuple) else tuple(rest)
+
+    # Several batches decode at once: PIL releases the GIL while it decodes.
+    return ds.map(fetch, num_parallel_calls=max(2, os.cpu_count() or 2), deterministic=True)
 
 
 def augmenter(flip: str = "none", rot90: bool = False, seed: int = 0) -> Any:
@@ -315,6 +365,8 @@ def augment_views(flip: str, rot90: bool) -> list[View]:
 
 def apply_view(x: np.ndarray, view: View) -> np.ndarray:
     """`view` of every image of an (N, H, W, C) batch (square images when it turns)."""
+    if getattr(x, "streamed", False):
+        return x.with_view(view)  # applied to each batch as it is decoded
     mirror, turns = view
     if mirror:
         x = x[:, :, ::-1]
@@ -489,11 +541,23 @@ def fit(
     ui.info(
         f"{description}: {epochs} epoch(s) of {steps} step(s), batch size {batch_size}, {len(x)} samples"
     )
-    history = model.fit(
-        train,
-        validation_data=val,
-        epochs=epochs,
-        verbose=0,
-        callbacks=[*callbacks, epoch_progress(description, epochs)],
-    )
+    try:
+        history = model.fit(
+            train,
+            validation_data=val,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[*callbacks, epoch_progress(description, epochs)],
+        )
+    except Exception:
+        # A streamed image that failed to decode inside tf.data: its one line, not TF's trace.
+        for data in (x, x_val):
+            failure = getattr(getattr(data, "skips", None), "failure", None)
+            if failure:
+                raise DataError(failure) from None
+        raise
+    for data in (x, x_val):
+        skipped = getattr(data, "skipped", None)
+        if skipped:
+            ui.info(f"{description}: skipped {len(skipped)} corrupt image(s), first {skipped[0]}")
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}

@@ -997,10 +997,16 @@ def tune(
     if report["verdict"] != "met":
         from edgekit.report.tune import budget_line
 
+        failed = report.get("unverified") or []
+        also = (
+            f" ({len(failed)} inside it failed verification: {failed[0]['candidate']})"
+            if failed
+            else ""
+        )
         raise BudgetExceeded(
             f"no candidate meets the budget ({budget_line(report)}) in "
-            f"{report['trials']['used']} trials; the Pareto front is in the report. Loosen the "
-            "budget or raise --max-trials."
+            f"{report['trials']['used']} trials{also}; the Pareto front is in the report. Loosen "
+            "the budget or raise --max-trials."
         )
 
 

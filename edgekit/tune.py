@@ -282,11 +282,21 @@ def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     # 5. front and choice
     front = _pareto(cands)
     inside = [c for c in cands if _meets(c, budget, profile)]
-    chosen = min(inside, key=lambda c: (_lat(c), c.size_bytes)) if inside else None
-    verification, precisions = None, []
-    if chosen is not None:
-        verification = _verify(chosen, loaded, x, y, ev, setup.verify)
-        precisions = mixed.op_precisions(chosen.path, layer_names)
+    # The fastest candidate inside every budget that also passes verification: one that fails it
+    # (a loose accuracy budget lets in a model whose top-1 agreement is under verify's floor) is
+    # recorded and the next one is tried.
+    from edgekit.errors import ExportMismatch
+
+    chosen, verification, precisions, unverified = None, None, [], []
+    for c in sorted(inside, key=lambda c: (_lat(c), c.size_bytes)):
+        try:
+            verification = _verify(c, loaded, x, y, ev, setup.verify)
+        except ExportMismatch as e:
+            unverified.append({"candidate": c.name, "reason": str(e)})
+            continue
+        chosen = c
+        precisions = mixed.op_precisions(c.path, layer_names)
+        break
     by_name = {c.name: c for c in cands}
     return {
         "kind": "tune",
@@ -315,6 +325,7 @@ def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
         "front": [c.name for c in front],
         "chosen": by_name[chosen.name].row() if chosen else None,
         "verification": verification,
+        "unverified": unverified,
         "op_precisions": precisions,
         "verdict": "met" if chosen else "not met",
         "out": str(out_dir),

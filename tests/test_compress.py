@@ -230,7 +230,10 @@ def test_full_recipe(tmp_path, teacher_keras3, digits_npz):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert [s["stage"] for s in report["stages"]] == ["distill", "prune", "qat", "export"]
+    # channel_prune is in the recipe, off unless asked (channel_prune.enabled=true)
+    assert [s["stage"] for s in report["stages"]] == [
+        "distill", "channel_prune", "prune", "qat", "export"
+    ]  # fmt: skip
     qat_tflite = next(a for a in report["artifacts"] if a["format"] == "tflite")
     assert qat_tflite["precision"] == "int8" and qat_tflite["verification"]["passed"]
     qat_onnx = next(a for a in report["artifacts"] if a["format"] == "onnx")

@@ -82,6 +82,26 @@ def test_a_rerun_is_cached_and_a_budget_nothing_meets_exits_1_with_the_front(tun
     assert report["trials"]["cached"] == report["trials"]["used"]  # nothing converted again
 
 
+def test_a_candidate_that_fails_verification_is_skipped_for_the_next(tuned):
+    """The fastest candidate inside a loose budget may fail verification (top-1 agreement under
+    its floor): it is recorded and the next one is tried. 100 points allowed and 12 KB leave only
+    the two full-int8 models (>= 2 points lost, so under a 0.99 floor): both are recorded and
+    nothing is chosen. The search's own results are cached."""
+    from edgekit.recipes import Verification
+    from edgekit.tune import tune
+
+    _, run, _ = tuned
+    report = tune(
+        FIXTURE, DATA, out=run, verify=Verification(min_agreement=0.99),
+        budget=TuneBudget(max_accuracy_drop=100, max_size_mb=0.012),
+        plan=TunePlan(modes=("int8",), latency_seconds=0.2),
+    )  # fmt: skip
+    failed = {u["candidate"] for u in report["unverified"]}
+    assert failed == {"int8", "int8-mixed"}, report["unverified"]
+    assert all("agreement" in u["reason"] for u in report["unverified"])
+    assert report["chosen"] is None and report["verdict"] == "not met"
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

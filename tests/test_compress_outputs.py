@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from cli_helpers import invoke, one_line_error
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compress")]
+# Its own group: sharing "compress" would interleave it with test_compress.py on one worker,
+# and every switch between modules rebuilds their module fixtures (a distill run each).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compress_outputs")]
 
 TINY = ["latency_runs=2", "verify.samples=48", "data.max_eval_samples=96"]
 

@@ -16,13 +16,7 @@ from edgekit.stages.training import (
     make_dataset,
     view_augmenter,
 )
-from tests.test_compress import compress as _compress
-from tests.test_compress import digits_npz, teacher_keras3  # noqa: F401 - fixtures
-
-
-def compress(*args):
-    """test_compress's run, without the teacher's float TFLite (no ratio is checked here)."""
-    return _compress(*args, "compare_teacher_tflite=false")
+from tests.test_compress import compress, digits_npz, teacher_keras3  # noqa: F401 - fixtures
 
 
 def _dihedral(img: np.ndarray) -> list[np.ndarray]:

@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 
+# The fixtures below are session-scoped: a worker may run other modules' tests between this
+# module's, and module-scoped ones would then be rebuilt (a teacher and a distill run each time).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compress")]
 
 TINY = [
@@ -24,7 +26,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_npz(tmp_path_factory) -> Path:
     """600 digits at 32x32 RGB (a subset keeps the runs short)."""
     from edgekit.data import load_dataset
@@ -36,7 +38,7 @@ def digits_npz(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def teacher_keras3(tmp_path_factory, digits_npz) -> Path:
     from edgekit.keras_compat import keras
 
@@ -82,7 +84,7 @@ def compress(teacher, data, out, recipe, *extra):
     return run_cli(args)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def distill_run(tmp_path_factory, teacher_keras3, digits_npz):
     out = tmp_path_factory.mktemp("runs") / "distill"
     r = compress(

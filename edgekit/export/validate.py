@@ -10,6 +10,7 @@ model whatever its last activation. Never imports TensorFlow (runners do the run
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,45 +87,78 @@ def check_export(
         UsageError: inconsistent arguments (shapes, lengths, unknown precision).
     """
     name = Path(artifact_path).name
-    if precision == "none":
-        precision = "float32"
-    if precision not in FLOAT_PRECISIONS + QUANTIZED_PRECISIONS:
-        raise UsageError(
-            f"Expected precision in {', '.join(FLOAT_PRECISIONS + QUANTIZED_PRECISIONS)}. "
-            f"Received: precision={precision!r}"
-        )
-    is_float = precision in FLOAT_PRECISIONS
-    atol = (
-        float(DEFAULT_FLOAT_ATOL[precision] if float_atol is None else float_atol)
-        if is_float
-        else None
-    )
-    floor = float(DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement)
-    if atol is not None and not atol > 0:
-        raise UsageError(f"Expected float_atol > 0. Received: float_atol={float_atol}")
-    if not 0 < floor <= 1:
-        raise UsageError(
-            f"Expected min_agreement in (0, 1]. Received: min_agreement={min_agreement}"
-        )
-    if batch_size < 1:
-        raise UsageError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
-
-    x = np.asarray(x, dtype=np.float32)
-    refs = _as_list(reference_outputs)
+    precision, atol, floor = _tolerances(precision, float_atol, min_agreement, batch_size)
+    is_float = atol is not None
+    x, refs, y = _checked_samples(x, reference_outputs, y)
     n = len(x)
-    if n == 0:
-        raise UsageError("No samples to verify the export on (x is empty). Pass real samples.")
-    for i, r in enumerate(refs):
-        if len(r) != n:
-            raise UsageError(
-                f"Reference output {i} has {len(r)} rows but x has {n} samples. Pass the "
-                "reference model's outputs on exactly these samples."
-            )
-    if y is not None:
-        y = np.asarray(y).reshape(-1)
-        if len(y) != n:
-            raise UsageError(f"y has {len(y)} labels but x has {n} samples. Pass matching arrays.")
 
+    skipped = _unverifiable(artifact_path, precision, unverifiable)
+    if skipped is not None:
+        return skipped
+    got, export_names, desc = _run_export(
+        artifact_path, x, threads, batch_size, runner_options, layer_names
+    )
+    if len(got) != len(refs):
+        raise ExportMismatch(
+            f"{name}: has {len(got)} outputs but the reference model has {len(refs)}; "
+            "the export is not the same model.",
+            artifact=str(artifact_path),
+        )
+    if output_names is not None and len(output_names) != len(refs):
+        raise UsageError(
+            f"{len(output_names)} output names given for {len(refs)} reference outputs. Pass the "
+            "reference model's output names, in order."
+        )
+    out_names = [str(o) for o in (output_names or export_names)]
+    ci = _class_index(class_output, out_names)
+    cmp = _compare_outputs(name, artifact_path, out_names, refs, got, ci)
+
+    # Labels, accuracy and top-1 agreement concern the class output (the classifier head).
+    first = out_names[ci]
+    width = max(2, int(np.asarray(refs[ci]).reshape(n, -1).shape[1]))
+    if labels is not None and len(labels) != width:
+        raise UsageError(
+            f"{len(labels)} labels given but output '{first}' has {width} classes. "
+            "Pass the data set's labels for this model."
+        )
+    accuracy = ref_accuracy = None
+    if y is not None:
+        accuracy = float(np.mean(cmp.pred_got == y))
+        ref_accuracy = float(np.mean(cmp.pred_ref == y))
+
+    others = {k: v for k, v in cmp.per_output.items() if k != first}
+    result: dict[str, Any] = {
+        "artifact": str(artifact_path),
+        "precision": precision,
+        "compared": "probabilities" if not others else cmp.compared,
+        "criterion": "max_abs_error" if is_float else "top1_agreement",
+        "class_output": first,
+        "outputs": out_names,
+        "max_abs_error": max(cmp.per_output.values()),
+        "max_abs_error_per_output": cmp.per_output,
+        "max_abs_error_raw": max(cmp.raw_error.values()),
+        "top1_agreement": cmp.agreement[first],
+        "top1_agreement_per_output": cmp.agreement,
+        "accuracy": accuracy,
+        "reference_accuracy": ref_accuracy,
+        "tolerance": atol if is_float else floor,
+        "n_samples": n,
+        "confusions": _confusions(cmp.pred_ref, cmp.pred_got, labels),
+        **desc,
+    }
+    value_tol = atol if atol is not None else DEFAULT_QUANTIZED_VALUE_TOL
+    if others:
+        result["value_tolerance"] = value_tol
+    _judge(name, artifact_path, result, cmp, others, value_tol, atol, floor)
+    result["passed"] = True
+    return result
+
+
+def _unverifiable(
+    artifact_path: str | os.PathLike, precision: str, unverifiable: str
+) -> dict[str, Any] | None:
+    """A `.tflite` with Select TF ops cannot run here: the skipped record, or an error."""
+    name = Path(artifact_path).name
     if unverifiable not in ("raise", "skip"):
         raise UsageError(f"Expected unverifiable in raise, skip. Received: {unverifiable!r}")
     flex = _flex_ops(artifact_path)
@@ -144,7 +178,69 @@ def check_export(
         raise UnsupportedModelError(
             f"{reason}. Export without allow_select_tf_ops, or verify it on a runtime with Flex."
         )
+    return None
 
+
+def _tolerances(
+    precision: str, float_atol: float | None, min_agreement: float | None, batch_size: int
+) -> tuple[str, float | None, float]:
+    """The checked precision, the float tolerance (None for quantized exports) and the
+    agreement floor."""
+    if precision == "none":
+        precision = "float32"
+    if precision not in FLOAT_PRECISIONS + QUANTIZED_PRECISIONS:
+        raise UsageError(
+            f"Expected precision in {', '.join(FLOAT_PRECISIONS + QUANTIZED_PRECISIONS)}. "
+            f"Received: precision={precision!r}"
+        )
+    atol = (
+        float(DEFAULT_FLOAT_ATOL[precision] if float_atol is None else float_atol)
+        if precision in FLOAT_PRECISIONS
+        else None
+    )
+    floor = float(DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement)
+    if atol is not None and not atol > 0:
+        raise UsageError(f"Expected float_atol > 0. Received: float_atol={float_atol}")
+    if not 0 < floor <= 1:
+        raise UsageError(
+            f"Expected min_agreement in (0, 1]. Received: min_agreement={min_agreement}"
+        )
+    if batch_size < 1:
+        raise UsageError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
+    return precision, atol, floor
+
+
+def _checked_samples(
+    x: np.ndarray, reference_outputs: Any, y: np.ndarray | None
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """x as float32, the reference outputs as a list, y flat; every length the same."""
+    x = np.asarray(x, dtype=np.float32)
+    refs = _as_list(reference_outputs)
+    n = len(x)
+    if n == 0:
+        raise UsageError("No samples to verify the export on (x is empty). Pass real samples.")
+    for i, r in enumerate(refs):
+        if len(r) != n:
+            raise UsageError(
+                f"Reference output {i} has {len(r)} rows but x has {n} samples. Pass the "
+                "reference model's outputs on exactly these samples."
+            )
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        if len(y) != n:
+            raise UsageError(f"y has {len(y)} labels but x has {n} samples. Pass matching arrays.")
+    return x, refs, y
+
+
+def _run_export(
+    artifact_path: str | os.PathLike,
+    x: np.ndarray,
+    threads: int,
+    batch_size: int,
+    runner_options: dict[str, Any] | None,
+    layer_names: list[str] | None,
+) -> tuple[list[np.ndarray], list[str], dict[str, Any]]:
+    """The export's outputs on `x` in model output order, their names, and the runtime."""
     from edgekit.runtimes import open_runner
 
     try:
@@ -154,30 +250,38 @@ def check_export(
     try:
         order = _output_order([t.name for t in runner.outputs])
         export_names = [runner.outputs[i].name for i in order]
-        parts = [runner.run(x[s : s + batch_size]) for s in range(0, n, batch_size)]
+        parts = [runner.run(x[s : s + batch_size]) for s in range(0, len(x), batch_size)]
         desc = {"runtime": f"{runner.runtime} {runner.runtime_version}".strip(), "threads": threads}
     finally:
         runner.close()
     got = [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in order]
+    return got, export_names, desc
 
-    if len(got) != len(refs):
-        raise ExportMismatch(
-            f"{name}: has {len(got)} outputs but the reference model has {len(refs)}; "
-            "the export is not the same model.",
-            artifact=str(artifact_path),
-        )
-    if output_names is not None and len(output_names) != len(refs):
-        raise UsageError(
-            f"{len(output_names)} output names given for {len(refs)} reference outputs. Pass the "
-            "reference model's output names, in order."
-        )
-    out_names = [str(o) for o in (output_names or export_names)]
-    ci = _class_index(class_output, out_names)
-    per_output: dict[str, float] = {}
-    raw_err: dict[str, float] = {}
-    agreement: dict[str, float] = {}
-    compared: dict[str, str] = {}
-    preds: list[tuple[np.ndarray, np.ndarray]] = []
+
+@dataclass
+class _Comparison:
+    """Per output: the error judged (on probabilities for the class output, relative to the
+    output's scale for the others), the raw error and what was compared; top-1 agreement and
+    both models' predictions for the class output."""
+
+    per_output: dict[str, float] = field(default_factory=dict)
+    raw_error: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
+    compared: dict[str, str] = field(default_factory=dict)
+    pred_ref: np.ndarray | None = None
+    pred_got: np.ndarray | None = None
+
+
+def _compare_outputs(
+    name: str,
+    artifact_path: str | os.PathLike,
+    out_names: list[str],
+    refs: list[np.ndarray],
+    got: list[np.ndarray],
+    ci: int,
+) -> _Comparison:
+    n = len(refs[0])
+    cmp = _Comparison()
     for i, (oname, r, g) in enumerate(zip(out_names, refs, got, strict=True)):
         r = np.asarray(r, dtype=np.float32).reshape(n, -1)
         g = g.reshape(len(g), -1)
@@ -195,103 +299,76 @@ def check_export(
                 artifact=str(artifact_path),
                 output=oname,
             )
-        raw_err[oname] = float(np.max(np.abs(r - g)))
+        cmp.raw_error[oname] = float(np.max(np.abs(r - g)))
         if i == ci or len(refs) == 1:
             pr, pg = _probabilities(r, g)
-            per_output[oname] = float(np.max(np.abs(pr - pg)))
-            preds.append((top1(pr), top1(pg)))
-            agreement[oname] = float(np.mean(preds[-1][0] == preds[-1][1]))
-            compared[oname] = "probabilities"
+            cmp.per_output[oname] = float(np.max(np.abs(pr - pg)))
+            cmp.pred_ref, cmp.pred_got = top1(pr), top1(pg)
+            cmp.agreement[oname] = float(np.mean(cmp.pred_ref == cmp.pred_got))
+            cmp.compared[oname] = "probabilities"
         else:
             # Not class scores (a box head, an embedding): values compared as they are, the
             # error relative to the output's scale (its largest magnitude, at least 1).
             scale = max(1.0, float(np.max(np.abs(r))))
-            per_output[oname] = raw_err[oname] / scale
-            compared[oname] = "values, relative to max(1, max |reference|)"
+            cmp.per_output[oname] = cmp.raw_error[oname] / scale
+            cmp.compared[oname] = "values, relative to max(1, max |reference|)"
+    return cmp
 
-    # Labels, accuracy and top-1 agreement concern the class output (the classifier head).
-    first = out_names[ci]
-    pred_ref, pred_got = preds[0]
-    width = max(2, int(np.asarray(refs[ci]).reshape(n, -1).shape[1]))
-    if labels is not None and len(labels) != width:
-        raise UsageError(
-            f"{len(labels)} labels given but output '{first}' has {width} classes. "
-            "Pass the data set's labels for this model."
-        )
-    accuracy = ref_accuracy = None
-    if y is not None:
-        accuracy = float(np.mean(pred_got == y))
-        ref_accuracy = float(np.mean(pred_ref == y))
 
-    others = {k: v for k, v in per_output.items() if k != first}
-    result: dict[str, Any] = {
-        "artifact": str(artifact_path),
-        "precision": precision,
-        "compared": "probabilities" if not others else compared,
-        "criterion": "max_abs_error" if is_float else "top1_agreement",
-        "class_output": first,
-        "outputs": out_names,
-        "max_abs_error": max(per_output.values()),
-        "max_abs_error_per_output": per_output,
-        "max_abs_error_raw": max(raw_err.values()),
-        "top1_agreement": agreement[first],
-        "top1_agreement_per_output": agreement,
-        "accuracy": accuracy,
-        "reference_accuracy": ref_accuracy,
-        "tolerance": atol if is_float else floor,
-        "n_samples": n,
-        "confusions": _confusions(pred_ref, pred_got, labels),
-        **desc,
-    }
-
-    value_tol = atol if is_float else DEFAULT_QUANTIZED_VALUE_TOL
-    if others:
-        result["value_tolerance"] = value_tol
+def _judge(
+    name: str,
+    artifact_path: str | os.PathLike,
+    result: dict[str, Any],
+    cmp: _Comparison,
+    others: dict[str, float],
+    value_tol: float,
+    atol: float | None,
+    floor: float,
+) -> None:
+    """Raise ExportMismatch when an output is further from the reference than allowed."""
+    precision, n, first = result["precision"], result["n_samples"], result["class_output"]
     for oname, err in others.items():
         if err > value_tol:
             raise ExportMismatch(
                 f"{name}: output '{oname}' differs from the reference model: max abs error "
-                f"{raw_err[oname]:.3g} = {err:.3g} of the output's scale > tolerance "
+                f"{cmp.raw_error[oname]:.3g} = {err:.3g} of the output's scale > tolerance "
                 f"{value_tol:.3g} ({precision}, {n} samples).",
                 artifact=str(artifact_path),
                 output=oname,
                 max_abs_error=err,
                 tolerance=value_tol,
             )
-    if is_float:
-        worst = first
-        err = per_output[worst]
+    if atol is not None:
+        err = cmp.per_output[first]
         if err > atol:
             raise ExportMismatch(
-                f"{name}: output '{worst}' differs from the reference model: max abs error "
+                f"{name}: output '{first}' differs from the reference model: max abs error "
                 f"{err:.3g} on probabilities > tolerance {atol:.3g} ({precision}, {n} samples; "
-                f"top-1 agreement {agreement[worst]:.3f}). Raise verify.float_atol only if this "
-                "difference is acceptable.",
+                f"top-1 agreement {cmp.agreement[first]:.3f}). Raise verify.float_atol only if "
+                "this difference is acceptable.",
                 artifact=str(artifact_path),
-                output=worst,
+                output=first,
                 max_abs_error=err,
                 tolerance=atol,
             )
-    else:
-        worst = first
-        agree = agreement[worst]
-        if agree < floor:
-            acc = (
-                f"; accuracy {accuracy:.3f} vs reference {ref_accuracy:.3f}"
-                if accuracy is not None
-                else ""
-            )
-            raise ExportMismatch(
-                f"{name}: output '{worst}' top-1 agreement with the reference model "
-                f"{agree:.3f} < minimum {floor:.3f} ({precision}, {n} samples{acc}). Try more or "
-                "more representative calibration samples, per-channel quantization, or QAT.",
-                artifact=str(artifact_path),
-                output=worst,
-                top1_agreement=agree,
-                min_agreement=floor,
-            )
-    result["passed"] = True
-    return result
+        return
+    agree = cmp.agreement[first]
+    if agree < floor:
+        accuracy, ref_accuracy = result["accuracy"], result["reference_accuracy"]
+        acc = (
+            f"; accuracy {accuracy:.3f} vs reference {ref_accuracy:.3f}"
+            if accuracy is not None
+            else ""
+        )
+        raise ExportMismatch(
+            f"{name}: output '{first}' top-1 agreement with the reference model "
+            f"{agree:.3f} < minimum {floor:.3f} ({precision}, {n} samples{acc}). Try more or "
+            "more representative calibration samples, per-channel quantization, or QAT.",
+            artifact=str(artifact_path),
+            output=first,
+            top1_agreement=agree,
+            min_agreement=floor,
+        )
 
 
 def _output_order(names: list[str]) -> list[int]:

@@ -1201,73 +1201,81 @@ ESTIMATE_HEADERS = [
 def _device_sections(
     report: dict[str, Any], models: list[dict[str, Any]], names: list[str]
 ) -> list[Section]:
+    dev = report.get("device") or {}
+    statics = [(n, m.get("static")) for n, m in zip(names, models, strict=True) if m.get("static")]
+    out = [_static_section(dev, statics)] if statics else []
+    return [*out, _estimate_section(report, dev, models, names)]
+
+
+def _static_section(dev: dict[str, Any], statics: list[tuple[str, dict[str, Any]]]) -> Section:
+    """Ops, MACs, memory and delegate coverage per model, from reading the files."""
     from edgekit.report import plots
 
-    dev = report.get("device") or {}
-    out = []
-    statics = [(n, m.get("static")) for n, m in zip(names, models, strict=True) if m.get("static")]
-    if statics:
-        rows = [
-            ("precision", [s.get("precision") for _, s in statics]),
-            ("ops", [num((s.get("totals") or {}).get("ops")) for _, s in statics]),
-            ("MACs", [num((s.get("totals") or {}).get("macs")) for _, s in statics]),
-            (
-                "weights",
-                [human_bytes((s.get("totals") or {}).get("weights_bytes")) for _, s in statics],
-            ),
-            (
-                "peak activation memory",
-                [human_bytes((s.get("peak_activation") or {}).get("bytes")) for _, s in statics],
-            ),
-        ]
-        for acc in dev.get("accelerators") or []:
-            vals = []
-            for _, s in statics:
-                total = (s.get("totals") or {}).get("ops") or 0
-                fb = ((s.get("delegates") or {}).get(acc) or {}).get("fallback_ops") or []
-                vals.append(
-                    f"{total - len(fb)} of {total} ops"
-                    + (f" ({len(fb)} fall back to the CPU)" if fb else "")
-                )
-            rows.append((f"on {acc}", vals))
-        by_op: dict[str, list[float]] = {}
-        for k, (_, s) in enumerate(statics):
-            for op in s.get("ops") or []:
-                by_op.setdefault(op.get("op"), [0.0] * len(statics))[k] += float(
-                    op.get("macs") or 0
-                )
-        ops = sorted((o for o in by_op if any(by_op[o])), key=lambda o: -max(by_op[o]))
-        body = [table(["", *[n for n, _ in statics]], [[label, *v] for label, v in rows])]
-        if ops:
-            body.append(
-                plot(
-                    "macs-by-op",
-                    "Multiply-accumulates per op type, from reading the model file (no run).",
-                    plots.grouped_bars,
-                    ops,
-                    [
-                        {"label": n, "values": [by_op[o][k] / 1e6 for o in ops]}
-                        for k, (n, _) in enumerate(statics)
-                    ],
-                    y_label="million MACs",
-                )
+    rows = [
+        ("precision", [s.get("precision") for _, s in statics]),
+        ("ops", [num((s.get("totals") or {}).get("ops")) for _, s in statics]),
+        ("MACs", [num((s.get("totals") or {}).get("macs")) for _, s in statics]),
+        (
+            "weights",
+            [human_bytes((s.get("totals") or {}).get("weights_bytes")) for _, s in statics],
+        ),
+        (
+            "peak activation memory",
+            [human_bytes((s.get("peak_activation") or {}).get("bytes")) for _, s in statics],
+        ),
+    ]
+    for acc in dev.get("accelerators") or []:
+        vals = []
+        for _, s in statics:
+            total = (s.get("totals") or {}).get("ops") or 0
+            fb = ((s.get("delegates") or {}).get(acc) or {}).get("fallback_ops") or []
+            vals.append(
+                f"{total - len(fb)} of {total} ops"
+                + (f" ({len(fb)} fall back to the CPU)" if fb else "")
             )
-        findings = [
-            tag("li", f"{f.get('level')}: {n}: {f.get('message')} [{f.get('code')}]")
-            for n, s in statics
-            for f in s.get("findings") or []
-            if f.get("level") != "info"
-        ]
-        if findings:
-            body.append(Safe(f'<ul class="messages">{join(findings)}</ul>'))
-        out.append(
-            Section(
-                "Static analysis",
-                join(body),
-                f"What the model asks of a {dev.get('title')}: ops, arithmetic, memory, and which "
-                "ops each accelerator's delegate takes.",
+        rows.append((f"on {acc}", vals))
+    by_op: dict[str, list[float]] = {}
+    for k, (_, s) in enumerate(statics):
+        for op in s.get("ops") or []:
+            by_op.setdefault(op.get("op"), [0.0] * len(statics))[k] += float(op.get("macs") or 0)
+    ops = sorted((o for o in by_op if any(by_op[o])), key=lambda o: -max(by_op[o]))
+    body = [table(["", *[n for n, _ in statics]], [[label, *v] for label, v in rows])]
+    if ops:
+        body.append(
+            plot(
+                "macs-by-op",
+                "Multiply-accumulates per op type, from reading the model file (no run).",
+                plots.grouped_bars,
+                ops,
+                [
+                    {"label": n, "values": [by_op[o][k] / 1e6 for o in ops]}
+                    for k, (n, _) in enumerate(statics)
+                ],
+                y_label="million MACs",
             )
         )
+    findings = [
+        tag("li", f"{f.get('level')}: {n}: {f.get('message')} [{f.get('code')}]")
+        for n, s in statics
+        for f in s.get("findings") or []
+        if f.get("level") != "info"
+    ]
+    if findings:
+        body.append(Safe(f'<ul class="messages">{join(findings)}</ul>'))
+    return Section(
+        "Static analysis",
+        join(body),
+        f"What the model asks of a {dev.get('title')}: ops, arithmetic, memory, and which "
+        "ops each accelerator's delegate takes.",
+    )
+
+
+def _estimate_section(
+    report: dict[str, Any], dev: dict[str, Any], models: list[dict[str, Any]], names: list[str]
+) -> Section:
+    """Each model's estimated latency with its band, and the counted instructions."""
+    from edgekit.report import plots
+
     labels, vals, lows, highs, colors, rows = [], [], [], [], [], []
     for k, (n, m) in enumerate(zip(names, models, strict=True)):
         for e in (m.get("estimate") or {}).get("by_threads") or []:
@@ -1336,16 +1344,13 @@ def _device_sections(
                 for n, r in zip(names, cmp.get("rows") or [], strict=False)
             ],
         )
-    out.append(
-        Section(
-            "Latency estimate",
-            Safe(body + formula + tbl),
-            "Instructions per invoke are counted on an emulated core of the device (exact, no "
-            "timing noise); the profile turns them into milliseconds. Emulated wall time is not "
-            "a latency.",
-        )
+    return Section(
+        "Latency estimate",
+        Safe(body + formula + tbl),
+        "Instructions per invoke are counted on an emulated core of the device (exact, no "
+        "timing noise); the profile turns them into milliseconds. Emulated wall time is not "
+        "a latency.",
     )
-    return out
 
 
 # --- eval ----------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ class _Setup:
 
 
 def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
-    from edgekit.data import Dataset, Preprocessing, load_dataset
+    from edgekit.data import Dataset
     from edgekit.export import mixed
     from edgekit.keras_compat import load_model
 
@@ -207,19 +207,8 @@ def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     loaded = load_model(art.path, unsafe=unsafe)
     shape = loaded.input_shape
     data = setup.data
-    if setup.splits is not None:
-        parts = setup.splits
-        ds = parts["eval"]
-    else:
-        ds = data if isinstance(data, Dataset) else load_dataset(data, image_size=shape[:2])
-        if ds.image_shape[:2] != tuple(shape[:2]):
-            ds = ds.resized(tuple(shape[:2]))
-        parts = ds.split({"calib": 0.3, "eval": 0.7}, seed=plan.seed)
-    pre = setup.preprocessing or Preprocessing(mean=plan.mean, std=plan.std)
+    parts, ev, pre = _tune_splits(setup, plan, shape[:2])
     calib = pre.apply(parts["calib"].x[: plan.calibration_samples])
-    ev = parts["eval"]
-    if plan.eval_samples is not None:
-        ev = ev.subset(slice(0, plan.eval_samples))
     x = pre.apply(ev.x)
     y = ev.y if ev.labeled else None
     ref = _class_output(loaded.predict(x))
@@ -282,21 +271,8 @@ def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
     # 5. front and choice
     front = _pareto(cands)
     inside = [c for c in cands if _meets(c, budget, profile)]
-    # The fastest candidate inside every budget that also passes verification: one that fails it
-    # (a loose accuracy budget lets in a model whose top-1 agreement is under verify's floor) is
-    # recorded and the next one is tried.
-    from edgekit.errors import ExportMismatch
-
-    chosen, verification, precisions, unverified = None, None, [], []
-    for c in sorted(inside, key=lambda c: (_lat(c), c.size_bytes)):
-        try:
-            verification = _verify(c, loaded, x, y, ev, setup.verify)
-        except ExportMismatch as e:
-            unverified.append({"candidate": c.name, "reason": str(e)})
-            continue
-        chosen = c
-        precisions = mixed.op_precisions(c.path, layer_names)
-        break
+    chosen, verification, unverified = _choose(inside, loaded, x, y, ev, setup.verify)
+    precisions = mixed.op_precisions(chosen.path, layer_names) if chosen else []
     by_name = {c.name: c for c in cands}
     return {
         "kind": "tune",
@@ -330,6 +306,40 @@ def _tune(art, setup, budget, plan, profile, out_dir, unsafe) -> dict[str, Any]:
         "verdict": "met" if chosen else "not met",
         "out": str(out_dir),
     }
+
+
+def _tune_splits(setup, plan, size) -> tuple[dict[str, Any], Any, Any]:
+    """The calibration and evaluation parts (the recipe's splits, or 30/70 of the data) and the
+    preprocessing."""
+    from edgekit.data import Dataset, Preprocessing, load_dataset
+
+    if setup.splits is not None:
+        parts = setup.splits
+    else:
+        data = setup.data
+        ds = data if isinstance(data, Dataset) else load_dataset(data, image_size=size)
+        if ds.image_shape[:2] != tuple(size):
+            ds = ds.resized(tuple(size))
+        parts = ds.split({"calib": 0.3, "eval": 0.7}, seed=plan.seed)
+    ev = parts["eval"]
+    if plan.eval_samples is not None:
+        ev = ev.subset(slice(0, plan.eval_samples))
+    return parts, ev, setup.preprocessing or Preprocessing(mean=plan.mean, std=plan.std)
+
+
+def _choose(inside, loaded, x, y, ev, verify) -> tuple[Any, Any, list[dict[str, str]]]:
+    """The fastest candidate inside every budget that also passes verification: one that fails
+    it (a loose accuracy budget lets in a model whose top-1 agreement is under verify's floor)
+    is recorded and the next one is tried."""
+    from edgekit.errors import ExportMismatch
+
+    unverified = []
+    for c in sorted(inside, key=lambda c: (_lat(c), c.size_bytes)):
+        try:
+            return c, _verify(c, loaded, x, y, ev, verify), unverified
+        except ExportMismatch as e:
+            unverified.append({"candidate": c.name, "reason": str(e)})
+    return None, None, unverified
 
 
 def _class_output(out: Any) -> np.ndarray:

@@ -37,6 +37,7 @@ from edgekit.artifacts import (
     write_json_atomic,
     write_text_atomic,
 )
+from edgekit.data.stream import attach_decode_caches
 from edgekit.errors import BudgetExceeded, DataError, UsageError
 from edgekit.recipes import Recipe, load_recipe
 from edgekit.stages.context import RunContext, first_output, hash_json
@@ -117,6 +118,7 @@ def compress(
     except BaseException:
         lock.release()
         raise
+    decode_caches: list[Any] = []
     try:
         ui.info(
             f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}"
@@ -158,6 +160,9 @@ def compress(
             teacher_output_names=output_names,
         )
         say_data_plan(ctx, dataset)
+        decode_caches = attach_decode_caches(
+            out_dir / "cache", [s.x for s in splits.values()], rec.data.decode_cache
+        )
         ctx.compute_teacher_outputs(_teacher_splits(rec, splits))
         _check_labels(ctx)
 
@@ -168,6 +173,8 @@ def compress(
         budget_error = _budget_status(rec, report)
         _write_outputs(ctx, report, teacher, data)
     finally:
+        for cache in decode_caches:
+            cache.close()
         ui.remove_log_file(log_handle)
         lock.release()
     if budget_error:

@@ -82,6 +82,13 @@ class DataConfig(Strict):
         "(on), decode them into memory (off), or choose by size (auto: in memory when the pixels "
         "and one float32 copy fit in 2 GB). The choice is said in the run's first lines.",
     )
+    decode_cache: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Streamed data: keep each image's decoded pixels (uint8, at the model's "
+        "size) in a scratch file in OUT/cache after its first decode, so later epochs read them "
+        "instead of decoding the files again (on), decode every epoch (off), or on when the "
+        "disk has room (auto). The file is removed when the run ends.",
+    )
     on_corrupt: Literal["stop", "skip"] = Field(
         "stop",
         description="An image that cannot be decoded: stop the run naming it, or skip it (left "

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from edgekit.data import Preprocessing, load_dataset
-from edgekit.data.stream import StreamedImages, choose, parse_example, require_free_space
+from edgekit.data.stream import (
+    StreamedImages,
+    attach_decode_caches,
+    choose,
+    parse_example,
+    require_free_space,
+)
 from edgekit.errors import DataError, DiskFull
 
 CLASSES = ("apple", "kiwi", "plum")
@@ -187,17 +193,53 @@ def test_training_streamed_equals_training_in_memory(folder):
     from edgekit.stages import training
 
     pre = Preprocessing()
-    histories, weights = [], []
-    for stream in ("off", "on"):
-        ds = load_dataset(folder, stream=stream)
+    histories, weights, caches = [], [], []
+    for stream in ("off", "on", "on+decode_cache"):
+        ds = load_dataset(folder, stream=stream.split("+")[0])
+        if stream.endswith("decode_cache"):
+            caches = attach_decode_caches(folder.parent / "cache", [ds.x], "on")
         x = ds.x.with_preprocessing(pre) if ds.streamed else pre.apply(ds.x)
         model = _tiny_model()
-        h = training.fit(model, x, ds.y, x_val=x, y_val=ds.y, epochs=1, batch_size=16, seed=1)
+        h = training.fit(model, x, ds.y, x_val=x, y_val=ds.y, epochs=2, batch_size=16, seed=1)
         histories.append(h)
         weights.append(model.get_weights())
-    assert histories[0] == histories[1]
-    for a, b in zip(*weights, strict=True):
+    # the second epoch (and both validations after the first) read the cache back, not the files
+    assert caches[0].filled.all() and caches[0].hits >= 3 * len(ds)
+    caches[0].close()
+    assert not caches[0].path.exists()
+    assert histories[0] == histories[1] == histories[2]
+    for a, b, c in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_decode_cache_is_shared_by_subsets_and_views_and_skips_corrupt_images(folder, tmp_path):
+    """One cache per stream, shared by its splits and views (raw pixels, before the view and
+    the preprocessing), none for a resized copy; a corrupt image is never cached; off and a
+    bad mode."""
+    bad_root, victim = _truncated_copy(folder, tmp_path)
+    ds = load_dataset(bad_root, stream="on", on_corrupt="skip")
+    parts = ds.split({"train": 0.75, "eval": 0.25}, seed=0)
+    assert attach_decode_caches(tmp_path / "c", [p.x for p in parts.values()], "off") == []
+    with pytest.raises(DataError, match=r"data\.decode_cache"):
+        attach_decode_caches(tmp_path / "c", [ds.x], "sometimes")
+    caches = attach_decode_caches(tmp_path / "c", [ds.x, *(p.x for p in parts.values())], "on")
+    assert len(caches) == 1 and caches[0].shape == (48, 16, 16, 3)
+    cache = caches[0]
+    mirrored = parts["train"].x.with_view((True, 1))
+    first, ok1 = mirrored.decode_positions(np.arange(len(mirrored)))
+    again, ok2 = mirrored.decode_positions(np.arange(len(mirrored)))
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(ok1, ok2)
+    assert cache.hits == int(ok1.sum()) and int(cache.filled.sum()) == int(ok1.sum())
+    assert ds.x.skipped == [str(victim)]  # decoded twice, counted once, never cached
+    plain = parts["train"].x.decode_positions(np.arange(len(mirrored)))[0]
+    np.testing.assert_array_equal(np.rot90(plain[:, :, ::-1], 1, axes=(1, 2)), first)
+    assert ds.x.resized((8, 8)).decoded.cache is None
+    assert attach_decode_caches(tmp_path / "c", [ds.x], "on") == []  # already has one
+    cache.close()
+    cache.close()
+    assert not cache.path.exists()
 
 
 def test_training_stops_on_a_corrupt_image_with_one_line(folder, tmp_path):

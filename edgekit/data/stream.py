@@ -389,6 +389,69 @@ class _Skips:
             info(f"warning: skipped corrupt image {name} (data.on_corrupt=skip)")
 
 
+class DecodeCache:
+    """Decoded pixels (uint8, at the stream's size) kept in one file after their first decode, so
+    that the epochs after the first read them back instead of decoding the image files again.
+
+    One file of `len(source) * H * W * C` bytes, written and read with positional I/O (pread /
+    pwrite: safe from tf.data's parallel calls, and the pages stay in the OS page cache instead
+    of this process's memory, so a set larger than memory still streams). Only the images
+    decoded in this process are read back (an in-memory mask of the filled rows); the file is a
+    scratch file, removed by `close` and, if a run is killed, swept by the next one.
+    """
+
+    def __init__(self, path: str | os.PathLike, count: int, hw: tuple[int, int], channels: int):
+        self.path = Path(path)
+        self.shape = (int(count), *map(int, hw), int(channels))
+        self.row_bytes = int(np.prod(self.shape[1:]))
+        self.filled = np.zeros(count, bool)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.hits = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.row_bytes
+
+    def get(self, i: int) -> np.ndarray | None:
+        """Row `i` as (H, W, C) uint8, or None when it was not decoded yet."""
+        if self._fd is None or not self.filled[i]:
+            return None
+        buf = os.pread(self._fd, self.row_bytes, i * self.row_bytes)
+        if len(buf) != self.row_bytes:  # pragma: no cover - a file truncated under us
+            return None
+        self.hits += 1
+        return np.frombuffer(buf, np.uint8).reshape(self.shape[1:])
+
+    def put(self, i: int, pixels: np.ndarray) -> None:
+        """Keep row `i`; a write that fails (a full disk) turns the cache off, the run goes on."""
+        if self._fd is None:
+            return
+        try:
+            os.pwrite(
+                self._fd, np.ascontiguousarray(pixels, np.uint8).tobytes(), i * self.row_bytes
+            )
+        except OSError as e:
+            info(f"warning: decode cache off ({e.strerror or e}); images are decoded every epoch")
+            self.close()
+            return
+        self.filled[i] = True
+
+    def close(self) -> None:
+        """Close and remove the file (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class _CacheSlot:
+    """The decode cache of a stream, shared by its subsets and views (not by a resized copy)."""
+
+    cache: DecodeCache | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class StreamedImages:
     """The pixels of some examples of an `ImageSource`, decoded when sliced.
@@ -407,6 +470,7 @@ class StreamedImages:
     preprocessing: Any = None  # edgekit.data.Preprocessing
     view: tuple[bool, int] | None = None
     skips: _Skips = field(default_factory=_Skips)
+    decoded: _CacheSlot = field(default_factory=_CacheSlot)
 
     streamed = True
 
@@ -452,7 +516,15 @@ class StreamedImages:
         return replace(self, view=None if view == (False, 0) else view)
 
     def resized(self, hw: tuple[int, int]) -> StreamedImages:
-        return replace(self, hw=tuple(hw))
+        return replace(self, hw=tuple(hw), decoded=_CacheSlot())
+
+    def use_decode_cache(self, cache: DecodeCache | None) -> None:
+        """Keep decoded pixels in `cache` (None: stop), for this stream and every subset and
+        view taken of it, before or after."""
+        want = (len(self.source), *self.hw, self.channels)
+        if cache is not None and cache.shape != want:
+            raise ValueError(f"decode cache of shape {cache.shape} for a stream of {want}")
+        self.decoded.cache = cache
 
     # decoding
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -472,9 +544,16 @@ class StreamedImages:
         c = self.channels
         raw = np.zeros((len(items), *self.hw, c), np.uint8)
         ok = np.ones(len(items), bool)
+        cache = self.decoded.cache
         for j, i in enumerate(np.asarray(items, np.int64).tolist()):
+            kept = None if cache is None else cache.get(i)
+            if kept is not None:
+                raw[j] = kept
+                continue
             try:
                 raw[j] = self._decode_one(i)
+                if cache is not None:
+                    cache.put(i, raw[j])
             except _Corrupt as e:
                 if self.on_corrupt == "stop":
                     self.skips.failure = (
@@ -546,6 +625,59 @@ def concat(a: Any, b: Any) -> Any:
         return replace(a, index=np.concatenate([a.index, b.index]))
     info(f"data: joining a streamed set with other images decodes {len(a) + len(b)} images")
     return np.concatenate([np.asarray(a), np.asarray(b)])
+
+
+DECODE_CACHE_MODES = ("auto", "on", "off")
+
+
+def attach_decode_caches(
+    folder: str | os.PathLike, arrays: Sequence[Any], mode: str = "auto"
+) -> list[DecodeCache]:
+    """Give every streamed array among `arrays` (split images, the pool) a DecodeCache in
+    `folder`, one per stream, so training epochs after the first read decoded pixels back
+    instead of decoding the files again. `mode`: "on", "off", or "auto" (on when the disk keeps
+    10% and 1 GB free beside the caches; otherwise off, said in the log). Returns the caches:
+    close them when the run ends."""
+    if mode not in DECODE_CACHE_MODES:
+        raise DataError(
+            f"Expected data.decode_cache in {', '.join(DECODE_CACHE_MODES)}. Received: {mode!r}."
+        )
+    slots: dict[int, StreamedImages] = {}
+    for a in arrays:
+        if isinstance(a, StreamedImages):
+            slots.setdefault(id(a.decoded), a)
+    streams = [a for a in slots.values() if a.decoded.cache is None]
+    if mode == "off" or not streams:
+        return []
+    import shutil
+
+    from edgekit.artifacts import TMP_SUFFIX
+
+    folder = Path(folder)
+    total = sum(len(a.source) * int(np.prod(a.hw)) * a.channels for a in streams)
+    if mode == "on":
+        require_free_space(folder, total, "the decoded-pixel cache (data.decode_cache=on)")
+    else:
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if free < total * 1.1 + 1e9:
+            info(
+                f"data: decode cache off: it needs {human_bytes(total)} and {folder} has "
+                f"{human_bytes(free)} free; every epoch decodes the images"
+            )
+            return []
+    caches = []
+    for k, a in enumerate(streams):
+        cache = DecodeCache(folder / f".decoded-{k}{TMP_SUFFIX}", len(a.source), a.hw, a.channels)
+        a.use_decode_cache(cache)
+        caches.append(cache)
+    info(
+        f"data: decoded pixels kept in {folder} after their first decode ({human_bytes(total)}, "
+        "removed at the end; data.decode_cache=off decodes every epoch)"
+    )
+    return caches
 
 
 # --- the plan -----------------------------------------------------------------------------------

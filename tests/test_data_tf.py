@@ -86,3 +86,33 @@ def test_from_tf_data_batched_unbatched_dict_and_limit(images):
         from_tf_data(tf.data.Dataset.from_tensor_slices(images.astype(np.float32) - 300))
     with pytest.raises(DataError, match=r"tf\.data\.Dataset"):
         from_tf_data(images)
+
+
+def test_from_tf_data_streams_through_a_spilled_tfrecord(images, tmp_path, monkeypatch):
+    """stream="on" writes the pipeline once to a TFRecord of PNGs and streams from it: the same
+    pixels and labels (one-hot too), grey images, a limit; "auto" spills once the in-memory limit
+    is passed, keeping what it held; fractional pixels cannot spill."""
+    import edgekit.data.stream as stream_mod
+
+    y = np.arange(6) % 2
+    flat = tf.data.Dataset.from_tensor_slices((images, y))
+    on = from_tf_data(flat.batch(4), labels=["even", "odd"], stream="on", spill_dir=tmp_path)
+    assert on.streamed and (tmp_path / "tf.data.tfrecord").is_file()
+    np.testing.assert_array_equal(on.x[:], images)
+    assert np.array_equal(on.y, y) and on.labels == ["even", "odd"] and on.name == "tf.data"
+    again = from_tf_data(flat.batch(4), stream="on", spill_dir=tmp_path / "2", name="tf.data")
+    assert again.fingerprint() == on.fingerprint()  # the same examples, the same fingerprint
+    one_hot = tf.data.Dataset.from_tensor_slices((images, np.eye(2)[y]))
+    assert np.array_equal(from_tf_data(one_hot, stream="on", spill_dir=tmp_path / "h").y, y)
+    grey = images[..., :1].copy()
+    g = from_tf_data(tf.data.Dataset.from_tensor_slices(grey), limit=4, stream="on",
+                     spill_dir=tmp_path / "g")  # fmt: skip
+    assert g.streamed and not g.labeled and g.image_shape[-1] == 1
+    np.testing.assert_array_equal(g.x[:], grey[:4])
+    monkeypatch.setattr(stream_mod, "CACHE_LIMIT_BYTES", images[0].size * 5 * 3)
+    auto = from_tf_data(flat.batch(2), stream="auto", spill_dir=tmp_path / "a")
+    assert auto.streamed and np.array_equal(auto.y, y)
+    np.testing.assert_array_equal(auto.x[:], images)
+    with pytest.raises(DataError, match="stream='off'"):
+        frac = tf.data.Dataset.from_tensor_slices(images.astype(np.float32) + 0.5)
+        from_tf_data(frac, stream="on", spill_dir=tmp_path / "f")

@@ -411,20 +411,38 @@ def load_tfrecord(
 
 
 def from_tf_data(
-    ds: Any, labels: Sequence[str] | None = None, limit: int | None = None, name: str = "tf.data"
+    ds: Any,
+    labels: Sequence[str] | None = None,
+    limit: int | None = None,
+    name: str = "tf.data",
+    *,
+    stream: str = "auto",
+    spill_dir: str | os.PathLike | None = None,
 ) -> Dataset:
     """Read a tf.data.Dataset (batched or not) of images, (images, labels) or {"image", "label"}.
 
-    Reads at most `limit` examples. Images must be pixels in [0, 255].
+    Reads at most `limit` examples. Images must be pixels in [0, 255]. A tf.data pipeline has no
+    random access, so it is read once: into memory (`stream="off"`), or written as it is read to
+    a TFRecord file of PNG images in `spill_dir` (lossless; default: a temporary folder removed
+    when the process exits) and then streamed from it like any TFRecord file (`"on"`); `"auto"`
+    keeps it in memory until its pixels and one float32 copy would pass the in-memory limit of
+    `load_dataset`, then spills. Only whole-number pixels (uint8, or floats holding integers)
+    can spill.
     """
+    from edgekit.data.stream import CACHE_LIMIT_BYTES, STREAM_MODES
+
     if not hasattr(ds, "as_numpy_iterator"):
         raise DataError(
             f"Expected a tf.data.Dataset. Received {type(ds).__name__}. "
             "Use from_arrays for numpy arrays."
         )
+    if stream not in STREAM_MODES:
+        raise DataError(f"Expected stream in {', '.join(STREAM_MODES)}. Received: {stream!r}.")
     xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    count = 0
+    ys: list[np.ndarray | None] = []
+    count = held = 0
+    labelled: bool | None = None
+    spill: _Spill | None = None
     unpack = _element_unpacker(ds.element_spec)
     batched = _batched(ds.element_spec)
     for elem in ds.as_numpy_iterator():
@@ -433,22 +451,98 @@ def from_tf_data(
         if not batched:
             x = x[None]
             y = None if y is None else np.asarray(y)[None]
+        if limit is not None:
+            x = x[: limit - count]
+            y = None if y is None else np.asarray(y)[: len(x)]
+        if labelled is None:
+            labelled = y is not None
+        elif labelled != (y is not None):
+            raise DataError("Some tf.data elements have labels and some do not. Label all or none.")
         xs.append(x)
-        if y is not None:
-            ys.append(np.asarray(y))
+        ys.append(None if y is None else np.asarray(y))
         count += len(x)
+        held += x.size * 5
+        if spill is None and (stream == "on" or (stream == "auto" and held > CACHE_LIMIT_BYTES)):
+            spill = _Spill(spill_dir, name)
+        if spill is not None:  # what was held so far goes to the file too; then nothing is held
+            spill.write(xs, ys)
+            xs, ys, held = [], [], 0
         if limit is not None and count >= limit:
             break
-    if not xs:
+    if count == 0:
         raise DataError("The tf.data source yielded no examples. Check the pipeline (take/filter).")
-    if ys and len(ys) != len(xs):
-        raise DataError("Some tf.data elements have labels and some do not. Label all or none.")
+    if spill is not None:
+        path = spill.close()
+        from edgekit.ui import info
+
+        info(f"data: {name}: {count:,} images written to {path} as PNG, streamed from there")
+        out = load_tfrecord(path, labels=labels, stream="on")
+        out.name = name
+        return out
     x_all = np.concatenate(xs)
-    y_all = np.concatenate(ys) if ys else None
-    if limit is not None:
-        x_all = x_all[:limit]
-        y_all = None if y_all is None else y_all[:limit]
+    y_all = np.concatenate(ys) if labelled else None
     return Dataset(x_all, y_all, labels, name=name, source=name)
+
+
+class _Spill:
+    """tf.data examples written to a TFRecord file of tf.train.Example (PNG `image`, int64
+    `label`) as they are read."""
+
+    def __init__(self, folder: str | os.PathLike | None, name: str) -> None:
+        import tensorflow as tf
+
+        if folder is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            folder = tempfile.mkdtemp(prefix="edgekit-tfdata-")
+            atexit.register(shutil.rmtree, folder, True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "tfdata"
+        self.path = Path(folder) / f"{safe}.tfrecord"
+        self._tf = tf
+        self._writer = tf.io.TFRecordWriter(str(self.path))
+
+    def write(self, xs: list[np.ndarray], ys: list[np.ndarray | None]) -> None:
+        import io
+
+        from PIL import Image
+
+        tf = self._tf
+        for k, x in enumerate(xs):
+            pixels = np.asarray(x)
+            if pixels.dtype != np.uint8:
+                if not (
+                    np.all(np.mod(pixels, 1) == 0) and pixels.min() >= 0 and pixels.max() <= 255
+                ):
+                    raise DataError(
+                        "tf.data images with fractional or out-of-range pixel values cannot be "
+                        "streamed (they are kept as PNG). Pass stream='off' to hold them in "
+                        "memory, or yield uint8 pixels."
+                    )
+                pixels = pixels.astype(np.uint8)
+            if pixels.ndim == 4 and pixels.shape[-1] == 1:
+                pixels = pixels[..., 0]
+            for j, img in enumerate(pixels):
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+                feats = {
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()]))
+                }
+                if ys[k] is not None:
+                    label = (
+                        int(np.asarray(ys[k][j]).reshape(-1).argmax())
+                        if np.ndim(ys[k][j])
+                        else int(ys[k][j])
+                    )
+                    feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+                example = tf.train.Example(features=tf.train.Features(feature=feats))
+                self._writer.write(example.SerializeToString())
+
+    def close(self) -> Path:
+        self._writer.close()
+        return self.path
 
 
 def _batched(spec: Any) -> bool:

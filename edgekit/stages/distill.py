@@ -28,6 +28,7 @@ from edgekit.schema import Strict
 from edgekit.stages import training
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
 from edgekit.stages.context import as_logits, first_output
+from edgekit.stages.distribute import plan_distribution
 from edgekit.stages.model_io import load, save_keras
 from edgekit.stages.students import StudentConfig, build_student
 
@@ -137,6 +138,17 @@ class DistillConfig(StageConfig):
     augment: Augment = Field(
         Augment(), description="Label-preserving augmentation of the training images."
     )
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
+        "auto",
+        description="Where the student trains (docs/distributed.md): none (one device), mirrored "
+        "(MirroredStrategy over this machine's GPUs or `devices`), multi_worker "
+        "(MultiWorkerMirroredStrategy from TF_CONFIG); auto = mirrored with 2+ GPUs, else none. "
+        "batch_size is per replica and the learning rate is scaled linearly with the replicas.",
+    )
+    devices: list[str] | None = Field(
+        None,
+        description='Devices for distribute=mirrored (e.g. ["/gpu:0", "/gpu:1"]); default all GPUs.',
+    )
     use_unlabeled: bool = Field(
         True,
         description="Add the run's unlabeled images (compress --unlabeled) to the training set, "
@@ -199,6 +211,7 @@ class Distill(Stage):
                 "unlabeled_samples": n_pool,
                 "augment": plan.report() if plan.requested.enabled else None,
                 "history": result.history,
+                "distribution": result.distribution,
             },
         )
 
@@ -377,6 +390,7 @@ class DistillResult:
     history: dict[str, list[float]]
     best_epoch: int
     epochs_run: int
+    distribution: dict[str, Any] | None = None  # strategy, replicas, devices, workers
 
 
 def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray:
@@ -546,37 +560,45 @@ def distill(
     if problem:
         raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
     augmenter = _augmenter(flip, rot90, teacher_views, teacher_train, len(x_train), seed)
-    student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
+    dist = plan_distribution(config.distribute, config.devices)
+    ui.info(dist.describe())
+    with dist.scope():
+        student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
     callbacks = []
     if config.early_stopping.enabled and has_val:
         callbacks.append(_early_stopping(config, labeled and y_val is not None))
-    opt = config.optimizer
-    history = training.fit(
-        student,
-        x_train,
-        pack_targets(y_train, teacher_train),
-        x_val=x_val if has_val else None,
-        y_val=pack_targets(y_val if labeled else None, teacher_val) if has_val else None,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        optimizer=opt.name,
-        learning_rate=opt.learning_rate,
-        schedule=opt.schedule,
-        weight_decay=opt.weight_decay,
-        loss=distillation_loss(num_classes, config.alpha, config.temperature),
-        metrics=_metrics(num_classes, labeled, teacher=with_teacher),
-        callbacks=callbacks,
-        seed=seed,
-        description="distill",
-        augment=augmenter,
-        steps_per_execution=STEPS_PER_EXECUTION,
-    )
+    with dist.scope():
+        opt = config.optimizer
+        history = training.fit(
+            student,
+            x_train,
+            pack_targets(y_train, teacher_train),
+            x_val=x_val if has_val else None,
+            y_val=pack_targets(y_val if labeled else None, teacher_val) if has_val else None,
+            epochs=config.epochs,
+            batch_size=dist.global_batch(config.batch_size),
+            optimizer=opt.name,
+            learning_rate=dist.scaled_learning_rate(opt.learning_rate),
+            schedule=opt.schedule,
+            weight_decay=opt.weight_decay,
+            loss=distillation_loss(num_classes, config.alpha, config.temperature),
+            metrics=_metrics(num_classes, labeled, teacher=with_teacher),
+            callbacks=callbacks,
+            seed=seed,
+            description="distill",
+            augment=augmenter,
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.
     best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
     return DistillResult(
-        model=student, history=history, best_epoch=best_epoch, epochs_run=epochs_run
+        model=student,
+        history=history,
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        distribution=dist.record(),
     )
 
 

@@ -1,0 +1,229 @@
+"""Where the training stages train: one device, or several replicas through `tf.distribute`.
+
+`plan_distribution(mode, devices)` resolves a recipe's `distribute` setting into a
+`Distribution`: the `tf.distribute` strategy, its replicas and devices. Training code builds and
+compiles its model inside `Distribution.scope()` and feeds batches of `global_batch(per_replica)`
+images; Keras splits each batch over the replicas.
+
+Modes:
+- `none`: TensorFlow's default strategy, one device (the first GPU when there is one, else CPU).
+- `mirrored`: `MirroredStrategy` over the GPUs of this machine, or over `devices` when named
+  (e.g. ``["/cpu:0", "/cpu:1"]`` with logical CPU devices, as the tests do).
+- `multi_worker`: `MultiWorkerMirroredStrategy` from the `TF_CONFIG` environment variable.
+- `auto`: `mirrored` with 2+ GPUs, `none` otherwise.
+
+Batch and learning rate: the recipe's `batch_size` is per replica, the global batch is
+`batch_size x replicas`, and the learning rate is scaled linearly with the replicas
+(`scaled_learning_rate`), the rule of Goyal et al. 2017 ("Accurate, large minibatch SGD"): with
+N times the images per step and N times fewer steps, each image keeps about the same weight in
+the updates. With one replica nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgekit.errors import UsageError
+
+Mode = Literal["auto", "none", "mirrored", "multi_worker"]
+MODES = ("auto", "none", "mirrored", "multi_worker")
+
+
+@dataclass
+class Distribution:
+    """A resolved strategy: what the report says about it, and the strategy itself."""
+
+    strategy_name: str  # none | mirrored | multi_worker
+    replicas: int
+    devices: list[str]
+    workers: int = 1
+    strategy: Any = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The stage record's `distribution` entry (report.json and the manifest)."""
+        return {
+            "strategy": self.strategy_name,
+            "replicas": self.replicas,
+            "devices": list(self.devices),
+            "workers": self.workers,
+        }
+
+    def global_batch(self, per_replica: int) -> int:
+        """Images per training step over all replicas."""
+        return int(per_replica) * self.replicas
+
+    def scaled_learning_rate(self, learning_rate: float) -> float:
+        """The learning rate for the global batch: linear in the replicas (see module doc)."""
+        return float(learning_rate) * self.replicas
+
+    def describe(self) -> str:
+        """One line for the run's first lines: which devices it trains on."""
+        where = ", ".join(self.devices)
+        if self.strategy_name == "none":
+            return f"Training on 1 device ({where}); no GPU strategy (distribute: none)"
+        return (
+            f"Training on {self.replicas} replica(s) with {self.strategy_name} "
+            f"({where}; {self.workers} worker(s))"
+        )
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Build and compile models inside this (a no-op for one device)."""
+        if self.strategy is None:
+            yield
+            return
+        with self.strategy.scope():
+            yield
+
+
+def gpus() -> list[str]:
+    """This machine's GPUs as TensorFlow names them (logical devices)."""
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices("GPU")]
+
+
+def _default_device() -> str:
+    import tensorflow as tf
+
+    found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return found[0].name
+
+
+def plan_distribution(mode: str = "auto", devices: Sequence[str] | None = None) -> Distribution:
+    """Resolve `mode` (see module doc) into a `Distribution`, building its strategy.
+
+    Args:
+        mode: auto, none, mirrored or multi_worker.
+        devices: for mirrored only, the devices to replicate over (TensorFlow names such as
+            "/gpu:0" or "/cpu:1"); default all GPUs.
+
+    Returns:
+        The Distribution (its `strategy` None for one device).
+
+    Raises:
+        UsageError: an unknown mode, devices with another mode than mirrored, a device this
+            machine does not have, or multi_worker without a usable TF_CONFIG.
+    """
+    import tensorflow as tf
+
+    if mode not in MODES:
+        raise UsageError(
+            f"Expected distribute in {', '.join(MODES)}. Received: distribute={mode!r}"
+        )
+    if devices and mode != "mirrored":
+        raise UsageError(
+            f"distribute.devices applies to distribute=mirrored only. Received: distribute={mode}, "
+            f"devices={list(devices)}. Set --set distill.distribute=mirrored or drop the devices."
+        )
+    if mode == "auto":
+        mode = "mirrored" if len(gpus()) >= 2 else "none"
+    if mode == "none":
+        return Distribution("none", 1, [_default_device()])
+    if mode == "multi_worker":
+        cluster = check_tf_config(os.environ.get("TF_CONFIG"))
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+        return Distribution(
+            "multi_worker",
+            int(strategy.num_replicas_in_sync),
+            list(strategy.extended.worker_devices),
+            workers,
+            strategy,
+        )
+    names = list(devices) if devices else gpus()
+    known = {_full_name(d.name).lower() for d in tf.config.list_logical_devices()}
+    missing = [d for d in names if _full_name(d).lower() not in known]
+    if missing:
+        have = ", ".join(sorted(known))
+        raise UsageError(
+            f"distill.devices names {', '.join(missing)}, which this machine does not have "
+            f"(it has {have}). Name devices from that list, or leave devices empty for all GPUs."
+        )
+    if not names:
+        return Distribution("none", 1, [_default_device()])
+    strategy = tf.distribute.MirroredStrategy(devices=names)
+    return Distribution(
+        "mirrored", int(strategy.num_replicas_in_sync), [_full_name(d) for d in names], 1, strategy
+    )
+
+
+def _full_name(device: str) -> str:
+    """ "/cpu:1", "CPU:1" or "/device:CPU:1" -> "/device:CPU:1" (how TensorFlow lists them)."""
+    name = device.strip().lstrip("/").removeprefix("device:")
+    kind, _, index = name.partition(":")
+    return f"/device:{kind.upper()}:{index or 0}"
+
+
+def check_tf_config(raw: str | None) -> dict[str, list[str]]:
+    """Validate the TF_CONFIG of a multi_worker run; return its cluster.
+
+    Raises:
+        UsageError: TF_CONFIG missing or not JSON, no cluster, an address named twice, no chief
+            (neither a "chief" task nor worker 0), or this task not in the cluster.
+    """
+    if not raw:
+        raise UsageError(
+            "distribute=multi_worker needs the TF_CONFIG environment variable (the cluster and "
+            "this task; see docs/distributed.md), and it is not set. Set it on every worker, or "
+            "use distribute=auto on one machine."
+        )
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"TF_CONFIG is not valid JSON ({exc}). See docs/distributed.md.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise UsageError(
+            'TF_CONFIG has no "cluster" (e.g. {"cluster": {"worker": ["host1:12345", '
+            '"host2:12345"]}, "task": {"type": "worker", "index": 0}}).'
+        )
+    seen: dict[str, str] = {}
+    for kind, addresses in cluster.items():
+        if not isinstance(addresses, list):
+            raise UsageError(f"TF_CONFIG cluster.{kind} must be a list of host:port addresses.")
+        for i, address in enumerate(addresses):
+            where = f"{kind}[{i}]"
+            if address in seen:
+                raise UsageError(
+                    f"TF_CONFIG names {address} twice ({seen[address]} and {where}); give each "
+                    "task its own host:port."
+                )
+            seen[address] = where
+    if not cluster.get("chief") and not cluster.get("worker"):
+        raise UsageError(
+            'TF_CONFIG has no chief: its cluster needs a "chief" task or at least one "worker" '
+            "(worker 0 then acts as chief)."
+        )
+    task = config.get("task") or {}
+    kind, index = task.get("type"), task.get("index")
+    tasks = cluster.get(kind) if isinstance(kind, str) else None
+    if not tasks or not isinstance(index, int) or not 0 <= index < len(tasks):
+        raise UsageError(
+            f"TF_CONFIG's task ({kind}, index {index}) is not in its cluster "
+            f"({', '.join(f'{k} x{len(v)}' for k, v in cluster.items())}). Set task.type and "
+            "task.index to this machine's entry."
+        )
+    return cluster
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG says this process is a non-chief task: only the chief writes
+    artifacts and reports."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    try:
+        config = json.loads(raw)
+        cluster, task = config.get("cluster", {}), config.get("task", {})
+    except (ValueError, AttributeError):
+        return True
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and not cluster.get("chief")

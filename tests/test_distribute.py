@@ -1,0 +1,84 @@
+"""distill.distribute: the strategy module's validation (in-process) and MirroredStrategy over 2
+logical CPU devices against one device (in its own process: logical devices must be set before
+TensorFlow initialises them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import UsageError
+from edgekit.stages.distribute import check_tf_config, plan_distribution
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "raw,words",
+    [
+        (None, "TF_CONFIG environment variable"),
+        ("{not json", "not valid JSON"),
+        (
+            '{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}',
+            "twice",
+        ),
+        ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "no chief"),
+        (
+            '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}',
+            "not in",
+        ),
+    ],
+)
+def test_bad_tf_config_is_one_line_usage_error(raw, words):
+    with pytest.raises(UsageError, match=words) as info:
+        check_tf_config(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_good_tf_config_returns_its_cluster():
+    raw = '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}'
+    assert check_tf_config(raw) == {"worker": ["a:1", "b:1"]}
+
+
+def test_devices_need_mirrored_and_must_exist():
+    with pytest.raises(UsageError, match="mirrored only"):
+        plan_distribution("none", ["/cpu:0"])
+    with pytest.raises(UsageError, match="does not have"):
+        plan_distribution("mirrored", ["/gpu:7"])
+    one = plan_distribution("auto")  # no GPU here: one device
+    assert one.record()["strategy"] == "none" and one.global_batch(8) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("distribute")
+def test_mirrored_over_two_cpus_trains_like_one_device():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "distribute_worker.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    assert out["none"]["distribution"]["replicas"] == 1
+    mirrored = out["mirrored"]["distribution"]
+    assert mirrored == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "devices": ["/device:CPU:0", "/device:CPU:1"],
+        "workers": 1,
+    }
+    assert "Training on 2 replica(s) with mirrored" in proc.stdout
+    # Same global batch (16 = 2 x 8), doubled learning rate: both fit the training set; the
+    # final training loss within 0.25 (measured: 0.458 one device, 0.441 mirrored).
+    for mode in ("none", "mirrored"):
+        assert out[mode]["loss"] < out[mode]["first_loss"] / 3
+    assert abs(out["none"]["loss"] - out["mirrored"]["loss"]) < 0.25

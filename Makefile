@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # those tests skip and say why.
 SYSTEM_PKGS := openssh-server openssh-client libusb-1.0-0 dataset-fashion-mnist chromium
 
-.PHONY: install demo test lint format clean system-deps emulators
+.PHONY: install demo test test-distributed lint format clean system-deps emulators
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ emulators: install
 
 test: lint system-deps emulators
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# The tf.distribute tests that train under MirroredStrategy (2 logical CPUs): minutes, so not in
+# `make test`.
+test-distributed: install
+	EDGEKIT_DISTRIBUTED_TESTS=1 $(PY) -m pytest -q tests/test_distribute.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

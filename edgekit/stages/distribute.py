@@ -65,7 +65,8 @@ class Distribution:
         """One line for the run's first lines: which devices it trains on."""
         where = ", ".join(self.devices)
         if self.strategy_name == "none":
-            return f"Training on 1 device ({where}); no GPU strategy (distribute: none)"
+            gpu = any("GPU" in d.upper() for d in self.devices)
+            return f"Training on 1 device ({where}){'' if gpu else '; no GPU found'}"
         return (
             f"Training on {self.replicas} replica(s) with {self.strategy_name} "
             f"({where}; {self.workers} worker(s))"

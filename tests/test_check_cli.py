@@ -138,7 +138,7 @@ def test_baseline_create_bad_input_is_one_line_and_writes_nothing(models, tmp_pa
 def test_unchanged_model_passes(baseline, models):
     # A generous latency tolerance: a microseconds model timed for 0.4 s on a loaded machine;
     # false-alarm rates at the default are measured by benchmarks/check_latency_false_alarms.py.
-    r = check(models["base"], baseline, "--latency-seconds", "0.4", "--max-latency-increase", "50")
+    r = check(models["base"], baseline, "--latency-seconds", "0.4", "--max-latency-increase", "200")
     assert r.exit_code == 0, r.output
     assert "top-1 accuracy" in r.stdout and "FAIL" not in r.stdout
     assert "same sha256" in r.stdout and r.stdout.rstrip().endswith("pass")

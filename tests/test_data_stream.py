@@ -365,3 +365,28 @@ def test_prune_trains_on_a_stream(folder):
     kw = {"epochs": 1, "batch_size": 16, "target_sparsity": 0.5}
     pruned = prune(_tiny_model(), xs, ds.y, x_val=xs, y_val=ds.y, **kw)
     assert 0.4 <= pruned.overall_sparsity <= 0.6 and len(pruned.history["loss"]) == 1
+
+
+def test_baseline_and_check_leave_out_the_same_corrupt_image(folder, tflite_model, tmp_path):
+    """With on_corrupt=skip a baseline records the image it left out and a check on the same
+    files leaves out the same one, so the two still pair image by image (47 of 48); a baseline
+    that left out other images is refused in one line."""
+    from edgekit import api
+    from edgekit.errors import BaselineError
+
+    bad_root, victim = _truncated_copy(folder, tmp_path)
+    spec = f"{bad_root}:stream=on,on_corrupt=skip"
+    base = tmp_path / "baseline.json"
+    api.create_baseline(tflite_model, spec, base, latency=False)
+    doc = json.loads(base.read_text())
+    assert doc["data"]["count"] == 48 and doc["data"]["skipped"] == [str(victim)]
+    report = api.check(tflite_model, base, data=spec, latency=False)
+    assert report["verdict"] == "pass"
+    acc = next(c for c in report["criteria"] if c["name"] == "accuracy")
+    assert "of 47" in acc["message"]
+    doc["data"]["skipped"] = []
+    # the same 47 predictions now claim to cover all 48 images
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(doc))
+    with pytest.raises(BaselineError, match="damaged"):
+        api.check(tflite_model, tampered, data=spec, latency=False)

@@ -60,6 +60,8 @@ class DataInfo(_Strict):
     image_shape: list[int]
     num_classes: int
     labels: list[str]
+    # images a streamed set could not decode and left out (data.on_corrupt=skip): not predicted
+    skipped: list[str] = Field(default_factory=list)
 
 
 class ClassAccuracy(_Strict):
@@ -213,6 +215,11 @@ def decode_array(d: EncodedArray | dict[str, Any]) -> np.ndarray:
 # --- reading ----------------------------------------------------------------------------------
 
 
+def skipped_images(ds: Any) -> list[str]:
+    """The images a streamed data set left out so far (data.on_corrupt=skip), by name."""
+    return list(getattr(ds.x, "skipped", None) or [])
+
+
 def recreate_hint(path: str | os.PathLike) -> str:
     return f"Create it with `edgekit baseline create MODEL --data DATA --out {path}`."
 
@@ -260,7 +267,7 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
         raise BaselineError(
             f"{p} is a damaged edgekit baseline ({e}). {recreate_hint(p)}"
         ) from None
-    n = b.data.count
+    n = b.data.count - len(b.data.skipped)
     if len(top1) != n or len(correct) != n:
         raise BaselineError(
             f"{p} is a damaged edgekit baseline ({len(top1)} predictions for {n} images). "
@@ -436,6 +443,7 @@ def _document(
             "image_shape": list(ds.image_shape),
             "num_classes": ds.num_classes,
             "labels": list(ds.labels),
+            "skipped": skipped_images(ds),
         },
         "preprocessing": pre.to_dict(),
         "batch_size": batch_size,

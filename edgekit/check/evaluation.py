@@ -110,10 +110,13 @@ def evaluate_samples(
         declared = output_classes(runner, oi)
         if expected_classes is not None and declared is not None:
             _check_classes(runner.name, declared, expected_classes)
-        top1, topk, k, num_classes = _predictions(
+        top1, topk, k, num_classes, seen = _predictions(
             runner, oi, dataset, preprocessing, batch_size, top_k, expected_classes, description
         )
-        y = np.asarray(dataset.y, dtype=np.int64)
+        # Images a streamed set skipped (data.on_corrupt=skip) are left out of every figure; the
+        # same data skip the same images, so a baseline and a check still pair image by image.
+        y = np.asarray(dataset.y, dtype=np.int64)[seen]
+        top1 = top1[seen]
         labels = list(dataset.labels) + [
             f"class {j}" for j in range(len(dataset.labels), num_classes)
         ]
@@ -149,20 +152,21 @@ def _predictions(
     top_k: int,
     expected_classes: int | None,
     description: str,
-) -> tuple[np.ndarray, int, int, int]:
-    """Every image's top-1 prediction (NONFINITE for NaN/inf scores), the top-k hits, k and the
-    class count of output `oi`, batch by batch."""
+) -> tuple[np.ndarray, int, int, int, np.ndarray]:
+    """Every image's top-1 prediction (NONFINITE for NaN/inf scores), the top-k hits, k, the
+    class count of output `oi` and which images were evaluated (a streamed set with
+    on_corrupt=skip leaves out the ones it cannot decode), batch by batch."""
     from edgekit.bench.metrics import to_probabilities, top_k_hits
     from edgekit.ui import progress
 
     n = len(dataset)
     top1 = np.empty(n, np.int32)
+    seen = np.zeros(n, bool)
     topk = 0
     k = num_classes = 0
-    i = 0
-    batches = dataset.batches(batch_size, preprocessing)
+    batches = dataset.batches_with_positions(batch_size, preprocessing)
     total = -(-n // batch_size)
-    for xb, yb in progress(batches, total=total, description=description or runner.name):
+    for xb, yb, at in progress(batches, total=total, description=description or runner.name):
         scores = np.asarray(_run(runner, xb)[oi], dtype=np.float64).reshape(len(xb), -1)
         if not num_classes:
             num_classes = scores.shape[1]
@@ -179,12 +183,14 @@ def _predictions(
         probs = to_probabilities(np.where(finite[:, None], scores, 0.0))
         pred = probs.argmax(axis=1).astype(np.int32)
         pred[~finite] = NONFINITE
-        top1[i : i + len(xb)] = pred
+        top1[at] = pred
+        seen[at] = True
         topk += int(np.sum(top_k_hits(probs, yb, k) & finite))
-        i += len(xb)
-    if i != n:  # pragma: no cover - Dataset.batches covers every image
-        raise EvaluationError(f"Evaluated {i} of {n} images; the check could not be made.")
-    return top1, topk, k, num_classes
+    if not seen.any():
+        raise EvaluationError(
+            f"None of the {n} images could be evaluated; the check could not be made."
+        )
+    return top1, topk, k, num_classes, seen
 
 
 def _run(runner: Any, xb: np.ndarray) -> list[np.ndarray]:

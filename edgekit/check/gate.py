@@ -558,6 +558,16 @@ def run_check(
         threads=threads, output=output, expected_classes=base.model.num_classes,
         description=f"check {art.name}",
     )  # fmt: skip
+    from edgekit.check.baseline import skipped_images
+
+    now_skipped = skipped_images(ds)
+    if now_skipped != list(base.data.skipped):
+        raise BaselineError(
+            f"This check left out {len(now_skipped)} image(s) that cannot be decoded "
+            f"({', '.join(now_skipped[:3]) or 'none'}) but {baseline} left out "
+            f"{len(base.data.skipped)} ({', '.join(base.data.skipped[:3]) or 'none'}): the two "
+            "cannot be compared image by image. Repair the files, then recreate the baseline."
+        )
     base_correct = base.correct()
     if not np.array_equal(base_correct, base.top1() == res.y):
         raise BaselineError(

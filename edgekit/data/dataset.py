@@ -310,20 +310,29 @@ class Dataset:
         set decodes one batch at a time; with `on_corrupt="skip"` it leaves out the images it
         cannot decode (and their labels), so a batch may be shorter.
         """
+        for xb, yb, _ in self.batches_with_positions(batch_size, preprocessing):
+            yield xb, yb
+
+    def batches_with_positions(
+        self, batch_size: int = 64, preprocessing: Preprocessing | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+        """`batches`, each with the positions (in this data set) of the images it holds: all of
+        them, except the images a streamed set with `on_corrupt="skip"` could not decode."""
         if int(batch_size) < 1:
             raise DataError(f"Expected batch_size >= 1. Received: batch_size={batch_size}.")
         pre = preprocessing or Preprocessing()
+        batch_size = int(batch_size)
         if self.streamed:
-            yield from self._streamed_batches(int(batch_size), pre)
+            yield from self._streamed_batches(batch_size, pre)
             return
-        for i in range(0, len(self), int(batch_size)):
+        for i in range(0, len(self), batch_size):
             xb = pre.apply(self.x[i : i + batch_size])
             yb = None if self.y is None else self.y[i : i + batch_size]
-            yield xb, yb
+            yield xb, yb, np.arange(i, i + len(xb))
 
     def _streamed_batches(
         self, batch_size: int, pre: Preprocessing
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
         # The next batch decodes in a thread while this one is used (PIL releases the GIL while
         # it decodes): decoding and inference overlap, and only two batches are held.
         from concurrent.futures import ThreadPoolExecutor
@@ -340,10 +349,11 @@ class Dataset:
                 if k + 1 < len(starts):
                     pending = pool.submit(load, starts[k + 1])
                 yb = None if self.y is None else self.y[i : i + batch_size]
+                positions = np.arange(i, i + len(ok))
                 if not ok.all():
-                    xb, yb = xb[ok], None if yb is None else yb[ok]
+                    xb, yb, positions = xb[ok], None if yb is None else yb[ok], positions[ok]
                 if len(xb):
-                    yield pre.apply(xb), yb
+                    yield pre.apply(xb), yb, positions
 
     def preprocessed(self, preprocessing: Preprocessing | None = None) -> np.ndarray:
         """All images as one preprocessed float32 array."""

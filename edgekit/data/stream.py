@@ -649,8 +649,6 @@ def attach_decode_caches(
     streams = [a for a in slots.values() if a.decoded.cache is None]
     if mode == "off" or not streams:
         return []
-    import shutil
-
     from edgekit.artifacts import TMP_SUFFIX
 
     folder = Path(folder)
@@ -658,10 +656,7 @@ def attach_decode_caches(
     if mode == "on":
         require_free_space(folder, total, "the decoded-pixel cache (data.decode_cache=on)")
     else:
-        probe = folder
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        free = shutil.disk_usage(probe).free
+        free = free_bytes(folder)
         if free < total * 1.1 + 1e9:
             info(
                 f"data: decode cache off: it needs {human_bytes(total)} and {folder} has "
@@ -730,18 +725,25 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free bytes on the disk that holds `folder` (or would hold it: its nearest existing
+    parent)."""
+    import shutil
+
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
 def require_free_space(folder: str | os.PathLike, need: int, what: str) -> None:
     """DiskFull (one line, before anything is written) when `folder`'s disk has less than
     `need` bytes free."""
-    import shutil
 
     from edgekit.errors import DiskFull
 
     folder = Path(folder)
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = free_bytes(folder)
     if free < need:
         raise DiskFull(
             f"No space left in {folder} for {what}: {human_bytes(free)} free, "

@@ -101,6 +101,8 @@ def compress(
     if message:
         ui.info(message)
     teacher = ModelArtifact.from_path(model_path)
+    for stage in _stages(rec):
+        stage.preflight(teacher)  # settings the teacher rules out, refused before any work
     out_dir = Path(out or default_out_dir(rec.name))
     # One run per folder: a second one is refused here, before it touches anything.
     notes: list[str] = []

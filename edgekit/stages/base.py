@@ -96,6 +96,11 @@ class Stage(ABC):
         (computed once, before any stage runs; "eval" always is, for the report)."""
         return ()
 
+    def preflight(self, teacher: ModelArtifact) -> None:
+        """Refuse settings this stage cannot run with this teacher (UsageError, one line), before
+        the run does any work. The default: nothing to refuse."""
+        return None
+
     @abstractmethod
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
         """Produce new artifacts from `model` inside `workdir` (a fresh, empty folder)."""

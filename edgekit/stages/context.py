@@ -37,10 +37,16 @@ def first_output(out: Any, index: int = 0) -> np.ndarray:
     return out
 
 
+def are_probabilities(outputs: np.ndarray) -> bool:
+    """True when the rows are probabilities (>= 0, summing to 1): a model that ends in a softmax."""
+    out = np.asarray(outputs, dtype=np.float32)
+    return bool(out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
+
+
 def as_logits(outputs: np.ndarray) -> np.ndarray:
     """Teacher outputs as logits: probabilities (rows >= 0 summing to 1) become log-probabilities."""
     out = np.asarray(outputs, dtype=np.float32)
-    if out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+    if are_probabilities(out):
         return np.log(np.clip(out, 1e-12, 1.0))
     return out
 

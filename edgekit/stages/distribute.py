@@ -89,6 +89,14 @@ def gpus() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("GPU")]
 
 
+def has_gpu() -> bool:
+    """True when TensorFlow sees a GPU (physical devices: the runtime is not started, so logical
+    devices can still be configured afterwards)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def _default_device() -> str:
     import tensorflow as tf
 

@@ -505,6 +505,7 @@ def fit(
     description: str = "fine-tune",
     augment: Any = None,
     steps_per_execution: int = 1,
+    teacher: Any = None,
 ) -> dict[str, list[float]]:
     """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
 
@@ -513,6 +514,10 @@ def fit(
     `steps_per_execution` > 1 runs that many steps per call into TensorFlow (the same steps, less
     Python per step); per-batch callbacks then see one batch per call, so keep 1 with callbacks
     that act every step (tfmot's UpdatePruningStep).
+
+    `teacher` (a graph function x -> logits) makes it online distillation: each training batch
+    `y` holds the labels alone and the teacher's logits on the (augmented) batch are appended in
+    the step (`online.online_distiller`); validation targets are given whole.
     """
     check_positive("epochs", epochs, integer=True)
     check_positive("batch_size", batch_size, integer=True)
@@ -531,6 +536,10 @@ def fit(
             raise UsageError("Pass `loss` when the targets are not a single label array.")
         loss = classification_loss(model, y, x)
     check_positive("steps_per_execution", steps_per_execution, integer=True)
+    if teacher is not None:
+        from edgekit.stages.online import online_distiller
+
+        model = online_distiller(model, teacher)  # trains the student in place
     model.compile(
         optimizer=optimizer,
         loss=loss,

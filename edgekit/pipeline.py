@@ -429,6 +429,9 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             work = final_dir.with_name(f".{final_dir.name}.partial")
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
+            # Training checkpoints outlive a failed or killed attempt (the next resumes from
+            # them) and go once the stage has finished.
+            ctx.checkpoint_dir = ctx.out / "cache" / "checkpoints" / f"{final_dir.name}-{key[:16]}"
             try:
                 with ui.doing(cfg.stage, f"stage {i + 1}/{len(ctx.recipe.stages)}"):
                     output = stage.run(ctx, current, work)
@@ -439,6 +442,9 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             except BaseException:  # failed or interrupted: no half-made stage stays behind
                 shutil.rmtree(work, ignore_errors=True)
                 raise
+            finally:
+                ctx.checkpoint_dir = None
+            _remove_checkpoints(ctx.out, final_dir.name)
         seconds = time.perf_counter() - t0
         records.append(
             {
@@ -455,6 +461,15 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             models.append((cfg.stage, current))
         exports.extend((cfg.stage, a) for a in output.exports)
     return records, exports, models
+
+
+def _remove_checkpoints(out: Path, stage_dir: str) -> None:
+    """The finished stage's training checkpoints, and those of earlier attempts with other
+    settings (other keys), are of no more use."""
+    from edgekit.stages.checkpoints import remove
+
+    for path in sorted((out / "cache" / "checkpoints").glob(f"{stage_dir}-*")):
+        remove(path)
 
 
 def _reusable(record_path: Path, key: str, final_dir: Path) -> Any:

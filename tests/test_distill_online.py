@@ -174,9 +174,7 @@ def test_compress_distills_with_the_online_teacher(tmp_path, teacher_keras3, dig
     assert loss[2] < loss[1] < loss[0], loss
 
 
-def test_compress_refuses_an_online_onnx_teacher_before_any_work(
-    tmp_path, teacher_keras3, digits_npz
-):  # noqa: F811
+def test_compress_refuses_an_online_onnx_teacher_before_any_work(tmp_path, digits_npz):  # noqa: F811
     onnx = tmp_path / "teacher.onnx"
     onnx.write_bytes(b"\x08\x07")  # refused on its suffix and the setting, before it is read
     r = compress(onnx, digits_npz, tmp_path / "o", "distill", "distill.teacher=online")

@@ -66,6 +66,9 @@ class RunContext:
     predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
     class_index: int = 0  # the teacher's class-score output (recipe `class_output`), resolved
     teacher_output_names: list[str] = field(default_factory=list)  # when it has several
+    # Where the running stage keeps its per-epoch training checkpoints (stages/checkpoints.py):
+    # OUT/cache/checkpoints/NN-stage-KEY, set by the pipeline, kept until the stage finishes.
+    checkpoint_dir: Path | None = None
 
     def x(self, split: str, limit: int | None = None) -> np.ndarray:
         """The split's images, preprocessed float32. A streamed split gives its lazy

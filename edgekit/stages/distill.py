@@ -260,6 +260,7 @@ class Distill(Stage):
             augment=(plan.flip, plan.rot90),
             teacher_views=plan.views,
             online_teacher=teacher.online_function() if online else None,
+            checkpoint_dir=ctx.checkpoint_dir,
         )
         art = save_keras(
             result.model, workdir / "student.keras", parameters=int(result.model.count_params())
@@ -626,6 +627,7 @@ def distill(
     teacher_views: list[training.View] | None = None,
     num_classes: int | None = None,
     online_teacher: Any = None,
+    checkpoint_dir: Path | None = None,
 ) -> DistillResult:
     """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored.
 
@@ -641,7 +643,10 @@ def distill(
     With `online_teacher` (a graph function x -> logits, `online.teacher_function`) and no
     `teacher_train`, the teacher runs in every training step on the augmented batch (the
     strong augmentations `augment.crop` and `augment.mixup` allowed); `teacher_val` (its logits
-    on the unaugmented validation images) or `num_classes` gives the classes."""
+    on the unaugmented validation images) or `num_classes` gives the classes.
+
+    With `checkpoint_dir` the training keeps a checkpoint per epoch there and, started again
+    after a kill, resumes after the last finished epoch (`checkpoints`)."""
     online = online_teacher is not None
     if online and teacher_train is not None:
         raise UsageError("Pass teacher_train (cached logits) or online_teacher, not both.")
@@ -712,6 +717,7 @@ def distill(
             augment=augmenter,
             steps_per_execution=STEPS_PER_EXECUTION,
             teacher=online_teacher,
+            checkpoint_dir=checkpoint_dir,
         )
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.

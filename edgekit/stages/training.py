@@ -506,6 +506,7 @@ def fit(
     augment: Any = None,
     steps_per_execution: int = 1,
     teacher: Any = None,
+    checkpoint_dir: Any = None,
 ) -> dict[str, list[float]]:
     """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
 
@@ -518,6 +519,10 @@ def fit(
     `teacher` (a graph function x -> logits) makes it online distillation: each training batch
     `y` holds the labels alone and the teacher's logits on the (augmented) batch are appended in
     the step (`online.online_distiller`); validation targets are given whole.
+
+    `checkpoint_dir` keeps a checkpoint per epoch there (`checkpoints.resume_callbacks`): the
+    same training started again after a kill resumes after its last finished epoch, and the
+    history returned covers every epoch.
     """
     check_positive("epochs", epochs, integer=True)
     check_positive("batch_size", batch_size, integer=True)
@@ -553,13 +558,18 @@ def fit(
     ui.info(
         f"{description}: {epochs} epoch(s) of {steps} step(s), batch size {batch_size}, {len(x)} samples"
     )
+    resume: list[Any] = []
+    if checkpoint_dir is not None:
+        from edgekit.stages.checkpoints import resume_callbacks
+
+        resume = resume_callbacks(checkpoint_dir, list(callbacks), epochs, description)
     try:
         history = model.fit(
             train,
             validation_data=val,
             epochs=epochs,
             verbose=0,
-            callbacks=[*callbacks, epoch_progress(description, epochs)],
+            callbacks=[*callbacks, *resume, epoch_progress(description, epochs)],
         )
     except Exception:
         # A streamed image that failed to decode inside tf.data: its one line, not TF's trace.
@@ -572,4 +582,6 @@ def fit(
         skipped = getattr(data, "skipped", None)
         if skipped:
             ui.info(f"{description}: skipped {len(skipped)} corrupt image(s), first {skipped[0]}")
+    if resume:
+        return resume[1].history  # every epoch's, those before a restart included
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}

@@ -1,15 +1,10 @@
 """Per-epoch training checkpoints: a training killed mid-run resumes after its last finished
-epoch (model, optimizer, schedule, history, early stopping), in-process and as a killed
-`edgekit compress` run."""
+epoch (model, optimizer, schedule, history, early stopping). A killed `edgekit compress` run
+resuming inside distill: tests/test_reliability.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -95,51 +90,3 @@ def test_without_a_checkpoint_folder_nothing_is_written(tmp_path):
     model = _model()
     history = _fit(model, None)
     assert len(history["loss"]) == 5 and not list(tmp_path.iterdir())
-
-
-@pytest.mark.slow
-def test_a_compress_run_killed_mid_distillation_resumes_there(tmp_path, teacher_keras3, digits_npz):  # noqa: F811
-    """SIGKILL during epoch 3 of 4, then the same command again: the distill stage resumes
-    after epoch 2 (its log says so), runs 3 and 4 only, and the report is complete."""
-    out = tmp_path / "run"
-    recipe = _distill_export_recipe(tmp_path)
-    args = [sys.executable, "-m", "edgekit", "compress", str(teacher_keras3), "--recipe", recipe,
-            "--data", str(digits_npz), "--out", str(out), "--json"]  # fmt: skip
-    for s in ("distill.epochs=4", "distill.batch_size=32", "distill.student.input_size=32",
-              "distill.augment.flip=none", "distill.augment.rot90=false",
-              "export.formats=[tflite]", "latency_runs=3", "verify.samples=64"):  # fmt: skip
-        args += ["--set", s]
-    env = {**os.environ, "EDGEKIT_QUIET": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "run.log"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.is_file() and "distill: epoch 2/4" in log.read_text():
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before epoch 2 was logged"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = json.loads(
-        next((out / "cache" / "checkpoints").glob("00-distill-*/state.json")).read_text()
-    )
-    assert state["epochs"] >= 2
-
-    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    text = log.read_text()
-    assert f"distill: resuming after epoch {state['epochs']}/4 from the checkpoint" in text
-    second_run = text[text.rindex("Recipe 'distill'") :]  # the log of the second attempt
-    assert "distill: epoch 1/4" not in second_run and "distill: epoch 4/4" in second_run
-    stage = json.loads(r.stdout)["stages"][0]
-    assert stage["epochs_run"] == 4 and len(stage["history"]["loss"]) == 4
-    assert not (out / "cache" / "checkpoints").exists()  # removed once the stage finished
-
-
-def _distill_export_recipe(tmp_path):
-    from tests.test_distill_online import _distill_export_recipe as recipe
-
-    return recipe(tmp_path)
-
-
-from tests.test_compress import digits_npz, teacher_keras3  # noqa: E402, F401 - fixtures

@@ -125,6 +125,8 @@ def compress(
         ui.info(
             f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}"
         )
+        for line in filter(None, (stage.plan(teacher) for stage in _stages(rec))):
+            ui.info(line)
         predict_teacher, input_shape, class_index, output_names = _teacher_predictor(
             teacher, unsafe, rec.class_output
         )

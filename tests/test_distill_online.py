@@ -165,6 +165,11 @@ def test_compress_distills_with_the_online_teacher(tmp_path, teacher_keras3, dig
     assert stage["augment"]["teacher_agreement"] == {}  # nothing to measure: it sees each view
     log = (out / "run.log").read_text()
     assert "online teacher: it runs in every training step" in log and "mixup 0.2" in log
+    from edgekit.stages.distribute import has_gpu
+
+    if not has_gpu():  # said in the run's first lines, before the data plan
+        line = "distill trains on 1 device (the CPU; no GPU found), in float32, the teacher's "
+        assert log.index(line + "targets online") < log.index("Data: ")
     cache = [p.name for p in (out / "cache").glob("teacher-*.npy")]
     assert not [n for n in cache if n.startswith("teacher-train-")], cache
     assert [n for n in cache if n.startswith("teacher-val-")], cache
@@ -182,3 +187,14 @@ def test_compress_refuses_an_online_onnx_teacher_before_any_work(tmp_path, digit
     assert "distill.teacher=online runs the teacher inside every training step" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_multi_worker_without_tf_config_is_refused_before_any_work(
+    tmp_path, monkeypatch, teacher_keras3, digits_npz
+):  # noqa: F811
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    r = compress(teacher_keras3, digits_npz, tmp_path / "mw", "distill",
+                 "distill.distribute=multi_worker")  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "TF_CONFIG" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "mw").exists()

@@ -28,7 +28,13 @@ from edgekit.schema import Strict
 from edgekit.stages import training
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
 from edgekit.stages.context import are_probabilities, as_logits, first_output
-from edgekit.stages.distribute import has_gpu, plan_distribution
+from edgekit.stages.distribute import (
+    has_gpu,
+    plan_distribution,
+    precision_policy,
+    resolve_precision,
+    where_it_trains,
+)
 from edgekit.stages.model_io import class_output_of, load, save_keras
 from edgekit.stages.online import strong_augmenter
 from edgekit.stages.students import StudentConfig, build_student
@@ -168,6 +174,12 @@ class DistillConfig(StageConfig):
         None,
         description='Devices for distribute=mirrored (e.g. ["/gpu:0", "/gpu:1"]); default all GPUs.',
     )
+    precision: Literal["auto", "float32", "mixed_float16"] = Field(
+        "auto",
+        description="Training precision: mixed_float16 computes in float16 with float32 weights "
+        "and loss scaling (about 2x faster on tensor-core GPUs; slow on CPUs); auto = "
+        "mixed_float16 on a GPU, float32 otherwise. The saved student is float32 either way.",
+    )
     teacher: Literal["auto", "cached", "online"] = Field(
         "auto",
         description="Where the teacher's targets come from: cached (its outputs computed once per "
@@ -214,6 +226,7 @@ class Distill(Stage):
         return mode
 
     def preflight(self, teacher: ModelArtifact) -> None:
+        where_it_trains(self.config.distribute, self.config.devices)  # a bad TF_CONFIG: now
         mode = self.teacher_mode(teacher.format)
         if mode == "online" and teacher.format not in KERAS_FORMATS:
             raise UsageError(
@@ -235,6 +248,14 @@ class Distill(Stage):
                 f"answers on the images before cropping or mixing{why}. Set --set "
                 "distill.teacher=online (one teacher pass per image and epoch), or turn it off."
             )
+
+    def plan(self, teacher: ModelArtifact) -> str:
+        c = self.config
+        where = where_it_trains(c.distribute, c.devices)
+        return (
+            f"distill trains on {where}, in {resolve_precision(c.precision)}, the teacher's "
+            f"targets {self.teacher_mode(teacher.format)}"
+        )
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
         self.preflight(model)  # an intermediate model (not the run's teacher) checked here
@@ -278,6 +299,7 @@ class Distill(Stage):
                 "augment": plan.report() if plan.requested.enabled else None,
                 "history": result.history,
                 "distribution": result.distribution,
+                "precision": result.precision,
             },
         )
 
@@ -480,6 +502,7 @@ class DistillResult:
     best_epoch: int
     epochs_run: int
     distribution: dict[str, Any] | None = None  # strategy, replicas, devices, workers
+    precision: str = "float32"  # the dtype policy it trained under (the model is float32)
 
 
 def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray:
@@ -686,14 +709,16 @@ def distill(
     else:
         augmenter = _augmenter(flip, rot90, teacher_views, teacher_train, len(x_train), seed)
     dist = plan_distribution(config.distribute, config.devices)
-    ui.info(dist.describe())
-    with dist.scope():
-        student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
+    precision = resolve_precision(config.precision)
+    mixed = "; mixed precision (float16 compute, float32 weights)" if precision != "float32" else ""
+    ui.info(dist.describe() + mixed)
+    shape = tuple(x_train.shape[1:])
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
     callbacks = []
     if config.early_stopping.enabled and has_val:
         callbacks.append(_early_stopping(config, labeled and y_val is not None))
-    with dist.scope():
+    with precision_policy(precision), dist.scope():
+        student = build_student(config.student, shape, num_classes, seed=seed)
         opt = config.optimizer
         history = training.fit(
             student,
@@ -722,12 +747,19 @@ def distill(
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.
     best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
+    trained_policy = student.dtype_policy.name
+    if precision != "float32":
+        # The weights are float32 already; the saved student computes in float32 too.
+        float32 = build_student(config.student, shape, num_classes, seed=seed)
+        float32.set_weights(student.get_weights())
+        student = float32
     return DistillResult(
         model=student,
         history=history,
         best_epoch=best_epoch,
         epochs_run=epochs_run,
         distribution=dist.record(),
+        precision=trained_policy,
     )
 
 

@@ -97,6 +97,54 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def where_it_trains(mode: str = "auto", devices: Sequence[str] | None = None) -> str:
+    """Where `plan_distribution(mode, devices)` will train, in words, for the run's first lines,
+    without building a strategy or starting TensorFlow's devices (physical devices are read):
+    "1 device (the CPU; no GPU found)", "mirrored over 2 GPUs", "multi_worker, 2 workers from
+    TF_CONFIG". A multi_worker mode without a usable TF_CONFIG is refused here (UsageError)."""
+    import tensorflow as tf
+
+    found = len(tf.config.list_physical_devices("GPU"))
+    if mode == "multi_worker":
+        cluster = check_tf_config(os.environ.get("TF_CONFIG"))
+        workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+        return f"multi_worker, {workers} workers from TF_CONFIG"
+    if mode == "mirrored" and devices:
+        return f"mirrored over {', '.join(devices)}"
+    if mode in ("mirrored", "auto") and found >= 2:
+        return f"mirrored over {found} GPUs"
+    if found:
+        return "1 device (GPU 0)"
+    return "1 device (the CPU; no GPU found)"
+
+
+def resolve_precision(mode: str = "auto") -> str:
+    """ "float32" or "mixed_float16": auto is mixed_float16 when a GPU is present (float16
+    compute, float32 weights: about 2x the throughput on tensor-core GPUs), float32 on a CPU."""
+    if mode not in ("auto", "float32", "mixed_float16"):
+        raise UsageError(
+            f"Expected precision auto, float32 or mixed_float16. Received: precision={mode!r}"
+        )
+    if mode == "auto":
+        return "mixed_float16" if has_gpu() else "float32"
+    return mode
+
+
+@contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """tf_keras' global dtype policy set to `name` inside the block (layers built there compute
+    in it; `compile` adds loss scaling for mixed_float16), put back afterwards."""
+    from edgekit.keras_compat import tf_keras
+
+    mp = tf_keras().mixed_precision
+    previous = mp.global_policy()
+    mp.set_global_policy(name)
+    try:
+        yield
+    finally:
+        mp.set_global_policy(previous)
+
+
 def _default_device() -> str:
     import tensorflow as tf
 

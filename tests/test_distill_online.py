@@ -189,9 +189,8 @@ def test_compress_refuses_an_online_onnx_teacher_before_any_work(tmp_path, digit
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-def test_multi_worker_without_tf_config_is_refused_before_any_work(
-    tmp_path, monkeypatch, teacher_keras3, digits_npz
-):  # noqa: F811
+def test_multi_worker_needs_tf_config(tmp_path, monkeypatch, teacher_keras3, digits_npz):  # noqa: F811
+    """distribute=multi_worker without TF_CONFIG: one line, exit 2, before any work."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
     r = compress(teacher_keras3, digits_npz, tmp_path / "mw", "distill",
                  "distill.distribute=multi_worker")  # fmt: skip

@@ -67,8 +67,15 @@ class RunContext:
     class_index: int = 0  # the teacher's class-score output (recipe `class_output`), resolved
     teacher_output_names: list[str] = field(default_factory=list)  # when it has several
     # Where the running stage keeps its per-epoch training checkpoints (stages/checkpoints.py):
-    # OUT/cache/checkpoints/NN-stage-KEY, set by the pipeline, kept until the stage finishes.
+    # checkpoint_root/NN-stage-KEY, set by the pipeline, kept until the stage finishes. The root
+    # is OUT/cache/checkpoints of the chief's run folder (every worker reads the chief's).
     checkpoint_dir: Path | None = None
+    checkpoint_root: Path | None = None
+    worker: str | None = None  # "worker:1" in a non-chief task of a multi_worker run
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_root is None:
+            self.checkpoint_root = self.out / "cache" / "checkpoints"
 
     def x(self, split: str, limit: int | None = None) -> np.ndarray:
         """The split's images, preprocessed float32. A streamed split gives its lazy

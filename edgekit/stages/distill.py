@@ -33,6 +33,7 @@ from edgekit.stages.distribute import (
     plan_distribution,
     precision_policy,
     resolve_precision,
+    start_multi_worker,
     where_it_trains,
 )
 from edgekit.stages.model_io import class_output_of, load, save_keras
@@ -170,6 +171,12 @@ class DistillConfig(StageConfig):
         "(MultiWorkerMirroredStrategy from TF_CONFIG); auto = mirrored with 2+ GPUs, else none. "
         "batch_size is per replica and the learning rate is scaled linearly with the replicas.",
     )
+    join_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="distribute=multi_worker: how long to wait for every worker of TF_CONFIG to "
+        "join before stopping with the addresses that did not answer.",
+    )
     devices: list[str] | None = Field(
         None,
         description='Devices for distribute=mirrored (e.g. ["/gpu:0", "/gpu:1"]); default all GPUs.',
@@ -227,6 +234,8 @@ class Distill(Stage):
 
     def preflight(self, teacher: ModelArtifact) -> None:
         where_it_trains(self.config.distribute, self.config.devices)  # a bad TF_CONFIG: now
+        if self.config.distribute == "multi_worker":  # must start before any TensorFlow op
+            start_multi_worker(self.config.join_timeout_s)
         mode = self.teacher_mode(teacher.format)
         if mode == "online" and teacher.format not in KERAS_FORMATS:
             raise UsageError(

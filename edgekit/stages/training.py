@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -66,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import ui
-from edgekit.errors import DataError, UnsupportedModelError, UsageError
+from edgekit.errors import DataError, UnsupportedModelError, UsageError, WorkerLost
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -485,6 +486,27 @@ def epoch_progress(description: str, epochs: int) -> Any:
     return _EpochProgress()
 
 
+def _raise_if_worker_lost(exc: Exception, description: str, checkpoint_dir: Any) -> None:
+    """A multi-worker collective aborted because another task stopped (killed, preempted, its
+    machine lost): one line saying how to go on, instead of TensorFlow's error."""
+    import tensorflow as tf
+
+    if not isinstance(exc, tf.errors.UnavailableError) or "Collective ops" not in str(exc):
+        return
+    text = str(exc)
+    lost = re.search(r"\(stopped sending heartbeats\):\s*(\S+)", text)
+    who = f" ({lost.group(1)} stopped answering)" if lost else ""
+    resume = (
+        f": it resumes after its last finished epoch (checkpoints in {checkpoint_dir})"
+        if checkpoint_dir
+        else ""
+    )
+    raise WorkerLost(
+        f"{description}: a task of the multi_worker run stopped{who}. Start every task again "
+        f"with the same command{resume}."
+    ) from None
+
+
 def fit(
     model: Any,
     x: np.ndarray,
@@ -571,12 +593,13 @@ def fit(
             verbose=0,
             callbacks=[*callbacks, *resume, epoch_progress(description, epochs)],
         )
-    except Exception:
+    except Exception as exc:
         # A streamed image that failed to decode inside tf.data: its one line, not TF's trace.
         for data in (x, x_val):
             failure = getattr(getattr(data, "skips", None), "failure", None)
             if failure:
                 raise DataError(failure) from None
+        _raise_if_worker_lost(exc, description, checkpoint_dir)
         raise
     for data in (x, x_val):
         skipped = getattr(data, "skipped", None)

@@ -109,10 +109,10 @@ def main() -> None:
             sys.exit(f"replicas={n} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(line[len("RESULT ") :]))
     base = rows[0]["images_per_s"]
-    print(f"{'replicas':>8} {'devices':<28} {'images/s':>9} {'x of 1':>7}")
+    print(f"{'replicas':>8} {'devices':<36} {'images/s':>9} {'x of 1':>7}")
     for r in rows:
         print(
-            f"{r['replicas']:>8} {r['kind'] + ' ' + ','.join(d.split('/')[-1] for d in r['devices']):<28} "
+            f"{r['replicas']:>8} {r['kind'] + ' ' + ','.join(d.split('/')[-1] for d in r['devices']):<36} "
             f"{r['images_per_s']:9.0f} {r['images_per_s'] / base:7.2f}"
         )
 

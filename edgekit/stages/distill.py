@@ -704,19 +704,13 @@ def distill(
     if problem:
         raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
     if online:
-        augmenter = strong_augmenter(
-            training.augmenter(flip, rot90, seed=seed),
-            crop=config.augment.crop,
-            mixup=config.augment.mixup,
-            seed=seed,
-        )
-    elif config.augment.strong:
-        raise UsageError(
-            "distill.augment.crop and augment.mixup need the online teacher (cached logits are "
-            "of the uncropped, unmixed images): pass online_teacher, or turn them off."
-        )
+        aug = config.augment
+        base = training.augmenter(flip, rot90, seed=seed)
+        augmenter = strong_augmenter(base, crop=aug.crop, mixup=aug.mixup, seed=seed)
     else:
-        augmenter = _augmenter(flip, rot90, teacher_views, teacher_train, len(x_train), seed)
+        augmenter = _augmenter(
+            config, flip, rot90, teacher_views, teacher_train, len(x_train), seed
+        )
     dist = plan_distribution(config.distribute, config.devices)
     precision = resolve_precision(config.precision)
     mixed = "; mixed precision (float16 compute, float32 weights)" if precision != "float32" else ""
@@ -756,20 +750,24 @@ def distill(
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.
     best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
-    trained_policy = student.dtype_policy.name
-    if precision != "float32":
-        # The weights are float32 already; the saved student computes in float32 too.
-        float32 = build_student(config.student, shape, num_classes, seed=seed)
-        float32.set_weights(student.get_weights())
-        student = float32
     return DistillResult(
-        model=student,
+        model=_in_float32(student, config, shape, num_classes, seed),
         history=history,
         best_epoch=best_epoch,
         epochs_run=epochs_run,
         distribution=dist.record(),
-        precision=trained_policy,
+        precision=student.dtype_policy.name,
     )
+
+
+def _in_float32(student: Any, config: DistillConfig, shape: tuple, classes: int, seed: int) -> Any:
+    """The student computing in float32: itself, or (trained under mixed_float16, whose weights
+    are float32 already) the same network built in float32 with its weights."""
+    if student.dtype_policy.name == "float32":
+        return student
+    float32 = build_student(config.student, shape, classes, seed=seed)
+    float32.set_weights(student.get_weights())
+    return float32
 
 
 def _labels_only_targets(
@@ -796,6 +794,7 @@ def _labels_only_targets(
 
 
 def _augmenter(
+    config: DistillConfig,
     flip: str,
     rot90: bool,
     teacher_views: list[training.View] | None,
@@ -803,8 +802,14 @@ def _augmenter(
     samples: int,
     seed: int,
 ) -> Any:
-    """The training-time augmentation: random views of the images, each taught the teacher's
-    logits on that view when `teacher_views` are given (checked against `teacher_train`)."""
+    """The training-time augmentation with cached teacher logits: random views of the images,
+    each taught the teacher's logits on that view when `teacher_views` are given (checked
+    against `teacher_train`). Crops and mixup are refused: cached logits cannot follow them."""
+    if config.augment.strong:
+        raise UsageError(
+            "distill.augment.crop and augment.mixup need the online teacher (cached logits are "
+            "of the uncropped, unmixed images): pass online_teacher, or turn them off."
+        )
     if teacher_views is None:
         return training.augmenter(flip, rot90, seed=seed)
     expected = training.augment_views(flip, rot90)

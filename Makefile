@@ -63,7 +63,7 @@ test: lint system-deps emulators
 # The tf.distribute tests that train under MirroredStrategy (2 logical CPUs): minutes, so not in
 # `make test`.
 test-distributed: install
-	EDGEKIT_DISTRIBUTED_TESTS=1 $(PY) -m pytest -q tests/test_distribute.py
+	EDGEKIT_DISTRIBUTED_TESTS=1 $(PY) -m pytest -q tests/test_distribute.py tests/test_multi_worker.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -223,6 +223,9 @@ def compress(
     if as_json:
         emit_json(report)
         return
+    if report.get("role") == "worker":  # a multi_worker task other than the chief: no report
+        click.echo(f"{report['task']}: done; the chief's run folder holds the report")
+        return
     from edgekit.report.markdown import table_rows
     from edgekit.ui import render_table
 

@@ -59,6 +59,10 @@ class StageError(EdgekitError):
     """A stage failed while running on valid input. Exit code 1."""
 
 
+class WorkerLost(StageError):
+    """A task of a multi-worker training stopped; the run resumes when every task is restarted."""
+
+
 class ExportMismatch(StageError):
     """An exported model's outputs do not match the reference model within tolerance."""
 

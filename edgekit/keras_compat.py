@@ -332,6 +332,11 @@ class LoadedModel:
 
     # -- running -----------------------------------------------------------------------------
 
+    def __call__(self, x: Any) -> Any:
+        """The model on a tensor in inference mode, inside a tf.function too (the online
+        teacher): a tensor, or a list in output order."""
+        return self._call(x)
+
     def _call(self, x: Any) -> Any:
         """Call the model on a tensor in inference mode; a tensor or a list in output order."""
         if self.flavor == "savedmodel":

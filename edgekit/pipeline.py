@@ -101,7 +101,12 @@ def compress(
     if message:
         ui.info(message)
     teacher = ModelArtifact.from_path(model_path)
-    out_dir = Path(out or default_out_dir(rec.name))
+    for stage in _stages(rec):
+        stage.preflight(teacher)  # settings the teacher rules out, refused before any work
+    out_dir = shared_out = Path(out or default_out_dir(rec.name))
+    worker = _non_chief_worker(rec)
+    if worker:  # only the chief writes the run folder; a worker keeps its own files apart
+        out_dir = shared_out / "workers" / worker.replace(":", "-")
     # One run per folder: a second one is refused here, before it touches anything.
     notes: list[str] = []
     lock = lock_folder(
@@ -123,6 +128,8 @@ def compress(
         ui.info(
             f"Recipe '{rec.name}': {' -> '.join(s.stage for s in rec.stages)}; run folder {out_dir}"
         )
+        for line in filter(None, (stage.plan(teacher) for stage in _stages(rec))):
+            ui.info(line)
         predict_teacher, input_shape, class_index, output_names = _teacher_predictor(
             teacher, unsafe, rec.class_output
         )
@@ -158,6 +165,9 @@ def compress(
             predict_teacher=predict_teacher,
             class_index=class_index,
             teacher_output_names=output_names,
+            # shared by every worker of a multi_worker run (BackupAndRestore reads the chief's)
+            checkpoint_root=shared_out / "cache" / "checkpoints",
+            worker=worker,
         )
         say_data_plan(ctx, dataset)
         decode_caches = attach_decode_caches(
@@ -167,6 +177,12 @@ def compress(
         _check_labels(ctx)
 
         stage_records, exports, models = _run_stages(ctx, teacher)
+        if worker:
+            ui.info(
+                f"{worker}: the distributed stages are done; the chief writes the artifacts and "
+                f"the report in {shared_out}"
+            )
+            return {"recipe": rec.name, "role": "worker", "task": worker, "stages": stage_records}
         report = _measure_and_report(
             ctx, teacher, dataset, stage_records, models, exports, measure_latency
         )
@@ -362,6 +378,16 @@ def _teacher_predictor(teacher: ModelArtifact, unsafe: bool, class_output: int |
     return (lambda x: first_output(runner.run(x), ci)), shape, ci, names
 
 
+def _non_chief_worker(rec: Recipe) -> str | None:
+    """This task ("worker:1") when a stage of the recipe trains with distribute=multi_worker and
+    TF_CONFIG makes this process a worker other than the chief; None otherwise."""
+    from edgekit.stages.distribute import worker_task
+
+    if not any(getattr(cfg, "distribute", None) == "multi_worker" for cfg in rec.stages):
+        return None
+    return worker_task()
+
+
 def _stages(rec: Recipe) -> list[Any]:
     from edgekit.stages.base import get_stage
 
@@ -410,6 +436,14 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
     exports: list[tuple[str, ModelArtifact]] = []
     models: list[tuple[str, ModelArtifact]] = []
     records = []
+    last_distributed = max(
+        (
+            i
+            for i, c in enumerate(ctx.recipe.stages)
+            if getattr(c, "distribute", None) == "multi_worker"
+        ),
+        default=-1,
+    )
     for i, (cfg, stage) in enumerate(zip(ctx.recipe.stages, _stages(ctx.recipe), strict=True)):
         final_dir = ctx.out / "stages" / f"{i:02d}-{cfg.stage}"
         key = _stage_key(ctx, i, cfg, current)
@@ -427,6 +461,9 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             work = final_dir.with_name(f".{final_dir.name}.partial")
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
+            # Training checkpoints outlive a failed or killed attempt (the next resumes from
+            # them) and go once the stage has finished.
+            ctx.checkpoint_dir = ctx.checkpoint_root / f"{final_dir.name}-{key[:16]}"
             try:
                 with ui.doing(cfg.stage, f"stage {i + 1}/{len(ctx.recipe.stages)}"):
                     output = stage.run(ctx, current, work)
@@ -437,6 +474,10 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             except BaseException:  # failed or interrupted: no half-made stage stays behind
                 shutil.rmtree(work, ignore_errors=True)
                 raise
+            finally:
+                ctx.checkpoint_dir = None
+            if not ctx.worker:  # the chief's to remove (the workers read them)
+                _remove_checkpoints(ctx.checkpoint_root, final_dir.name)
         seconds = time.perf_counter() - t0
         records.append(
             {
@@ -452,7 +493,18 @@ def _run_stages(ctx: RunContext, teacher: ModelArtifact):
             current = output.model
             models.append((cfg.stage, current))
         exports.extend((cfg.stage, a) for a in output.exports)
+        if ctx.worker and i == last_distributed:
+            break  # a worker's part ends with the last distributed stage
     return records, exports, models
+
+
+def _remove_checkpoints(root: Path, stage_dir: str) -> None:
+    """The finished stage's training checkpoints (under `root`, OUT/cache/checkpoints), and
+    those of earlier attempts with other settings (other keys), are of no more use."""
+    from edgekit.stages.checkpoints import remove
+
+    for path in sorted(root.glob(f"{stage_dir}-*")):
+        remove(path)
 
 
 def _reusable(record_path: Path, key: str, final_dir: Path) -> Any:

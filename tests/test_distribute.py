@@ -86,3 +86,37 @@ def test_mirrored_over_two_cpus_trains_like_one_device():
     for mode in ("none", "mirrored"):
         assert out[mode]["loss"] < out[mode]["first_loss"] / 3
     assert abs(out["none"]["loss"] - out["mirrored"]["loss"]) < 0.25
+
+
+def test_mixed_precision_trains_in_float16_and_saves_a_float32_student():
+    """mixed_float16 runs on a CPU too (slowly): the student trains under that policy, with
+    loss scaling, and comes back computing in float32 with the trained weights."""
+    import numpy as np
+
+    from edgekit.keras_compat import tf_keras
+    from edgekit.stages.distill import DistillConfig, distill
+    from edgekit.stages.distribute import resolve_precision
+
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 32, 32, 3), dtype=np.float32)
+    t = rng.normal(size=(48, 4)).astype(np.float32) * 3
+    config = DistillConfig(
+        student={"arch": "mobilenet_v2", "width": 0.35, "input_size": 32},
+        epochs=1,
+        batch_size=16,
+        alpha=0.0,
+        precision="mixed_float16",
+        early_stopping={"enabled": False},
+    )
+    result = distill(config, x, t, x_val=x[:16], teacher_val=t[:16])
+    assert result.precision == "mixed_float16"
+    assert tf_keras().mixed_precision.global_policy().name == "float32"  # put back
+    student = result.model
+    assert student.dtype_policy.name == "float32"
+    assert all(w.dtype == np.float32 for w in student.get_weights())
+    out = student.predict(x[:4], verbose=0)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.isfinite(result.history["loss"]).all()
+    assert resolve_precision("auto") in ("float32", "mixed_float16")
+    with pytest.raises(UsageError, match="precision auto, float32 or mixed_float16"):
+        resolve_precision("bfloat8")

@@ -150,7 +150,8 @@ def test_second_run_on_a_folder_is_refused_and_the_first_finishes(tmp_path, data
 
 def test_interrupts_and_kill_9_resume_distill_and_quantize(tmp_path, data_and_teacher):
     """SIGINT in a distill epoch, kill -9 in distill, SIGTERM in quantize, kill -9 in quantize:
-    each rerun resumes after the last finished stage."""
+    each rerun resumes after the last finished stage, and inside distill after its last
+    finished epoch (its per-epoch checkpoint)."""
     data, teacher = data_and_teacher
     rec = recipe(
         tmp_path,
@@ -172,9 +173,15 @@ def test_interrupts_and_kill_9_resume_distill_and_quantize(tmp_path, data_and_te
     )
     assert_clean_stop(out, [])
 
-    p, _ = interrupt_at(teacher, data, rec, out, logs, "2-kill", r"\[1/2\] distill$", SIGKILL)
+    # killed in epoch 3, once epoch 2 (which this attempt resumed into) is logged
+    p, offset = interrupt_at(
+        teacher, data, rec, out, logs, "2-kill", r"distill: epoch 2/3", SIGKILL
+    )
     assert p.wait() == -SIGKILL
     assert (out / LOCK_NAME).exists()  # kill -9 leaves its lock behind ...
+    log = (out / "run.log").read_text()[offset:]
+    assert "distill: resuming after epoch 1/3 from the checkpoint in" in log, log
+    assert "distill: epoch 1/3" not in log
 
     p, offset = interrupt_at(teacher, data, rec, out, logs, "3-term", r"\[2/2\] quantize$", SIGTERM)
     assert_interrupted(
@@ -185,7 +192,10 @@ def test_interrupts_and_kill_9_resume_distill_and_quantize(tmp_path, data_and_te
     )
     log = (out / "run.log").read_text()[offset:]
     assert f"took over the lock of Run folder {out} from pid" in log  # ... taken over with a note
+    assert "distill: resuming after epoch 2/3 from the checkpoint in" in log, log
+    assert "distill: epoch 3/3" in log and "distill: epoch 2/3" not in log
     assert_clean_stop(out, ["00-distill"])
+    assert not (out / "cache" / "checkpoints").exists()  # gone once distill finished
 
     p, _ = interrupt_at(teacher, data, rec, out, logs, "4-kill", r"\[2/2\] quantize$", SIGKILL)
     assert p.wait() == -SIGKILL
@@ -196,6 +206,8 @@ def test_interrupts_and_kill_9_resume_distill_and_quantize(tmp_path, data_and_te
         "distill": True,
         "quantize": False,
     }
+    distill = report["stages"][0]  # its history covers the three epochs of three attempts
+    assert distill["epochs_run"] == 3 and len(distill["history"]["loss"]) == 3
 
 
 def test_interrupts_and_kill_9_resume_prune_qat_and_export(tmp_path, data_and_teacher):

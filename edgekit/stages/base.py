@@ -96,6 +96,16 @@ class Stage(ABC):
         (computed once, before any stage runs; "eval" always is, for the report)."""
         return ()
 
+    def preflight(self, teacher: ModelArtifact) -> None:
+        """Refuse settings this stage cannot run with this teacher (UsageError, one line), before
+        the run does any work. The default: nothing to refuse."""
+        return None
+
+    def plan(self, teacher: ModelArtifact) -> str | None:
+        """One line for the run's first lines on how the stage will run (where it trains), or
+        None. Called after `preflight`."""
+        return None
+
     @abstractmethod
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
         """Produce new artifacts from `model` inside `workdir` (a fresh, empty folder)."""

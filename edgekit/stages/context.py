@@ -37,10 +37,16 @@ def first_output(out: Any, index: int = 0) -> np.ndarray:
     return out
 
 
+def are_probabilities(outputs: np.ndarray) -> bool:
+    """True when the rows are probabilities (>= 0, summing to 1): a model that ends in a softmax."""
+    out = np.asarray(outputs, dtype=np.float32)
+    return bool(out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
+
+
 def as_logits(outputs: np.ndarray) -> np.ndarray:
     """Teacher outputs as logits: probabilities (rows >= 0 summing to 1) become log-probabilities."""
     out = np.asarray(outputs, dtype=np.float32)
-    if out.ndim == 2 and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+    if are_probabilities(out):
         return np.log(np.clip(out, 1e-12, 1.0))
     return out
 
@@ -60,6 +66,16 @@ class RunContext:
     predict_teacher: Any = None  # x (preprocessed float32) -> teacher outputs; None in tests
     class_index: int = 0  # the teacher's class-score output (recipe `class_output`), resolved
     teacher_output_names: list[str] = field(default_factory=list)  # when it has several
+    # Where the running stage keeps its per-epoch training checkpoints (stages/checkpoints.py):
+    # checkpoint_root/NN-stage-KEY, set by the pipeline, kept until the stage finishes. The root
+    # is OUT/cache/checkpoints of the chief's run folder (every worker reads the chief's).
+    checkpoint_dir: Path | None = None
+    checkpoint_root: Path | None = None
+    worker: str | None = None  # "worker:1" in a non-chief task of a multi_worker run
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_root is None:
+            self.checkpoint_root = self.out / "cache" / "checkpoints"
 
     def x(self, split: str, limit: int | None = None) -> np.ndarray:
         """The split's images, preprocessed float32. A streamed split gives its lazy

@@ -22,14 +22,22 @@ import numpy as np
 from pydantic import Field
 
 from edgekit import ui
-from edgekit.artifacts import ModelArtifact
+from edgekit.artifacts import KERAS_FORMATS, ModelArtifact
 from edgekit.errors import DataError, UsageError
 from edgekit.schema import Strict
 from edgekit.stages import training
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
-from edgekit.stages.context import as_logits, first_output
-from edgekit.stages.distribute import plan_distribution
-from edgekit.stages.model_io import load, save_keras
+from edgekit.stages.context import are_probabilities, as_logits, first_output
+from edgekit.stages.distribute import (
+    has_gpu,
+    plan_distribution,
+    precision_policy,
+    resolve_precision,
+    start_multi_worker,
+    where_it_trains,
+)
+from edgekit.stages.model_io import class_output_of, load, save_keras
+from edgekit.stages.online import strong_augmenter
 from edgekit.stages.students import StudentConfig, build_student
 
 if TYPE_CHECKING:
@@ -107,10 +115,28 @@ class Augment(Strict):
         description="Stop (instead of dropping the augmentation) when the teacher disagrees or "
         "the images are not square (rot90).",
     )
+    crop: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Random resized crops keeping at least this share of each image's area "
+        "(aspect 3/4 to 4/3, resized back); 1 = off. Needs distill.teacher=online.",
+    )
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        description="Mixup: each image blended with another of its batch, weight ~ Beta(mixup, "
+        "mixup), labels blended alike (0.2-1 are usual); 0 = off. Needs distill.teacher=online.",
+    )
 
     @property
     def enabled(self) -> bool:
-        return self.flip != "none" or self.rot90
+        return self.flip != "none" or self.rot90 or self.strong
+
+    @property
+    def strong(self) -> bool:
+        """Crops or mixup: augmentations only an online teacher can teach consistently."""
+        return self.crop < 1 or self.mixup > 0
 
 
 class DistillConfig(StageConfig):
@@ -145,9 +171,29 @@ class DistillConfig(StageConfig):
         "(MultiWorkerMirroredStrategy from TF_CONFIG); auto = mirrored with 2+ GPUs, else none. "
         "batch_size is per replica and the learning rate is scaled linearly with the replicas.",
     )
+    join_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="distribute=multi_worker: how long to wait for every worker of TF_CONFIG to "
+        "join before stopping with the addresses that did not answer.",
+    )
     devices: list[str] | None = Field(
         None,
         description='Devices for distribute=mirrored (e.g. ["/gpu:0", "/gpu:1"]); default all GPUs.',
+    )
+    precision: Literal["auto", "float32", "mixed_float16"] = Field(
+        "auto",
+        description="Training precision: mixed_float16 computes in float16 with float32 weights "
+        "and loss scaling (about 2x faster on tensor-core GPUs; slow on CPUs); auto = "
+        "mixed_float16 on a GPU, float32 otherwise. The saved student is float32 either way.",
+    )
+    teacher: Literal["auto", "cached", "online"] = Field(
+        "auto",
+        description="Where the teacher's targets come from: cached (its outputs computed once per "
+        "image and view, stored in OUT/cache) or online (the teacher runs in every training "
+        "step on the augmented batch the student sees: consistent targets for any augmentation, "
+        "augment.crop and augment.mixup included; one teacher pass per image and epoch). auto = "
+        "online on a GPU, cached otherwise. Online needs a Keras model or SavedModel teacher.",
     )
     use_unlabeled: bool = Field(
         True,
@@ -173,17 +219,64 @@ class Distill(Stage):
         return self.config.use_unlabeled
 
     def teacher_splits(self) -> tuple[str, ...]:
-        return ("train", "val")
+        # Online, the teacher sees the training images in the training steps: only the
+        # (unaugmented) validation outputs are cached.
+        return ("val",) if self.teacher_mode() == "online" else ("train", "val")
+
+    def teacher_mode(self, teacher_format: str | None = None) -> str:
+        """ "online" or "cached": `teacher`, with auto resolved (online on a GPU when the teacher
+        is a TensorFlow model: `teacher_format` one of KERAS_FORMATS, or not known yet)."""
+        mode = self.config.teacher
+        if mode == "auto":
+            runnable = teacher_format is None or teacher_format in KERAS_FORMATS
+            mode = "online" if runnable and has_gpu() else "cached"
+        return mode
+
+    def preflight(self, teacher: ModelArtifact) -> None:
+        where_it_trains(self.config.distribute, self.config.devices)  # a bad TF_CONFIG: now
+        if self.config.distribute == "multi_worker":  # must start before any TensorFlow op
+            start_multi_worker(self.config.join_timeout_s)
+        mode = self.teacher_mode(teacher.format)
+        if mode == "online" and teacher.format not in KERAS_FORMATS:
+            raise UsageError(
+                f"distill.teacher=online runs the teacher inside every training step, which needs "
+                f"a TensorFlow model (Keras 3, tf-keras or SavedModel); {Path(teacher.path).name} "
+                f"is a .{teacher.format} file. Set --set distill.teacher=cached (its outputs are "
+                "computed once), or pass the Keras model it was exported from."
+            )
+        aug = self.config.augment
+        if mode == "cached" and aug.strong:
+            asked = ", ".join(
+                f"augment.{n}={v:g}"
+                for n, v in (("crop", aug.crop), ("mixup", aug.mixup))
+                if (n == "crop" and v < 1) or (n == "mixup" and v > 0)
+            )
+            why = " (auto picks cached without a GPU)" if self.config.teacher == "auto" else ""
+            raise UsageError(
+                f"distill.{asked} needs the online teacher: cached outputs are the teacher's "
+                f"answers on the images before cropping or mixing{why}. Set --set "
+                "distill.teacher=online (one teacher pass per image and epoch), or turn it off."
+            )
+
+    def plan(self, teacher: ModelArtifact) -> str:
+        c = self.config
+        where = where_it_trains(c.distribute, c.devices)
+        return (
+            f"distill trains on {where}, in {resolve_precision(c.precision)}, the teacher's "
+            f"targets {self.teacher_mode(teacher.format)}"
+        )
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
+        self.preflight(model)  # an intermediate model (not the run's teacher) checked here
         x_train, x_val = ctx.x("train"), ctx.x("val")
         teacher = _Teacher(ctx, model)
-        plan = plan_augmentation(self.config, teacher, x_train.shape, x_val)
+        online = self.teacher_mode(model.format) == "online"
+        plan = plan_augmentation(self.config, teacher, x_train.shape, x_val, online=online)
         t_val = teacher.val_logits(x_val)
-        t_train = teacher.logits("train", x_train, plan.views)
+        t_train = None if online else teacher.logits("train", x_train, plan.views)
         y_train = ctx.y("train") if self.config.alpha > 0 else None
         x_train, t_train, y_train, n_pool = self._join_pool(
-            ctx, teacher, plan.views, x_train, t_train, y_train
+            ctx, teacher, plan.views, x_train, t_train, y_train, online=online
         )
         result = distill(
             plan.config,
@@ -196,6 +289,8 @@ class Distill(Stage):
             seed=ctx.recipe.seed,
             augment=(plan.flip, plan.rot90),
             teacher_views=plan.views,
+            online_teacher=teacher.online_function() if online else None,
+            checkpoint_dir=ctx.checkpoint_dir,
         )
         art = save_keras(
             result.model, workdir / "student.keras", parameters=int(result.model.count_params())
@@ -208,10 +303,12 @@ class Distill(Stage):
                 "parameters": int(result.model.count_params()),
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
+                "teacher": "online" if online else "cached",
                 "unlabeled_samples": n_pool,
                 "augment": plan.report() if plan.requested.enabled else None,
                 "history": result.history,
                 "distribution": result.distribution,
+                "precision": result.precision,
             },
         )
 
@@ -221,13 +318,15 @@ class Distill(Stage):
         teacher: _Teacher,
         views: list[training.View] | None,
         x_train: np.ndarray,
-        t_train: np.ndarray,
+        t_train: np.ndarray | None,
         y_train: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        online: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int]:
         """The training set with the run's unlabeled images (if any, and `use_unlabeled`)
-        appended, taught by the teacher alone (label -1); and how many joined."""
+        appended, taught by the teacher alone (label -1); and how many joined. Online (no
+        `t_train`) the teacher's logits on them come in the training steps."""
         pool = ctx.splits.get("unlabeled") if self.config.use_unlabeled else None
-        n_pool = len(pool) if pool is not None and teacher.can_run else 0
+        n_pool = len(pool) if pool is not None and (online or teacher.can_run) else 0
         if not n_pool:
             return x_train, t_train, y_train, 0
         ui.info(
@@ -237,7 +336,9 @@ class Distill(Stage):
         from edgekit.data.stream import concat
 
         x_pool = ctx.x("unlabeled")
-        t_train = np.concatenate([t_train, teacher.logits("unlabeled", x_pool, views)], axis=-2)
+        if t_train is not None:
+            t_pool = teacher.logits("unlabeled", x_pool, views)
+            t_train = np.concatenate([t_train, t_pool], axis=-2)
         x_train = concat(x_train, x_pool)
         if y_train is not None:
             y_train = np.concatenate([np.asarray(y_train, np.int64), np.full(n_pool, -1, np.int64)])
@@ -290,6 +391,16 @@ class _Teacher:
             return np.stack([self._batched(training.apply_view(x, v)) for v in views])
         return self._batched(x)
 
+    def online_function(self) -> Any:
+        """The teacher as a graph function x -> logits, run inside the training steps."""
+        from edgekit.stages.online import teacher_function
+
+        loaded = load(self.ctx, self.model)
+        index = class_output_of(self.ctx, loaded)
+        sample = np.asarray(self.ctx.x("val", 8), np.float32)
+        probabilities = are_probabilities(first_output(loaded.predict(sample), index))
+        return teacher_function(loaded, index, probabilities)
+
     def _batched(self, x: Any) -> np.ndarray:
         """logits_of over `x` 256 images at a time (a stream is decoded a batch at a time)."""
         if len(x) == 0:
@@ -324,12 +435,14 @@ def plan_augmentation(
     teacher: _Teacher,
     shape: tuple[int, ...],
     x_val: np.ndarray,
+    online: bool = False,
 ) -> AugmentPlan:
     """Decide the augmentation: quarter turns of non-square images dropped (or an error with
     strict); then, when the teacher can be run, its agreement with itself on augmented validation
     images decides between reusing its logits (invariant), running it on every view
     (`teacher_views`) or dropping what it is not invariant to (or an error with strict).
-    `teacher` gives `can_run`, `logits_of(x)` and `val_logits(x_val)`."""
+    `teacher` gives `can_run`, `logits_of(x)` and `val_logits(x_val)`. An `online` teacher
+    sees every augmented image itself: nothing to measure, nothing dropped for it."""
     # Quarter turns of non-square images: dropped (or an error with strict) for what they are,
     # before any teacher is measured, not reported as a teacher that is not invariant to them.
     requested = aug = config.augment
@@ -342,7 +455,14 @@ def plan_augmentation(
         aug, not_square = requested.model_copy(update={"rot90": False}), ["rot90"]
     config = config.model_copy(update={"augment": aug})
     plan = AugmentPlan(requested, config, aug.flip, aug.rot90, None)
-    if aug.enabled and teacher.can_run:
+    if online:
+        strong = f", crops >= {aug.crop:g} of the area" if aug.crop < 1 else ""
+        strong += f", mixup {aug.mixup:g}" if aug.mixup > 0 else ""
+        ui.info(
+            "distill: online teacher: it runs in every training step on the augmented batch "
+            f"the student sees (flip {aug.flip}, rot90 {str(aug.rot90).lower()}{strong})"
+        )
+    elif aug.enabled and teacher.can_run:
         t_val = teacher.val_logits(x_val)
         plan.teacher_agreement = teacher_consistency(config, teacher.logits_of, x_val, t_val)
         figures = ", ".join(f"{n} {100 * a:.1f}%" for n, a in plan.teacher_agreement.items())
@@ -391,6 +511,7 @@ class DistillResult:
     best_epoch: int
     epochs_run: int
     distribution: dict[str, Any] | None = None  # strategy, replicas, devices, workers
+    precision: str = "float32"  # the dtype policy it trained under (the model is float32)
 
 
 def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray:
@@ -401,13 +522,18 @@ def pack_targets(y: np.ndarray | None, teacher_logits: np.ndarray) -> np.ndarray
     logits = np.asarray(teacher_logits, np.float32)
     if logits.ndim == 3:
         logits = np.concatenate(list(logits), axis=1)
-    n = logits.shape[0]
-    onehot = np.zeros((n, k), np.float32)
+    return np.concatenate([pack_labels(y, logits.shape[0], k), logits], axis=1)
+
+
+def pack_labels(y: np.ndarray | None, samples: int, classes: int) -> np.ndarray:
+    """One-hot rows of the labels (all zero for a label of -1, or everywhere when `y` is None):
+    the targets of online distillation, whose teacher half the training step appends."""
+    onehot = np.zeros((samples, classes), np.float32)
     if y is not None:
         y = np.asarray(y, np.int64)
         rows = np.flatnonzero(y >= 0)
         onehot[rows, y[rows]] = 1.0
-    return np.concatenate([onehot, logits], axis=1)
+    return onehot
 
 
 def distillation_loss(num_classes: int, alpha: float, temperature: float):
@@ -532,6 +658,8 @@ def distill(
     augment: tuple[str, bool] | None = None,
     teacher_views: list[training.View] | None = None,
     num_classes: int | None = None,
+    online_teacher: Any = None,
+    checkpoint_dir: Path | None = None,
 ) -> DistillResult:
     """Train a fresh student on (x, teacher logits[, labels]); best validation weights restored.
 
@@ -542,8 +670,19 @@ def distill(
     taught the logits of the view it drew.
 
     With `teacher_train=None` the same student trains on labels alone (the from-scratch
-    baseline): that needs alpha = 1, labels and `num_classes`, and no agreement is reported."""
-    with_teacher = teacher_train is not None
+    baseline): that needs alpha = 1, labels and `num_classes`, and no agreement is reported.
+
+    With `online_teacher` (a graph function x -> logits, `online.teacher_function`) and no
+    `teacher_train`, the teacher runs in every training step on the augmented batch (the
+    strong augmentations `augment.crop` and `augment.mixup` allowed); `teacher_val` (its logits
+    on the unaugmented validation images) or `num_classes` gives the classes.
+
+    With `checkpoint_dir` the training keeps a checkpoint per epoch there and, started again
+    after a kill, resumes after the last finished epoch (`checkpoints`)."""
+    online = online_teacher is not None
+    if online and teacher_train is not None:
+        raise UsageError("Pass teacher_train (cached logits) or online_teacher, not both.")
+    with_teacher = teacher_train is not None or online
     if not with_teacher:
         teacher_train, teacher_val = _labels_only_targets(
             config, x_train, y_train, x_val, y_val, num_classes
@@ -554,26 +693,42 @@ def distill(
             "Set --set distill.alpha=0 to learn from the teacher alone."
         )
     labeled = y_train is not None
-    num_classes = int(teacher_train.shape[-1])
+    if online:
+        num_classes = int(teacher_val.shape[-1]) if teacher_val is not None else num_classes
+        if not num_classes:
+            raise UsageError("Online distillation needs teacher_val or num_classes.")
+    else:
+        num_classes = int(teacher_train.shape[-1])
     flip, rot90 = augment if augment is not None else (config.augment.flip, config.augment.rot90)
     problem = rot90_shape_problem(x_train.shape) if rot90 else None
     if problem:
         raise DataError(f"{problem}. Set --set distill.augment.rot90=false.")
-    augmenter = _augmenter(flip, rot90, teacher_views, teacher_train, len(x_train), seed)
+    if online:
+        aug = config.augment
+        base = training.augmenter(flip, rot90, seed=seed)
+        augmenter = strong_augmenter(base, crop=aug.crop, mixup=aug.mixup, seed=seed)
+    else:
+        augmenter = _augmenter(
+            config, flip, rot90, teacher_views, teacher_train, len(x_train), seed
+        )
     dist = plan_distribution(config.distribute, config.devices)
-    ui.info(dist.describe())
-    with dist.scope():
-        student = build_student(config.student, tuple(x_train.shape[1:]), num_classes, seed=seed)
+    precision = resolve_precision(config.precision)
+    mixed = "; mixed precision (float16 compute, float32 weights)" if precision != "float32" else ""
+    ui.info(dist.describe() + mixed)
+    shape = tuple(x_train.shape[1:])
     has_val = x_val is not None and teacher_val is not None and len(x_val) > 0
     callbacks = []
     if config.early_stopping.enabled and has_val:
         callbacks.append(_early_stopping(config, labeled and y_val is not None))
-    with dist.scope():
+    with precision_policy(precision), dist.scope():
+        student = build_student(config.student, shape, num_classes, seed=seed)
         opt = config.optimizer
         history = training.fit(
             student,
             x_train,
-            pack_targets(y_train, teacher_train),
+            pack_labels(y_train, len(x_train), num_classes)
+            if online
+            else pack_targets(y_train, teacher_train),
             x_val=x_val if has_val else None,
             y_val=pack_targets(y_val if labeled else None, teacher_val) if has_val else None,
             epochs=config.epochs,
@@ -589,17 +744,30 @@ def distill(
             description="distill",
             augment=augmenter,
             steps_per_execution=STEPS_PER_EXECUTION,
+            teacher=online_teacher,
+            checkpoint_dir=checkpoint_dir,
         )
     epochs_run = len(next(iter(history.values()))) if history else 0
     # EarlyStopping restores the best weights at the end of training, stopped early or not.
     best_epoch = int(callbacks[0].best_epoch) + 1 if callbacks else epochs_run
     return DistillResult(
-        model=student,
+        model=_in_float32(student, config, shape, num_classes, seed),
         history=history,
         best_epoch=best_epoch,
         epochs_run=epochs_run,
         distribution=dist.record(),
+        precision=student.dtype_policy.name,
     )
+
+
+def _in_float32(student: Any, config: DistillConfig, shape: tuple, classes: int, seed: int) -> Any:
+    """The student computing in float32: itself, or (trained under mixed_float16, whose weights
+    are float32 already) the same network built in float32 with its weights."""
+    if student.dtype_policy.name == "float32":
+        return student
+    float32 = build_student(config.student, shape, classes, seed=seed)
+    float32.set_weights(student.get_weights())
+    return float32
 
 
 def _labels_only_targets(
@@ -626,6 +794,7 @@ def _labels_only_targets(
 
 
 def _augmenter(
+    config: DistillConfig,
     flip: str,
     rot90: bool,
     teacher_views: list[training.View] | None,
@@ -633,8 +802,14 @@ def _augmenter(
     samples: int,
     seed: int,
 ) -> Any:
-    """The training-time augmentation: random views of the images, each taught the teacher's
-    logits on that view when `teacher_views` are given (checked against `teacher_train`)."""
+    """The training-time augmentation with cached teacher logits: random views of the images,
+    each taught the teacher's logits on that view when `teacher_views` are given (checked
+    against `teacher_train`). Crops and mixup are refused: cached logits cannot follow them."""
+    if config.augment.strong:
+        raise UsageError(
+            "distill.augment.crop and augment.mixup need the online teacher (cached logits are "
+            "of the uncropped, unmixed images): pass online_teacher, or turn them off."
+        )
     if teacher_views is None:
         return training.augmenter(flip, rot90, seed=seed)
     expected = training.augment_views(flip, rot90)

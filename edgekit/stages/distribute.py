@@ -10,6 +10,9 @@ Modes:
 - `mirrored`: `MirroredStrategy` over the GPUs of this machine, or over `devices` when named
   (e.g. ``["/cpu:0", "/cpu:1"]`` with logical CPU devices, as the tests do).
 - `multi_worker`: `MultiWorkerMirroredStrategy` from the `TF_CONFIG` environment variable.
+  TensorFlow wants it created at program startup, before any other op, and its creation waits
+  for every worker: `start_multi_worker` (the distill stage's preflight calls it before the run
+  does anything) creates it once, with a time-out that names the workers that did not answer.
 - `auto`: `mirrored` with 2+ GPUs, `none` otherwise.
 
 Batch and learning rate: the recipe's `batch_size` is per replica, the global batch is
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +94,62 @@ def gpus() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("GPU")]
 
 
+def has_gpu() -> bool:
+    """True when TensorFlow sees a GPU (physical devices: the runtime is not started, so logical
+    devices can still be configured afterwards)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def where_it_trains(mode: str = "auto", devices: Sequence[str] | None = None) -> str:
+    """Where `plan_distribution(mode, devices)` will train, in words, for the run's first lines,
+    without building a strategy or starting TensorFlow's devices (physical devices are read):
+    "1 device (the CPU; no GPU found)", "mirrored over 2 GPUs", "multi_worker, 2 workers from
+    TF_CONFIG". A multi_worker mode without a usable TF_CONFIG is refused here (UsageError)."""
+    import tensorflow as tf
+
+    found = len(tf.config.list_physical_devices("GPU"))
+    if mode == "multi_worker":
+        cluster = check_tf_config(os.environ.get("TF_CONFIG"))
+        workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+        return f"multi_worker, {workers} workers from TF_CONFIG"
+    if mode == "mirrored" and devices:
+        return f"mirrored over {', '.join(devices)}"
+    if mode in ("mirrored", "auto") and found >= 2:
+        return f"mirrored over {found} GPUs"
+    if found:
+        return "1 device (GPU 0)"
+    return "1 device (the CPU; no GPU found)"
+
+
+def resolve_precision(mode: str = "auto") -> str:
+    """ "float32" or "mixed_float16": auto is mixed_float16 when a GPU is present (float16
+    compute, float32 weights: about 2x the throughput on tensor-core GPUs), float32 on a CPU."""
+    if mode not in ("auto", "float32", "mixed_float16"):
+        raise UsageError(
+            f"Expected precision auto, float32 or mixed_float16. Received: precision={mode!r}"
+        )
+    if mode == "auto":
+        return "mixed_float16" if has_gpu() else "float32"
+    return mode
+
+
+@contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """tf_keras' global dtype policy set to `name` inside the block (layers built there compute
+    in it; `compile` adds loss scaling for mixed_float16), put back afterwards."""
+    from edgekit.keras_compat import tf_keras
+
+    mp = tf_keras().mixed_precision
+    previous = mp.global_policy()
+    mp.set_global_policy(name)
+    try:
+        yield
+    finally:
+        mp.set_global_policy(previous)
+
+
 def _default_device() -> str:
     import tensorflow as tf
 
@@ -127,16 +188,7 @@ def plan_distribution(mode: str = "auto", devices: Sequence[str] | None = None) 
     if mode == "none":
         return Distribution("none", 1, [_default_device()])
     if mode == "multi_worker":
-        cluster = check_tf_config(os.environ.get("TF_CONFIG"))
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
-        return Distribution(
-            "multi_worker",
-            int(strategy.num_replicas_in_sync),
-            list(strategy.extended.worker_devices),
-            workers,
-            strategy,
-        )
+        return start_multi_worker()
     names = list(devices) if devices else gpus()
     known = {_full_name(d.name).lower() for d in tf.config.list_logical_devices()}
     missing = [d for d in names if _full_name(d).lower() not in known]
@@ -152,6 +204,112 @@ def plan_distribution(mode: str = "auto", devices: Sequence[str] | None = None) 
     return Distribution(
         "mirrored", int(strategy.num_replicas_in_sync), [_full_name(d) for d in names], 1, strategy
     )
+
+
+_MULTI_WORKER: Distribution | None = None
+
+
+def start_multi_worker(join_timeout_s: float = 300.0) -> Distribution:
+    """The process's MultiWorkerMirroredStrategy from TF_CONFIG, created on the first call.
+
+    TensorFlow configures collective ops when the strategy is created, which it allows only
+    before any other op ran: call this at program startup (the distill stage's preflight does).
+    Creation blocks until every worker of TF_CONFIG has joined: the tasks meet first
+    (`_rendezvous`), and one that does not answer within `join_timeout_s` is named in a one-line
+    UsageError (exit 2), before TensorFlow starts.
+
+    Raises:
+        UsageError: a bad TF_CONFIG, a task that did not join in time, or TensorFlow already
+            ran an op in this process.
+    """
+    global _MULTI_WORKER
+    if _MULTI_WORKER is not None:
+        return _MULTI_WORKER
+    raw = os.environ.get("TF_CONFIG")
+    cluster = check_tf_config(raw)
+    task = json.loads(raw or "{}")["task"]
+    me = cluster[task["type"]][task["index"]]
+    others = [a for k, v in cluster.items() if k in ("chief", "worker") for a in v if a != me]
+    _rendezvous(f"{task['type']}:{task['index']}", me, others, join_timeout_s)
+    import tensorflow as tf
+
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as exc:
+        if "startup" not in str(exc):
+            raise
+        raise UsageError(
+            "distribute=multi_worker must start before TensorFlow runs anything in the process "
+            "(TensorFlow configures collective ops once, at startup). From Python, call "
+            "edgekit.stages.distribute.start_multi_worker() first."
+        ) from None
+    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+    _MULTI_WORKER = Distribution(
+        "multi_worker",
+        int(strategy.num_replicas_in_sync),
+        list(strategy.extended.worker_devices),
+        workers,
+        strategy,
+    )
+    return _MULTI_WORKER
+
+
+def _rendezvous(task: str, me: str, others: list[str], timeout_s: float) -> None:
+    """Wait until every other task answers on its port, before TensorFlow starts.
+
+    TensorFlow's own wait for the workers cannot be interrupted (it holds the interpreter) and
+    has no time-out, so the tasks meet here first: each listens on its own TF_CONFIG port and
+    polls the others' until all answer, then closes its listener and lets TensorFlow take the
+    port (a task that went ahead answers through TensorFlow's server). A task still silent after
+    `timeout_s` is named in a one-line UsageError."""
+    port = me.rpartition(":")[2]
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", int(port)))
+        listener.listen(64)
+    except OSError as exc:
+        listener.close()
+        raise UsageError(
+            f"distribute=multi_worker: this task's address {me} (TF_CONFIG {task}) cannot be "
+            f"listened on ({exc.strerror}). Give this task a free port in TF_CONFIG."
+        ) from None
+    deadline = time.monotonic() + timeout_s
+    waiting = list(others)
+    try:
+        while waiting:
+            waiting = [a for a in waiting if not _answers(a)]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        listener.close()
+    if waiting:
+        raise UsageError(
+            f"distribute=multi_worker: the workers did not all join within {timeout_s:g} s "
+            f"(this task {task} at {me}; no answer from {', '.join(waiting)}). Start every task "
+            "of TF_CONFIG, check the addresses and that the ports are open, or raise "
+            "distill.join_timeout_s."
+        )
+
+
+def _answers(address: str) -> bool:
+    """True when something accepts a TCP connection at host:port."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def worker_task() -> str | None:
+    """ "worker:1" for a task of TF_CONFIG that is not the chief; None for the chief or without
+    TF_CONFIG."""
+    if is_chief():
+        return None
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    return f"{task.get('type')}:{task.get('index', 0)}"
 
 
 def _full_name(device: str) -> str:

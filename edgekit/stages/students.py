@@ -112,5 +112,7 @@ def build_student(
     y = tfk.layers.GlobalAveragePooling2D(name="student_pool")(base.output)
     if config.dropout:
         y = tfk.layers.Dropout(config.dropout, name="student_dropout")(y)
-    y = tfk.layers.Dense(num_classes, name="logits")(y)
+    # float32 logits under a mixed_float16 policy too (Keras' advice: a float16 softmax input
+    # loses the small differences distillation at temperature T compares)
+    y = tfk.layers.Dense(num_classes, name="logits", dtype="float32")(y)
     return tfk.Model(inp, y, name=f"student_{config.arch}_{config.width:g}")

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -66,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import ui
-from edgekit.errors import DataError, UnsupportedModelError, UsageError
+from edgekit.errors import DataError, UnsupportedModelError, UsageError, WorkerLost
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -485,6 +486,27 @@ def epoch_progress(description: str, epochs: int) -> Any:
     return _EpochProgress()
 
 
+def _raise_if_worker_lost(exc: Exception, description: str, checkpoint_dir: Any) -> None:
+    """A multi-worker collective aborted because another task stopped (killed, preempted, its
+    machine lost): one line saying how to go on, instead of TensorFlow's error."""
+    import tensorflow as tf
+
+    if not isinstance(exc, tf.errors.UnavailableError) or "Collective ops" not in str(exc):
+        return
+    text = str(exc)
+    lost = re.search(r"\(stopped sending heartbeats\):\s*(\S+)", text)
+    who = f" ({lost.group(1)} stopped answering)" if lost else ""
+    resume = (
+        f": it resumes after its last finished epoch (checkpoints in {checkpoint_dir})"
+        if checkpoint_dir
+        else ""
+    )
+    raise WorkerLost(
+        f"{description}: a task of the multi_worker run stopped{who}. Start every task again "
+        f"with the same command{resume}."
+    ) from None
+
+
 def fit(
     model: Any,
     x: np.ndarray,
@@ -505,6 +527,8 @@ def fit(
     description: str = "fine-tune",
     augment: Any = None,
     steps_per_execution: int = 1,
+    teacher: Any = None,
+    checkpoint_dir: Any = None,
 ) -> dict[str, list[float]]:
     """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
 
@@ -513,6 +537,14 @@ def fit(
     `steps_per_execution` > 1 runs that many steps per call into TensorFlow (the same steps, less
     Python per step); per-batch callbacks then see one batch per call, so keep 1 with callbacks
     that act every step (tfmot's UpdatePruningStep).
+
+    `teacher` (a graph function x -> logits) makes it online distillation: each training batch
+    `y` holds the labels alone and the teacher's logits on the (augmented) batch are appended in
+    the step (`online.online_distiller`); validation targets are given whole.
+
+    `checkpoint_dir` keeps a checkpoint per epoch there (`checkpoints.resume_callbacks`): the
+    same training started again after a kill resumes after its last finished epoch, and the
+    history returned covers every epoch.
     """
     check_positive("epochs", epochs, integer=True)
     check_positive("batch_size", batch_size, integer=True)
@@ -531,6 +563,10 @@ def fit(
             raise UsageError("Pass `loss` when the targets are not a single label array.")
         loss = classification_loss(model, y, x)
     check_positive("steps_per_execution", steps_per_execution, integer=True)
+    if teacher is not None:
+        from edgekit.stages.online import online_distiller
+
+        model = online_distiller(model, teacher)  # trains the student in place
     model.compile(
         optimizer=optimizer,
         loss=loss,
@@ -544,23 +580,31 @@ def fit(
     ui.info(
         f"{description}: {epochs} epoch(s) of {steps} step(s), batch size {batch_size}, {len(x)} samples"
     )
+    resume: list[Any] = []
+    if checkpoint_dir is not None:
+        from edgekit.stages.checkpoints import resume_callbacks
+
+        resume = resume_callbacks(checkpoint_dir, list(callbacks), epochs, description)
     try:
         history = model.fit(
             train,
             validation_data=val,
             epochs=epochs,
             verbose=0,
-            callbacks=[*callbacks, epoch_progress(description, epochs)],
+            callbacks=[*callbacks, *resume, epoch_progress(description, epochs)],
         )
-    except Exception:
+    except Exception as exc:
         # A streamed image that failed to decode inside tf.data: its one line, not TF's trace.
         for data in (x, x_val):
             failure = getattr(getattr(data, "skips", None), "failure", None)
             if failure:
                 raise DataError(failure) from None
+        _raise_if_worker_lost(exc, description, checkpoint_dir)
         raise
     for data in (x, x_val):
         skipped = getattr(data, "skipped", None)
         if skipped:
             ui.info(f"{description}: skipped {len(skipped)} corrupt image(s), first {skipped[0]}")
+    if resume:
+        return resume[1].history  # every epoch's, those before a restart included
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}

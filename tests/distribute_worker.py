@@ -2,7 +2,8 @@
 before TensorFlow initialises its devices, so that cannot happen inside the pytest process.
 
 Trains the same tiny distillation with distribute=none and distribute=mirrored over the two
-logical CPUs and prints one JSON line with both results."""
+logical CPUs and prints one JSON line with both results; with the argument `finetune`, the
+same for prune and qat."""
 
 from __future__ import annotations
 
@@ -65,5 +66,47 @@ def main() -> None:
     sys.stdout.flush()
 
 
+def finetune() -> None:
+    """prune of a tiny trained conv net with distribute=none and mirrored over the two logical
+    CPUs; one JSON line with both. (qat trains on one device: tfmot's QAT has no tf.distribute
+    support.)"""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    from edgekit.keras_compat import tf_keras
+    from edgekit.stages.prune import prune
+
+    tfk = tf_keras()
+    rng = np.random.default_rng(0)
+    n, k = 128, 3
+    y = rng.integers(0, k, n)
+    x = rng.normal(0.0, 0.1, (n, 16, 16, 1)).astype(np.float32)
+    for i, c in enumerate(y):
+        x[i, :, int(c) * 5 : int(c) * 5 + 5] += 1.0  # class c: a bright band in third c
+    tfk.utils.set_random_seed(0)
+    inp = tfk.Input((16, 16, 1))
+    h = tfk.layers.Conv2D(8, 3, activation="relu")(inp)
+    h = tfk.layers.Flatten()(h)  # where the band lies is the class
+    model = tfk.Model(inp, tfk.layers.Dense(k)(h))
+    model.compile("adam", tfk.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0)
+    out = {}
+    for mode, devices, batch in (("none", None, 32), ("mirrored", ["/cpu:0", "/cpu:1"], 16)):
+        p = prune(model, x, y, target_sparsity=0.5, epochs=2, batch_size=batch,
+                  distribute=mode, devices=devices)  # fmt: skip
+        pred = np.asarray(p.model.predict(x, verbose=0)).argmax(-1)
+        out[mode] = {
+            "distribution": p.distribution,
+            "sparsity": p.overall_sparsity,
+            "loss": p.history["loss"],
+            "accuracy": float((pred == y).mean()),
+        }
+    print("RESULT " + json.dumps(out))
+    sys.stdout.flush()
+
+
 if __name__ == "__main__":
-    main()
+    finetune() if sys.argv[1:] == ["finetune"] else main()

@@ -88,6 +88,41 @@ def test_mirrored_over_two_cpus_trains_like_one_device():
     assert abs(out["none"]["loss"] - out["mirrored"]["loss"]) < 0.25
 
 
+@pytest.mark.slow
+def test_prune_fine_tunes_under_mirrored_like_one_device():
+    """prune of the same trained net on one device and mirrored over 2 logical CPUs (10 s in
+    its own process): both reach the sparsity and keep the accuracy, losses within 0.25."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "distribute_worker.py"), "finetune"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    assert out["none"]["distribution"]["replicas"] == 1
+    assert out["mirrored"]["distribution"]["replicas"] == 2
+    assert out["mirrored"]["distribution"]["strategy"] == "mirrored"
+    for mode in ("none", "mirrored"):  # the masks reach the target on the replicas too
+        assert abs(out[mode]["sparsity"] - 0.5) < 0.02, out[mode]
+        assert out[mode]["accuracy"] > 0.9, out[mode]  # the trained net survives pruning
+    assert abs(out["none"]["loss"][-1] - out["mirrored"]["loss"][-1]) < 0.25, out
+
+
+def test_prune_trains_where_its_config_says_and_qat_on_one_device():
+    from edgekit.stages.prune import PruneConfig
+    from edgekit.stages.qat import QatConfig
+
+    assert PruneConfig().distribute == "auto" and PruneConfig().devices is None
+    with pytest.raises(ValueError, match="distribute"):
+        PruneConfig(distribute="multi_worker")  # distill's only: fine-tuning is an epoch or two
+    with pytest.raises(ValueError, match="distribute"):
+        QatConfig(distribute="mirrored")  # tfmot's QAT has no tf.distribute support
+
+
 def test_mixed_precision_trains_in_float16_and_saves_a_float32_student():
     """mixed_float16 runs on a CPU too (slowly): the student trains under that policy, with
     loss scaling, and comes back computing in float32 with the trained weights."""

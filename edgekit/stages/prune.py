@@ -27,7 +27,8 @@ from edgekit import ui
 from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UnsupportedModelError, UsageError
 from edgekit.stages import training
-from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+from edgekit.stages.base import Stage, StageOutput, register
+from edgekit.stages.distribute import FineTuneConfig, plan_distribution
 from edgekit.stages.model_io import as_tf_keras, base_name, save_keras
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ _TARGET_UPDATES = 8
 _RECOVERY_FRACTION = 0.2
 
 
-class PruneConfig(StageConfig):
+class PruneConfig(FineTuneConfig):
     """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept)."""
 
     stage: Literal["prune"] = "prune"
@@ -108,6 +109,8 @@ class Prune(Stage):
             m_by_n=tuple(c.m_by_n) if c.m_by_n else None,
             policy=c.policy,
             seed=ctx.recipe.seed,
+            distribute=c.distribute,
+            devices=c.devices,
         )
         art = save_keras(
             result.model,
@@ -124,6 +127,7 @@ class Prune(Stage):
                 "gzip_size_bytes": int(result.gzip_size_bytes),
                 "skipped_layers": list(getattr(result, "skipped_layers", []) or []),
                 "history": result.history,
+                "distribution": result.distribution,
             },
         )
 
@@ -140,6 +144,7 @@ class PruneResult:
     history: dict[str, list[float]]
     skipped_layers: list[dict[str, str]] = field(default_factory=list)
     schedule: dict[str, Any] = field(default_factory=dict)
+    distribution: dict[str, Any] | None = None  # strategy, replicas, devices, workers
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (everything but the model)."""
@@ -178,6 +183,8 @@ def prune(
     policy: str | None = None,
     skip_unsupported: bool = True,
     seed: int = 0,
+    distribute: str = "none",
+    devices: list[str] | None = None,
 ) -> PruneResult:
     """Prune `model` to `target_sparsity` while fine-tuning it; return the stripped model and figures.
 
@@ -203,6 +210,8 @@ def prune(
         skip_unsupported: prune the layers tfmot supports and leave the others dense (listed in
             `skipped_layers`); False raises UnsupportedModelError on the first such layer.
         seed: seeds shuffling and initialisation of the fine-tuning.
+        distribute, devices: where it trains (`distribute.plan_distribution`): `batch_size` is
+            per replica, the learning rate scaled with the replicas.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -213,6 +222,9 @@ def prune(
     training.require_tf_keras_model(model)
     x, targets = _training_targets(model, x_train, y_train, teacher_logits)
     val_x, val_y = _validation(model, x_val, y_val, soft=targets.ndim == 2)
+    dist = plan_distribution(distribute, devices)
+    ui.info(dist.describe())
+    batch_size = dist.global_batch(batch_size)
 
     steps = training.steps_per_epoch(len(x), batch_size)
     total_steps = steps * epochs
@@ -231,34 +243,35 @@ def prune(
         }
     )
     params = _pruning_params(plan, target_sparsity, initial_sparsity, m_by_n)
-    work = training.copy_model(model)
-    xnn_policy = _xnnpack_policy(work, model.name) if policy == "xnnpack" else None
-    loss = training.classification_loss(work, targets, x)
-    wrapped = _wrap_prunable(work, params, m_by_n, xnn_policy, skip_unsupported, model.name)
-    skipped = wrapped["skipped"]
-    pruned = wrapped["model"]
-    ui.info(
-        f"prune: {len(wrapped['records'])} layer(s) to {plan['target_sparsity']:.0%} sparsity "
-        f"({plan['schedule']}); masks updated every {plan['frequency']} step(s) from step "
-        f"{plan['begin_step']} to {plan['end_step']} of {total_steps}"
-    )
-    history = training.fit(
-        pruned,
-        x,
-        targets,
-        x_val=val_x,
-        y_val=val_y,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        schedule=lr_schedule,
-        weight_decay=weight_decay,
-        loss=loss,
-        callbacks=[sparsity.UpdatePruningStep()],
-        seed=seed,
-        description="prune",
-    )
+    with dist.scope():  # the copy, its pruning wrappers and the optimizer: one per replica
+        work = training.copy_model(model)
+        xnn_policy = _xnnpack_policy(work, model.name) if policy == "xnnpack" else None
+        loss = training.classification_loss(work, targets, x)
+        wrapped = _wrap_prunable(work, params, m_by_n, xnn_policy, skip_unsupported, model.name)
+        skipped = wrapped["skipped"]
+        pruned = wrapped["model"]
+        ui.info(
+            f"prune: {len(wrapped['records'])} layer(s) to {plan['target_sparsity']:.0%} sparsity "
+            f"({plan['schedule']}); masks updated every {plan['frequency']} step(s) from step "
+            f"{plan['begin_step']} to {plan['end_step']} of {total_steps}"
+        )
+        history = training.fit(
+            pruned,
+            x,
+            targets,
+            x_val=val_x,
+            y_val=val_y,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=dist.scaled_learning_rate(learning_rate),
+            schedule=lr_schedule,
+            weight_decay=weight_decay,
+            loss=loss,
+            callbacks=[sparsity.UpdatePruningStep()],
+            seed=seed,
+            description="prune",
+        )
     stripped = sparsity.strip_pruning(pruned)
     per_layer, overall = _measure(wrapped["records"])
     ui.info(f"prune: overall sparsity {overall:.3f} over {len(per_layer)} layer(s)")
@@ -271,6 +284,7 @@ def prune(
         history=history,
         skipped_layers=skipped,
         schedule=plan,
+        distribution=dist.record(),
     )
 
 

@@ -424,7 +424,11 @@ def _stage_key(ctx: RunContext, index: int, config: Any, model: ModelArtifact) -
             "input": model.sha256,
             "teacher": ctx.teacher.sha256,
             "data": {k: v.fingerprint() for k, v in ctx.splits.items()},
-            "data_config": ctx.recipe.data.model_dump(mode="json"),
+            # how the data are read (streamed or in memory, a decode cache) changes neither
+            # the images nor the batches: a rerun with another data.stream reuses the stages
+            "data_config": ctx.recipe.data.model_dump(
+                mode="json", exclude={"stream", "decode_cache"}
+            ),
             "verify": ctx.recipe.verify.model_dump(mode="json"),
             "seed": ctx.recipe.seed,
         }

@@ -107,6 +107,29 @@ def test_fingerprint_follows_the_files_not_the_folder(folder, tmp_path):
     assert load_dataset(copy, stream="on").fingerprint()["sha256"] != fp["sha256"]
 
 
+def test_fingerprint_is_the_same_streamed_or_in_memory(folder, tmp_path):
+    """The same files give the same fingerprint whether they stream or were decoded into
+    memory, for the whole set, its splits and a resized copy (a resume may switch data.stream);
+    arrays without files still hash their pixels."""
+    from edgekit.pipeline import check_data_unchanged
+
+    on, off = load_dataset(folder, stream="on"), load_dataset(folder, stream="off")
+    assert off.fingerprint() == on.fingerprint()
+    split_on, split_off = on.split(seed=3), off.split(seed=3)
+    for name in split_on:
+        assert split_off[name].fingerprint() == split_on[name].fingerprint(), name
+    assert off.resized(8).fingerprint() == on.resized(8).fingerprint()
+    assert off.resized(8).fingerprint() != off.fingerprint()
+    out = tmp_path / "run"
+    out.mkdir()
+    check_data_unchanged(out, str(folder), on)
+    check_data_unchanged(out, str(folder), off)  # the same files: no complaint
+    from edgekit.data import Dataset
+
+    pixels = Dataset(np.asarray(off.x), off.y, off.labels)
+    assert pixels.origin is None and pixels.fingerprint() != off.fingerprint()
+
+
 def _truncated_copy(folder: Path, tmp_path: Path) -> tuple[Path, Path]:
     bad_root = tmp_path / "bad"
     shutil.copytree(folder, bad_root)
@@ -353,11 +376,11 @@ def test_compress_refuses_files_changed_since_the_run_started(folder, tmp_path):
     assert "16x16x3; streamed (data.stream=on)" in r.output
 
 
-def test_prune_trains_on_a_stream(folder):
-    """prune reads a streamed folder through tf.data (that the streamed pipeline gives the
-    in-memory batches is test_training_streamed_equals_training_in_memory; QAT goes through the
-    same check_training_data and fit, and is left out here for time)."""
+def test_prune_and_qat_train_on_a_stream(folder):
+    """prune and QAT read a streamed folder through tf.data (that the streamed pipeline gives
+    the in-memory batches is test_training_streamed_equals_training_in_memory)."""
     from edgekit.stages.prune import prune
+    from edgekit.stages.qat import qat
 
     pre = Preprocessing()
     ds = load_dataset(folder, stream="on")
@@ -365,6 +388,9 @@ def test_prune_trains_on_a_stream(folder):
     kw = {"epochs": 1, "batch_size": 16, "target_sparsity": 0.5}
     pruned = prune(_tiny_model(), xs, ds.y, x_val=xs, y_val=ds.y, **kw)
     assert 0.4 <= pruned.overall_sparsity <= 0.6 and len(pruned.history["loss"]) == 1
+    q = qat(_tiny_model(), xs, ds.y, x_val=xs, y_val=ds.y, epochs=1, batch_size=16)
+    assert len(q.history["loss"]) == 1 and q.annotated_layers
+    assert np.isfinite(q.history["val_loss"]).all()
 
 
 def test_baseline_and_check_leave_out_the_same_corrupt_image(folder, tflite_model, tmp_path):

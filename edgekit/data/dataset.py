@@ -109,6 +109,7 @@ class Dataset:
         name: str,
         source: str,
         test_indices: np.ndarray | None = None,
+        origin: Any = None,
     ) -> None:
         self.x = x
         self.y = y
@@ -116,6 +117,9 @@ class Dataset:
         self.name = name
         self.source = source
         self.test_indices = test_indices
+        # The files an in-memory set was decoded from (a StreamedImages aligned with x's rows),
+        # so that its fingerprint is the files' like a stream's; None for arrays.
+        self.origin = origin
 
     @classmethod
     def _trusted(
@@ -126,10 +130,11 @@ class Dataset:
         name: str,
         source: str,
         test_indices: np.ndarray | None = None,
+        origin: Any = None,
     ) -> Dataset:
         # Subsets and splits of a validated data set skip the O(N) checks.
         ds = cls.__new__(cls)
-        ds._init(x, y, list(labels), name, source, test_indices)
+        ds._init(x, y, list(labels), name, source, test_indices, origin)
         return ds
 
     # --- description -------------------------------------------------------------------------
@@ -178,14 +183,17 @@ class Dataset:
         """Count and sha256 over the shape, dtype and bytes of x, and the bytes of y.
 
         Two data sets with the same fingerprint hold the same images and labels in the same order.
-        A streamed data set hashes its files instead (names, sizes and content hashes, in order,
-        read when it was scanned): the same files give the same fingerprint.
+        A data set read from files (an image folder, a TFRecord), streamed or decoded into
+        memory, hashes its files instead (names, sizes and content hashes, in order, read when
+        it was scanned): the same files give the same fingerprint either way.
         """
         h = hashlib.sha256()
-        h.update(f"x:{self.x.dtype.str}:{self.x.shape}".encode())
-        if self.streamed:
-            h.update(self.x.fingerprint_bytes())
+        files = self.x if self.streamed else self.origin
+        if files is not None:
+            h.update(f"x:{files.dtype.str}:{files.shape}".encode())
+            h.update(files.fingerprint_bytes())
         else:
+            h.update(f"x:{self.x.dtype.str}:{self.x.shape}".encode())
             h.update(np.ascontiguousarray(self.x).tobytes())
         if self.y is not None:
             h.update(b"y:")
@@ -208,7 +216,8 @@ class Dataset:
                 )
         x = self.x.take(idx) if self.streamed else self.x[idx]
         y = None if self.y is None else self.y[idx]
-        return Dataset._trusted(x, y, self.labels, self.name, self.source)
+        origin = None if self.origin is None else self.origin.take(idx)
+        return Dataset._trusted(x, y, self.labels, self.name, self.source, origin=origin)
 
     def take(self, n: int) -> Dataset:
         """The first `n` examples (all of them when there are fewer)."""
@@ -298,7 +307,10 @@ class Dataset:
         if (h, w) == self.image_shape[:2]:
             return self
         x = self.x.resized((h, w)) if self.streamed else resize_images(self.x, (h, w))
-        return Dataset._trusted(x, self.y, self.labels, self.name, self.source, self.test_indices)
+        origin = None if self.origin is None else self.origin.resized((h, w))
+        return Dataset._trusted(
+            x, self.y, self.labels, self.name, self.source, self.test_indices, origin
+        )
 
     # --- iteration -----------------------------------------------------------------------------
     def batches(

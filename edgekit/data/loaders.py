@@ -368,17 +368,20 @@ def _from_source(
     plan = choose(len(source), x.shape[1:], len(source.class_names), stream)
     info(f"data: {where}: {plan.line()}")
     y = source.labels
+    origin = None
     if not plan.streamed:
         pixels, ok = x.decode(x.index)
+        origin = x  # its fingerprint is the files', as when it streams
         if not ok.all():
             pixels, y = pixels[ok], None if y is None else y[ok]
+            origin = x.take(np.flatnonzero(ok))
             info(f"data: skipped {int((~ok).sum())} corrupt image(s) of {where}")
         x = pixels
     try:
         _check_labels(source.class_names or None, y)
     except DataError as e:
         raise DataError(f"{where}: {e}") from None
-    return Dataset._trusted(x, y, source.class_names, name, where)
+    return Dataset._trusted(x, y, source.class_names, name, where, origin=origin)
 
 
 # --- TFRecord and tf.data ----------------------------------------------------------------------

@@ -423,6 +423,16 @@ class DecodeCache:
         self.hits += 1
         return np.frombuffer(buf, np.uint8).reshape(self.shape[1:])
 
+    def read_into(self, i: int, out: np.ndarray) -> bool:
+        """Row `i` read straight into `out` (a C-contiguous (H, W, C) uint8 array, one copy
+        fewer than `get`); False when it was not decoded yet."""
+        if self._fd is None or not self.filled[i]:
+            return False
+        if os.preadv(self._fd, [memoryview(out).cast("B")], i * self.row_bytes) != self.row_bytes:
+            return False  # pragma: no cover - a file truncated under us
+        self.hits += 1
+        return True
+
     def put(self, i: int, pixels: np.ndarray) -> None:
         """Keep row `i`; a write that fails (a full disk) turns the cache off, the run goes on."""
         if self._fd is None:
@@ -546,9 +556,7 @@ class StreamedImages:
         ok = np.ones(len(items), bool)
         cache = self.decoded.cache
         for j, i in enumerate(np.asarray(items, np.int64).tolist()):
-            kept = None if cache is None else cache.get(i)
-            if kept is not None:
-                raw[j] = kept
+            if cache is not None and cache.read_into(i, raw[j]):
                 continue
             try:
                 raw[j] = self._decode_one(i)

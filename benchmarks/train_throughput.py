@@ -103,8 +103,10 @@ def numerics(args: argparse.Namespace) -> None:
     from edgekit.stages import training
     from edgekit.stages.distill import distill
 
-    cfg = load_recipe("distill").stages[0].model_copy(update={"epochs": 1})
-    cfg = cfg.model_copy(update={"early_stopping": cfg.early_stopping.model_copy(update={"enabled": False})})  # fmt: skip
+    # The same settings in both trees (a recipe file written from this tree's recipe, with the
+    # fields both versions know): only the training loop differs, so the weights must agree
+    # within float tolerance.
+    cfg = load_recipe(args.numerics_config).stages[0]
     ds = load_dataset("shapes:n=1024")
     x = ds.x.astype(np.float32) / 255.0
     views = training.augment_views(cfg.augment.flip, cfg.augment.rot90)
@@ -146,6 +148,7 @@ def main() -> None:
     ap.add_argument("--numerics", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--numerics-out", help=argparse.SUPPRESS)
+    ap.add_argument("--numerics-config", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -173,23 +176,46 @@ def main() -> None:
                       f"({row[name]['cpu_s_per_1k']:.2f} CPU s per 1000 images)", flush=True)  # fmt: skip
             rounds.append(row)
         first = variants[0][0]
-        print(f"\n{'variant':>12} {'images/s (median)':>18} {'x ' + first + ' (per round)':>28}")
-        for name, _ in variants:
-            ips = [r[name]["images_per_s"] for r in rounds]
-            ratios = [r[name]["images_per_s"] / r[first]["images_per_s"] for r in rounds]
-            print(f"{name:>12} {np.median(ips):18.0f} {np.median(ratios):10.2f} "
-                  f"({', '.join(f'{q:.2f}' for q in ratios)})")  # fmt: skip
+        if rounds:
+            _summary(rounds, variants, first)
         if args.numerics:
-            trees = [_tree(args.baseline_rev, Path(tmp)), ROOT]
-            outs = [Path(tmp) / f"w{i}.npz" for i in range(2)]
-            for tree, out in zip(trees, outs, strict=True):
-                _run(tree, ["--numerics-out", str(out)])
-            a, b = np.load(outs[0]), np.load(outs[1])
-            keys = [k for k in a.files if k != "loss"]
-            diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in keys)
-            print(f"\nnumerics, one epoch of distill() on 1024 images, seed 0: loss "
-                  f"{a['loss'][0]:.6f} before, {b['loss'][0]:.6f} after; largest weight "
-                  f"difference {diff:.2e} over {len(keys)} arrays")  # fmt: skip
+            _numerics(args, Path(tmp))
+
+
+def _summary(rounds: list[dict[str, dict]], variants: list, first: str) -> None:
+    print(f"\n{'variant':>12} {'images/s (median)':>18} {'x ' + first + ' (per round)':>28}")
+    for name, _ in variants:
+        ips = [r[name]["images_per_s"] for r in rounds]
+        ratios = [r[name]["images_per_s"] / r[first]["images_per_s"] for r in rounds]
+        print(f"{name:>12} {np.median(ips):18.0f} {np.median(ratios):10.2f} "
+              f"({', '.join(f'{q:.2f}' for q in ratios)})")  # fmt: skip
+
+
+def _numerics(args: argparse.Namespace, tmp: Path) -> None:
+    """One epoch of distill() with the same settings in the baseline tree and this one."""
+    from edgekit.recipes import load_recipe
+
+    known = {"student", "alpha", "temperature", "batch_size", "optimizer", "augment"}
+    stage = load_recipe("distill").stages[0]
+    config = {**stage.model_dump(mode="json", include=known), "epochs": 1,
+              "early_stopping": {"enabled": False}}  # fmt: skip
+    config["augment"] = {k: config["augment"][k] for k in ("flip", "rot90")}
+    import yaml
+
+    recipe = tmp / "numerics.yaml"
+    recipe.write_text(
+        yaml.safe_dump({"name": "numerics", "stages": [{"stage": "distill", **config}]})
+    )
+    trees = [_tree(args.baseline_rev, tmp), ROOT]
+    outs = [tmp / f"w{i}.npz" for i in range(2)]
+    for tree, out in zip(trees, outs, strict=True):
+        _run(tree, ["--numerics-out", str(out), "--numerics-config", str(recipe)])
+    a, b = np.load(outs[0]), np.load(outs[1])
+    keys = [k for k in a.files if k != "loss"]
+    diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in keys)
+    print(f"\nnumerics, one epoch of distill() on 1024 images, seed 0, the same settings "
+          f"({json.dumps(config)}) in both: loss {a['loss'][0]:.6f} before, {b['loss'][0]:.6f} "
+          f"after; largest weight difference {diff:.2e} over {len(keys)} arrays")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -236,6 +236,18 @@ def test_training_streamed_equals_training_in_memory(folder):
         np.testing.assert_array_equal(a, c)
 
 
+def test_a_stream_without_preprocessing_trains_on_its_raw_pixels(folder):
+    """A stream without preprocessing attached trains on its pixels as they are (0-255), like
+    the same pixels in memory as float32."""
+    from edgekit.stages import training
+
+    on, off = load_dataset(folder, stream="on"), load_dataset(folder, stream="off")
+    streamed = training.fit(_tiny_model(), on.x, on.y, epochs=1, batch_size=16, seed=1)
+    memory = np.asarray(off.x, np.float32)
+    in_memory = training.fit(_tiny_model(), memory, off.y, epochs=1, batch_size=16, seed=1)
+    assert streamed == in_memory
+
+
 def test_decode_cache_is_shared_by_subsets_and_views_and_skips_corrupt_images(folder, tmp_path):
     """One cache per stream, shared by its splits and views (raw pixels, before the view and
     the preprocessing), none for a resized copy; a corrupt image is never cached; off and a

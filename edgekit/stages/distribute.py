@@ -33,10 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field
-
 from edgekit.errors import UsageError
-from edgekit.stages.base import StageConfig
 
 Mode = Literal["auto", "none", "mirrored", "multi_worker"]
 MODES = ("auto", "none", "mirrored", "multi_worker")
@@ -88,25 +85,6 @@ class Distribution:
             return
         with self.strategy.scope():
             yield
-
-
-class FineTuneConfig(StageConfig):
-    """A fine-tuning stage's config (prune) with where it trains: one device, or mirrored over
-    this machine's GPUs. multi_worker is distill's (fine-tuning takes an epoch or two); qat has
-    no such setting: tfmot's quantization-aware training does not support tf.distribute (a
-    roadmap item of tfmot; under MirroredStrategy its replicas' gradients do not even match in
-    shape), so it trains on one device."""
-
-    distribute: Literal["auto", "none", "mirrored"] = Field(
-        "auto",
-        description="Where the fine-tuning trains: none (one device), mirrored (MirroredStrategy "
-        "over this machine's GPUs or `devices`); auto = mirrored with 2+ GPUs, else none. "
-        "batch_size is per replica and the learning rate is scaled linearly with the replicas.",
-    )
-    devices: list[str] | None = Field(
-        None,
-        description='Devices for distribute=mirrored (e.g. ["/gpu:0", "/gpu:1"]); default all GPUs.',
-    )
 
 
 def gpus() -> list[str]:

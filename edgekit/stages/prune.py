@@ -27,8 +27,8 @@ from edgekit import ui
 from edgekit.artifacts import ModelArtifact
 from edgekit.errors import DataError, UnsupportedModelError, UsageError
 from edgekit.stages import training
-from edgekit.stages.base import Stage, StageOutput, register
-from edgekit.stages.distribute import FineTuneConfig, plan_distribution
+from edgekit.stages.base import Stage, StageConfig, StageOutput, register
+from edgekit.stages.distribute import plan_distribution
 from edgekit.stages.model_io import as_tf_keras, base_name, save_keras
 
 if TYPE_CHECKING:
@@ -42,10 +42,25 @@ _TARGET_UPDATES = 8
 _RECOVERY_FRACTION = 0.2
 
 
-class PruneConfig(FineTuneConfig):
-    """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept)."""
+class PruneConfig(StageConfig):
+    """Magnitude pruning with tfmot, fine-tuning, then strip_pruning (the architecture is kept).
+
+    `distribute`: one device, or mirrored over this machine's GPUs. multi_worker is distill's
+    (fine-tuning takes an epoch or two); qat has no such setting: tfmot's quantization-aware
+    training does not support tf.distribute (a roadmap item of tfmot; under MirroredStrategy its
+    replicas' gradients do not even match in shape), so it trains on one device."""
 
     stage: Literal["prune"] = "prune"
+    distribute: Literal["auto", "none", "mirrored"] = Field(
+        "auto",
+        description="Where the fine-tuning trains: none (one device), mirrored (MirroredStrategy "
+        "over this machine's GPUs or `devices`); auto = mirrored with 2+ GPUs, else none. "
+        "batch_size is per replica and the learning rate is scaled linearly with the replicas.",
+    )
+    devices: list[str] | None = Field(
+        None,
+        description='Devices for distribute=mirrored (e.g. ["/gpu:0", "/gpu:1"]); default all GPUs.',
+    )
     target_sparsity: float = Field(
         0.5, description="Fraction of prunable weights set to zero, in [0, 1)."
     )

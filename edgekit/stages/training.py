@@ -295,8 +295,7 @@ def _streamed_batches(x: Any, y: Any, *, batch_size: int, shuffle: bool, seed: i
             out += [a[pos[ok]] for a in ys_np]
         return out
 
-    pixel_dtype = tf.uint8 if pre is not None else tf.float32
-    dtypes = [pixel_dtype] + ([tf.as_dtype(a.dtype) for a in ys_np] if ys_np else [])
+    dtypes = [tf.uint8] + ([tf.as_dtype(a.dtype) for a in ys_np] if ys_np else [])
     if pre is not None:
         mean = tf.constant(np.asarray(pre.mean, np.float32))
         std = tf.constant(np.asarray(pre.std, np.float32))

@@ -54,16 +54,12 @@ def test_devices_need_mirrored_and_must_exist():
     assert one.record()["strategy"] == "none" and one.global_batch(8) == 8
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("distribute")
-@pytest.mark.skipif(
-    not os.environ.get("EDGEKIT_DISTRIBUTED_TESTS"),
-    reason="2 min on 2 cores, over make test's budget: `make test-distributed` runs it",
-)
-def test_mirrored_over_two_cpus_trains_like_one_device():
+def _run_worker(*args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """tests/distribute_worker.py in its own process (logical devices are set before TensorFlow
+    starts): the process, and its RESULT line's figures."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "distribute_worker.py")],
+        [sys.executable, str(ROOT / "tests" / "distribute_worker.py"), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -71,7 +67,17 @@ def test_mirrored_over_two_cpus_trains_like_one_device():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
+    return proc, json.loads(line[len("RESULT ") :])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("distribute")
+@pytest.mark.skipif(
+    not os.environ.get("EDGEKIT_DISTRIBUTED_TESTS"),
+    reason="2 min on 2 cores, over make test's budget: `make test-distributed` runs it",
+)
+def test_mirrored_over_two_cpus_trains_like_one_device():
+    proc, out = _run_worker()
     assert out["none"]["distribution"]["replicas"] == 1
     mirrored = out["mirrored"]["distribution"]
     assert mirrored == {
@@ -92,17 +98,7 @@ def test_mirrored_over_two_cpus_trains_like_one_device():
 def test_prune_fine_tunes_under_mirrored_like_one_device():
     """prune of the same trained net on one device and mirrored over 2 logical CPUs (10 s in
     its own process): both reach the sparsity and keep the accuracy, losses within 0.25."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "distribute_worker.py"), "finetune"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
+    _, out = _run_worker("finetune")
     assert out["none"]["distribution"]["replicas"] == 1
     assert out["mirrored"]["distribution"]["replicas"] == 2
     assert out["mirrored"]["distribution"]["strategy"] == "mirrored"

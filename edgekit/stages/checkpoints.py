@@ -132,10 +132,8 @@ def _read_best_weights(directory: Path) -> dict[int, list[np.ndarray]]:
     return out
 
 
-def remove(directory: Path | None) -> None:
+def remove(directory: Path) -> None:
     """Delete a finished training's checkpoints (nothing to resume any more)."""
-    if directory is None:
-        return
     import shutil
 
     shutil.rmtree(directory, ignore_errors=True)

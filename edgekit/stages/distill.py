@@ -136,7 +136,12 @@ class Augment(Strict):
     @property
     def strong(self) -> bool:
         """Crops or mixup: augmentations only an online teacher can teach consistently."""
-        return self.crop < 1 or self.mixup > 0
+        return bool(self.strong_settings())
+
+    def strong_settings(self) -> list[str]:
+        """The crop and mixup settings that are on, as the recipe writes them."""
+        on = [("crop", self.crop)] * (self.crop < 1) + [("mixup", self.mixup)] * (self.mixup > 0)
+        return [f"augment.{name}={value:g}" for name, value in on]
 
 
 class DistillConfig(StageConfig):
@@ -246,11 +251,7 @@ class Distill(Stage):
             )
         aug = self.config.augment
         if mode == "cached" and aug.strong:
-            asked = ", ".join(
-                f"augment.{n}={v:g}"
-                for n, v in (("crop", aug.crop), ("mixup", aug.mixup))
-                if (n == "crop" and v < 1) or (n == "mixup" and v > 0)
-            )
+            asked = ", ".join(aug.strong_settings())
             why = " (auto picks cached without a GPU)" if self.config.teacher == "auto" else ""
             raise UsageError(
                 f"distill.{asked} needs the online teacher: cached outputs are the teacher's "

@@ -94,12 +94,22 @@ def gpus() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("GPU")]
 
 
-def has_gpu() -> bool:
-    """True when TensorFlow sees a GPU (physical devices: the runtime is not started, so logical
-    devices can still be configured afterwards)."""
+def _gpu_count() -> int:
+    """The GPUs TensorFlow sees, as physical devices: the runtime is not started, so logical
+    devices can still be configured afterwards."""
     import tensorflow as tf
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def has_gpu() -> bool:
+    """True when TensorFlow sees a GPU (without starting its runtime)."""
+    return _gpu_count() > 0
+
+
+def _training_tasks(cluster: dict[str, list[str]]) -> list[str]:
+    """The addresses of a TF_CONFIG cluster's tasks that train: its chief and workers."""
+    return [a for kind in ("chief", "worker") for a in cluster.get(kind, [])]
 
 
 def where_it_trains(mode: str = "auto", devices: Sequence[str] | None = None) -> str:
@@ -107,13 +117,10 @@ def where_it_trains(mode: str = "auto", devices: Sequence[str] | None = None) ->
     without building a strategy or starting TensorFlow's devices (physical devices are read):
     "1 device (the CPU; no GPU found)", "mirrored over 2 GPUs", "multi_worker, 2 workers from
     TF_CONFIG". A multi_worker mode without a usable TF_CONFIG is refused here (UsageError)."""
-    import tensorflow as tf
-
-    found = len(tf.config.list_physical_devices("GPU"))
+    found = _gpu_count()
     if mode == "multi_worker":
         cluster = check_tf_config(os.environ.get("TF_CONFIG"))
-        workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
-        return f"multi_worker, {workers} workers from TF_CONFIG"
+        return f"multi_worker, {len(_training_tasks(cluster))} workers from TF_CONFIG"
     if mode == "mirrored" and devices:
         return f"mirrored over {', '.join(devices)}"
     if mode in ("mirrored", "auto") and found >= 2:
@@ -229,7 +236,8 @@ def start_multi_worker(join_timeout_s: float = 300.0) -> Distribution:
     cluster = check_tf_config(raw)
     task = json.loads(raw or "{}")["task"]
     me = cluster[task["type"]][task["index"]]
-    others = [a for k, v in cluster.items() if k in ("chief", "worker") for a in v if a != me]
+    tasks = _training_tasks(cluster)
+    others = [a for a in tasks if a != me]
     _rendezvous(f"{task['type']}:{task['index']}", me, others, join_timeout_s)
     import tensorflow as tf
 
@@ -243,12 +251,11 @@ def start_multi_worker(join_timeout_s: float = 300.0) -> Distribution:
             "(TensorFlow configures collective ops once, at startup). From Python, call "
             "edgekit.stages.distribute.start_multi_worker() first."
         ) from None
-    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
     _MULTI_WORKER = Distribution(
         "multi_worker",
         int(strategy.num_replicas_in_sync),
         list(strategy.extended.worker_devices),
-        workers,
+        len(tasks),
         strategy,
     )
     return _MULTI_WORKER

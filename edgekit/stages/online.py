@@ -41,7 +41,7 @@ def teacher_function(loaded: Any, class_index: int, probabilities: bool) -> Call
 
     def fn(x: Any) -> Any:
         out = loaded(x)
-        if isinstance(out, list | tuple):
+        if isinstance(out, list | tuple):  # context.first_output's rule (importing it: a circle)
             out = out[class_index] if len(out) > 1 else out[0]
         out = tf.cast(out, tf.float32)
         if probabilities:

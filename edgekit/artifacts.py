@@ -137,6 +137,13 @@ def atomic_path(
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"Writer produced nothing at {tmp}")
+        from edgekit.ui import pending_signal
+
+        signum = pending_signal()
+        if signum is not None:  # an interrupt that Python swallowed (raised in a __del__)
+            from edgekit.errors import Interrupted
+
+            raise Interrupted(signum)
         previous = None
         if dest.is_dir() and not dest.is_symlink():
             # The old folder goes out of the way in one rename, so that an interrupt never

@@ -72,11 +72,13 @@ class EdgekitGroup(click.Group):
         return name, cmd, rest
 
     def invoke(self, ctx: click.Context) -> Any:
+        from edgekit.ui import pending_signal
+
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except EdgekitError as e:
-            if _received_signal is not None:  # e.g. an import cut short became "not installed"
-                _exit_interrupted(ctx, _received_signal)
+            if pending_signal() is not None:  # e.g. an import cut short became "not installed"
+                _exit_interrupted(ctx, pending_signal())
             from edgekit.artifacts import disk_full_from
 
             e = disk_full_from(e) or e  # a full disk under a stage's error: say that
@@ -87,8 +89,8 @@ class EdgekitGroup(click.Group):
         except KeyboardInterrupt as e:
             _exit_interrupted(ctx, getattr(e, "signum", signal.SIGINT))
         except Exception as e:  # an edgekit bug, not bad input: say so without a wall of text
-            if _received_signal is not None:  # a library turned the interrupt into its own error
-                _exit_interrupted(ctx, _received_signal)
+            if pending_signal() is not None:  # a library turned the interrupt into its own error
+                _exit_interrupted(ctx, pending_signal())
             from edgekit.artifacts import disk_full_from
 
             full = disk_full_from(e)
@@ -103,6 +105,9 @@ class EdgekitGroup(click.Group):
                 err=True,
             )
             ctx.exit(1)
+        if pending_signal() is not None:  # the interrupt was swallowed on its way (a __del__)
+            _exit_interrupted(ctx, pending_signal())
+        return result
 
 
 # What a rerun does after an interrupt, per command (default: nothing half-written was left).
@@ -125,18 +130,13 @@ def _exit_interrupted(ctx: click.Context, signum: int) -> None:
     ctx.exit(128 + int(signum))
 
 
-_received_signal: int | None = None
-
-
 def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT / SIGTERM: raise Interrupted in the main thread; `finally` blocks clean up."""
-    global _received_signal
+    from edgekit import ui
     from edgekit.errors import Interrupted
 
-    if _received_signal is None:
-        _received_signal = signum
-        from edgekit import ui
-
+    if ui.pending_signal() is None:
+        ui.signal_received(signum)
         ui.note_interrupt()
     raise Interrupted(signum)
 

@@ -169,6 +169,20 @@ def step(detail: str) -> None:
 
 
 _interrupted_at: list[str | None] = []
+_signal: list[int] = []  # the SIGINT / SIGTERM this process received (the CLI's handler), if any
+
+
+def signal_received(signum: int) -> None:
+    """Record that the process received `signum` (the first one counts). The handler raises
+    Interrupted as well, but Python swallows an exception raised while a `__del__` or a C
+    callback runs; what is recorded here still stops the run (`pending_signal`)."""
+    if not _signal:
+        _signal.append(int(signum))
+
+
+def pending_signal() -> int | None:
+    """The signal this process received, or None."""
+    return _signal[0] if _signal else None
 
 
 def note_interrupt() -> None:

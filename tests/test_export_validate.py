@@ -85,6 +85,7 @@ def test_float16_has_a_looser_default_tolerance(setup):
         check_export(path, s["ref"], s["x"], precision="float16", float_atol=1e-9)
     assert e.value.numbers["max_abs_error"] == pytest.approx(r["max_abs_error"])
     assert e.value.numbers["tolerance"] == 1e-9
+    assert "Raise verify.float16_atol only if" in str(e.value)  # the recipe key that sets it
 
 
 @pytest.mark.parametrize("key", ["tflite_int8", "onnx_int8"])

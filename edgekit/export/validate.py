@@ -344,7 +344,8 @@ def _judge(
             raise ExportMismatch(
                 f"{name}: output '{first}' differs from the reference model: max abs error "
                 f"{err:.3g} on probabilities > tolerance {atol:.3g} ({precision}, {n} samples; "
-                f"top-1 agreement {cmp.agreement[first]:.3f}). Raise verify.float_atol only if "
+                f"top-1 agreement {cmp.agreement[first]:.3f}). Raise "
+                f"verify.{'float16_atol' if precision == 'float16' else 'float_atol'} only if "
                 "this difference is acceptable.",
                 artifact=str(artifact_path),
                 output=first,

@@ -64,6 +64,7 @@ CLASSES = 10
 RIDGE = 1.0  # ridge strength, relative to the features' mean energy
 VARIANCE_FLOOR = 0.01  # BatchNorm variances below 1% of the layer's median are raised to it
 SAMPLES = 400  # shapes images per architecture: 280 train, 40 val, 40 calib, 40 eval
+TRAIN_IMAGES = 4000  # --train-steps: images (another seed) every layer is trained on
 
 
 @dataclass(frozen=True)
@@ -366,8 +367,49 @@ def data_spec(entry: Entry, n: int = SAMPLES) -> str:
     return f"shapes:size={entry.size},n={n}"
 
 
-def prepare(name: str, folder: Path, n: int = SAMPLES) -> tuple[Path, str, dict[str, Any]]:
-    """Build, train the heads and save one architecture; returns (model file, data spec, figures)."""
+def input_std(model: Any) -> float:
+    """What the pixels are divided by for this model: 1 (raw 0-255 pixels) when the model
+    rescales them itself (Keras Applications' MobileNetV3, EfficientNet, ConvNeXt, RegNet start
+    with Rescaling / Normalization layers), else 255 (inputs in [0, 1], edgekit's default).
+    Fed [0, 1], MobileNetV3's first tensor would span [-1, -0.992]: int8 keeps nothing of that."""
+    first = getattr(model, "layers", [])[:6]
+    return (
+        1.0 if any(type(ly).__name__ in ("Rescaling", "Normalization") for ly in first) else 255.0
+    )
+
+
+def train_all(model: Any, size: int, steps: int, std: float = 255.0) -> dict[str, Any]:
+    """Train every layer for about `steps` Adam steps (batch 32, lr 1e-3) on 4,000 `shapes`
+    images drawn with another seed than the matrix's 400: the control for the int8 columns
+    (does a failure belong to the conversion, or to the random weights?)."""
+    from edgekit.data import Preprocessing, load_dataset
+
+    t0 = time.perf_counter()
+    ds = load_dataset(f"shapes:size={size},n={TRAIN_IMAGES},seed=7")
+    x = np.asarray(Preprocessing(std=std).apply(ds.x), np.float32)
+    k = _keras_module(model)
+    model.compile(
+        optimizer=k.optimizers.Adam(1e-3),
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    epochs = max(1, round(steps * 32 / len(x)))
+    hist = model.fit(x, np.asarray(ds.y), batch_size=32, epochs=epochs, verbose=0)
+    return {
+        "steps": epochs * -(-len(x) // 32),
+        "images": len(x),
+        "final_train_accuracy": round(float(hist.history["accuracy"][-1]), 3),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def prepare(
+    name: str, folder: Path, n: int = SAMPLES, train_steps: int = 0
+) -> tuple[Path, str, dict[str, Any]]:
+    """Build, train the heads and save one architecture; returns (model file, data spec, figures).
+
+    train_steps > 0 trains every layer first (`train_all`), then the heads are fitted as usual.
+    """
     from edgekit.data import Preprocessing, load_dataset
     from edgekit.keras_compat import keras, save_model
 
@@ -375,17 +417,36 @@ def prepare(name: str, folder: Path, n: int = SAMPLES) -> tuple[Path, str, dict[
     entry = entries()[name]
     spec = data_spec(entry, n)
     ds = load_dataset(spec)
-    x = np.asarray(Preprocessing().apply(ds.x), np.float32)
     model = build(name)
+    std = input_std(model)
+    x = np.asarray(Preprocessing(std=std).apply(ds.x), np.float32)
+    trained = train_all(model, entry.size, train_steps, std) if train_steps else None
     figures = train_heads(model, x, np.asarray(ds.y))
+    figures["input_std"] = std
+    if trained:
+        figures["trained_every_layer"] = trained
     path = folder / f"{name}.keras"
     save_model(model, path)
     figures["parameters"] = int(model.count_params())
     return path, spec, figures
 
 
-def run_path(model_path: Path, spec: str, path: str, folder: Path) -> dict[str, Any]:
-    """One cell: an export path (`edgekit export`) or a recipe (`edgekit compress`)."""
+RANDOM_NOTE = "random weights, see 'int8 and random weights'"
+
+
+def run_path(
+    model_path: Path,
+    spec: str,
+    path: str,
+    folder: Path,
+    *,
+    std: float = 255.0,
+    note: str = RANDOM_NOTE,
+) -> dict[str, Any]:
+    """One cell: an export path (`edgekit export`) or a recipe (`edgekit compress`).
+
+    std: the preprocessing std (`input_std`), as a user would set it (`--std`,
+    `data.preprocessing.std`); note: what a failed quantized cell says about the weights."""
     from edgekit import api
     from edgekit.errors import EdgekitError
     from edgekit.export_job import export
@@ -394,7 +455,7 @@ def run_path(model_path: Path, spec: str, path: str, folder: Path) -> dict[str, 
     cell: dict[str, Any] = {"path": path}
     try:
         if path in EXPORT_PATHS and EXPORT_PATHS[path][1] != "none":
-            cell.update(_quantized_cell(model_path, spec, *EXPORT_PATHS[path], folder))
+            cell.update(_quantized_cell(model_path, spec, *EXPORT_PATHS[path], folder, std, note))
         elif path in EXPORT_PATHS:
             fmt, mode = EXPORT_PATHS[path]
             report = export(
@@ -404,6 +465,7 @@ def run_path(model_path: Path, spec: str, path: str, folder: Path) -> dict[str, 
                 data=spec,
                 out=folder / f"{model_path.stem}_{path}.{fmt}",
                 latency_runs=1,
+                std=std,
             )
             v = report["verification"]
             cell.update(
@@ -421,7 +483,7 @@ def run_path(model_path: Path, spec: str, path: str, folder: Path) -> dict[str, 
                 recipe=path,
                 data=spec,
                 out=folder / f"run-{path}",
-                overrides=RECIPE_OVERRIDES,
+                overrides=[*RECIPE_OVERRIDES, f"data.preprocessing.std={std:g}"],
                 measure_latency=False,
             )
             dropped = [d for s in report["stages"] for d in s.get("dropped") or []]
@@ -465,7 +527,9 @@ def run_path(model_path: Path, spec: str, path: str, folder: Path) -> dict[str, 
     return cell
 
 
-def _quantized_cell(model_path: Path, spec: str, fmt: str, mode: str, folder: Path) -> dict:
+def _quantized_cell(
+    model_path: Path, spec: str, fmt: str, mode: str, folder: Path, std: float, note: str
+) -> dict:
     """A quantized export made exactly as `edgekit export` makes it, judged as it judges it
     (top-1 agreement >= 0.9 with the Keras model), with the logit error kept beside it.
 
@@ -484,7 +548,7 @@ def _quantized_cell(model_path: Path, spec: str, fmt: str, mode: str, folder: Pa
 
     loaded = load_model(model_path)
     _, splits = _data(spec, model_path, loaded)
-    pre, shape = Preprocessing(), tuple(loaded.input_shape)
+    pre, shape = Preprocessing(std=std), tuple(loaded.input_shape)
     verify, q = Verification(), QuantizeConfig()
     x, y = _samples(splits, "eval", verify.samples, pre, shape)
     calib = _samples(splits, "calib", q.calibration_samples, pre, shape)[0]
@@ -529,17 +593,17 @@ def _quantized_cell(model_path: Path, spec: str, fmt: str, mode: str, folder: Pa
             else {
                 "reason": f"top-1 agreement {agree:.2f} < 0.9 (accuracy {check['accuracy']:.2f} "
                 f"vs Keras {check['reference_accuracy']:.2f}; logit error {rel:.2f} of their spread; "
-                "random weights, see 'int8 and random weights')"
+                f"{note})"
             }
         ),
     }
 
 
-def run_arch(name: str, paths: list[str], folder: Path) -> dict[str, Any]:
+def run_arch(name: str, paths: list[str], folder: Path, train_steps: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     result: dict[str, Any] = {"arch": name, "source": entries()[name].source}
     try:
-        model_path, spec, figures = prepare(name, folder)
+        model_path, spec, figures = prepare(name, folder, train_steps=train_steps)
     except Exception as e:
         result.update(
             build={"status": "crash", "reason": _one_line(f"{type(e).__name__}: {e}")},
@@ -549,7 +613,8 @@ def run_arch(name: str, paths: list[str], folder: Path) -> dict[str, Any]:
     result.update(data=spec, training=figures, cells={})
     for p in paths:
         print(f"[{name}] {p} ...", file=sys.stderr, flush=True)
-        cell = run_path(model_path, spec, p, folder)
+        note = f"trained {train_steps} steps" if train_steps else RANDOM_NOTE
+        cell = run_path(model_path, spec, p, folder, std=figures["input_std"], note=note)
         result["cells"][p] = cell
         print(
             f"[{name}] {p}: {cell['status']} ({cell['seconds']} s) {cell.get('reason', '')}",
@@ -617,6 +682,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--table-only", action="store_true", help="Print the table of --json; run nothing."
     )
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="Train every layer ~N Adam steps before the heads are fitted (the int8 control) [0].",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -628,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:  # one architecture, in this process
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         with tempfile.TemporaryDirectory(prefix=f"coverage-{args.worker}-") as tmp:
-            res = run_arch(args.worker, paths, Path(tmp))
+            res = run_arch(args.worker, paths, Path(tmp), args.train_steps)
         args.result.write_text(json.dumps(res, indent=1, default=str))
         return 0
 
@@ -658,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = Path(f.name)
         cmd = [sys.executable, __file__, "--worker", name, "--result", str(out)]
-        cmd += ["--paths", ",".join(todo)]
+        cmd += ["--paths", ",".join(todo), "--train-steps", str(args.train_steps)]
         proc = subprocess.run(cmd, cwd=ROOT)
         if proc.returncode == 0 and out.stat().st_size:
             res = json.loads(out.read_text())

@@ -47,8 +47,8 @@ def zoo(tmp_path_factory):
 
 
 def _cell(zoo, tmp_path, name, path):
-    model, spec, _ = zoo(name)
-    return cov.run_path(model, spec, path, tmp_path)
+    model, spec, figures = zoo(name)
+    return cov.run_path(model, spec, path, tmp_path, std=figures["input_std"])
 
 
 FAST_EXPORTS = [

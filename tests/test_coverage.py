@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_helpers import invoke, one_line_error
 
@@ -86,6 +87,27 @@ def test_efficientnet_converts_to_tflite(zoo, tmp_path):
     """EfficientNet's swish captures constants in custom gradients; tracing must not need them."""
     cell = _cell(zoo, tmp_path, "EfficientNetB0", "tflite_float")
     assert cell["status"] == "pass", cell
+
+
+def test_models_that_rescale_pixels_get_raw_pixels(zoo):
+    # EfficientNet starts with Rescaling + Normalization (it wants 0-255 pixels), MobileNetV2
+    # does not (edgekit's default [0, 1]); every path of the matrix feeds them so.
+    assert zoo("EfficientNetB0")[2]["input_std"] == 1.0
+    assert zoo("MobileNetV2")[2]["input_std"] == 255.0
+
+
+def test_train_steps_train_every_layer_first(tmp_path):
+    """--train-steps, the control for the int8 columns: every layer trained, then the heads."""
+    from edgekit.keras_compat import keras, load_model
+
+    path, _, figures = cov.prepare("nested", tmp_path, N, train_steps=125)
+    t = figures["trained_every_layer"]
+    assert t["steps"] == 125 and t["images"] == cov.TRAIN_IMAGES, t
+    assert 0 <= t["final_train_accuracy"] <= 1, t
+    keras().utils.set_random_seed(0)  # as prepare() builds it
+    fresh = cov.build("nested").get_layer("backbone").layers[0].get_weights()[0]
+    trained = load_model(path).model.get_layer("backbone").layers[0].get_weights()[0]
+    assert fresh.shape == trained.shape and np.abs(trained - fresh).max() > 1e-3
 
 
 def test_quantize_recipe_takes_two_outputs(zoo, tmp_path):

@@ -205,8 +205,6 @@ def test_quantize_recipe_drops_a_mode_that_cannot_represent_a_layer(tmp_path):
 
 
 def test_kernel_refusal_is_not_called_a_damaged_file(tmp_path):
-    import numpy as np
-
     from edgekit.errors import KernelPrepareError
     from edgekit.export import tflite
     from edgekit.export.validate import check_export

@@ -1,9 +1,9 @@
 """compress on a multi-output teacher: `--output NAME` picks the class-score head; distillation
 learns it, accuracy is measured on it, and every output of every export is verified.
 
-The teacher is a tiny Keras 3 CNN with a box head first (2 values) and the classifier second (4
-classes), trained a few seconds on 32x32 digits 0-3, so the class head is meaningful and the
-default (the first output) is the wrong one."""
+The teacher is a tiny Keras 3 CNN with a box head first (2 values: each image's brightness mean
+and spread, a regression) and the classifier second (4 classes), trained a few seconds on 32x32
+digits 0-3, so the class head is meaningful and the default (the first output) is the wrong one."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def two_head_teacher(tmp_path_factory, four_digits) -> Path:
     cls = k.layers.Dense(4, activation="softmax", name="cls")(h)
     model = k.Model(inp, [box, cls])
     model.compile("adam", loss=["mse", "sparse_categorical_crossentropy"])
-    model.fit(x, [np.zeros((len(x), 2)), y], epochs=10, batch_size=32, verbose=0)
+    box = 4 * np.stack([x.mean(axis=(1, 2, 3)), x.std(axis=(1, 2, 3))], axis=1)  # a regression
+    model.fit(x, [box, y], epochs=10, batch_size=32, verbose=0)
     path = tmp_path_factory.mktemp("teacher") / "two_heads.keras"
     model.save(path)
     return path
@@ -102,3 +103,40 @@ def test_distillation_is_taught_by_the_named_head(two_head_teacher, four_digits)
     expected = load_model(two_head_teacher).predict(x)[1]
     np.testing.assert_allclose(predict(x), expected, rtol=1e-5, atol=1e-6)
     assert _teacher_predictor(teacher, False, None)[0](x).shape == (40, 2)  # the first, by default
+
+
+def test_prune_tunes_the_named_head_and_holds_the_other(tmp_path, two_head_teacher, four_digits):
+    """prune on two outputs: the class head fine-tuned on the labels, the box head held at the
+    unpruned model's predictions (its drift reported), every output of every export verified."""
+    from edgekit.keras_compat import load_model
+
+    r = compress(two_head_teacher, four_digits, tmp_path / "p", "prune", "prune.epochs=3",
+                 "prune.learning_rate=0.002",
+                 "quantize.modes=[int8]", "quantize.formats=[tflite]", output="cls")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    stage = next(s for s in report["stages"] if s["stage"] == "prune")
+    assert stage["overall_sparsity"] == pytest.approx(0.5, abs=0.02)
+    moved = stage["held_outputs"]
+    assert set(moved) == {"box"}, moved
+    # Held at the unpruned model's predictions (the control, unheld, is in test_stage_prune.py).
+    assert 0 < moved["box"]["relative_rms_change"] < 1.0, moved
+    assert "val_accuracy" in stage["history"]
+    rows = {Path(a["path"]).name: a for a in report["artifacts"]}
+    pruned = next(a for n, a in rows.items() if n.endswith("_pruned.keras"))
+    model = load_model(tmp_path / "p" / pruned["path"]).model
+    assert [o.shape[-1] for o in model.outputs] == [2, 4]
+    int8 = next(a for n, a in rows.items() if n.endswith("_int8.tflite"))
+    assert int8["verification"]["outputs"] == ["box", "cls"]
+    assert int8["accuracy"] > report["teacher"]["accuracy"] - 0.15, int8
+
+
+def test_qat_refuses_two_outputs_before_training_and_names_the_alternatives(tmp_path, two_head_teacher, four_digits):  # fmt: skip
+    """QAT trains one class output: a model with two is refused with the way out, exit 2."""
+    recipe = tmp_path / "qat.yaml"
+    recipe.write_text("stages:\n  - stage: qat\n    epochs: 1\n  - stage: export\n")
+    r = compress(two_head_teacher, four_digits, tmp_path / "f", str(recipe), output="cls")
+    err = one_line_error(r)
+    assert r.exit_code == 2
+    assert "has 2 outputs (box, cls)" in err and "quantization-aware training" in err, err
+    assert "quantize recipe" in err and "prune recipe" in err, err

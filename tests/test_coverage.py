@@ -119,7 +119,6 @@ def test_quantize_recipe_takes_two_outputs(zoo, tmp_path):
 @pytest.mark.parametrize(
     ("arch", "words"),
     [
-        ("two_outputs", ["has 2 outputs (class, box)", "quantize recipe"]),
         ("subclassed", ["subclassed Keras 3 model", "quantize recipe"]),
         ("custom_layer", ["'channel_scale' (ChannelScale)", "quantize recipe"]),
     ],
@@ -136,8 +135,9 @@ def test_prune_limits_fail_early_naming_layer_and_alternative(zoo, tmp_path, arc
     assert not stages.exists() or not any(p.name[:1].isdigit() for p in stages.iterdir())
 
 
-def test_prune_recipe_on_nested_model(zoo, tmp_path):
-    cell = _cell(zoo, tmp_path, "nested", "prune")
+@pytest.mark.parametrize("arch", ["nested", "two_outputs"])
+def test_prune_recipe_takes_nested_and_two_output_models(zoo, tmp_path, arch):
+    cell = _cell(zoo, tmp_path, arch, "prune")
     assert cell["status"] == "pass", cell
 
 

@@ -252,3 +252,75 @@ def test_training_helpers(trained, data):
     assert copy is not trained and all(
         np.array_equal(a, b) for a, b in zip(copy.get_weights(), trained.get_weights(), strict=True)
     )
+
+
+def two_head_cnn():
+    """The tiny CNN with a box head first (each channel's mean: a regression) and the class
+    head second, trained briefly on both."""
+    tfk = keras_compat.tf_keras()
+    tfk.utils.set_random_seed(0)
+    inp = tfk.Input(SHAPE, name="image")
+    h = tfk.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inp)
+    h = tfk.layers.Conv2D(16, 3, activation="relu", name="conv_b")(h)
+    h = tfk.layers.GlobalAveragePooling2D(name="gap")(h)
+    h = tfk.layers.Dense(16, activation="relu", name="fc")(h)
+    box = tfk.layers.Dense(CLASSES, name="box")(h)
+    cls = tfk.layers.Dense(CLASSES, name="cls")(h)
+    return tfk.Model(inp, [box, cls], name="two_heads")
+
+
+@pytest.fixture(scope="module")
+def two_heads(data):
+    x, y = data
+    model = two_head_cnn()
+    model.compile(
+        keras_compat.tf_keras().optimizers.Adam(1e-2),
+        loss=["mse", training.classification_loss(model, y, x, output=1)],
+    )
+    model.fit(x, [x.mean(axis=(1, 2)), y], epochs=8, batch_size=32, verbose=0)
+    return model
+
+
+def test_two_outputs_tune_the_class_head_and_hold_the_other(two_heads, data, monkeypatch):
+    """The class output learns from the labels; the box output is held at the unpruned model's
+    predictions, and moves clearly less than when its hold is switched off (the control)."""
+    import edgekit.stages.prune as prune_module
+
+    x, y = data
+    before = two_heads.predict(x[160:], verbose=0)
+    kwargs = dict(x_val=x[160:], y_val=y[160:], epochs=4, batch_size=32, class_output=1)
+    kwargs["learning_rate"] = 2e-3  # 20 steps: enough to pull the box head back (5e-4 is not)
+    held = prune(two_heads, x[:160], y[:160], **kwargs)
+    assert len(held.model.outputs) == 2 and held.overall_sparsity == pytest.approx(0.5, abs=0.02)
+    np.testing.assert_array_equal(two_heads.predict(x[160:], verbose=0)[0], before[0])  # untouched
+    after = held.model.predict(x[160:], verbose=0)
+    assert (
+        np.mean(np.argmax(after[1], axis=1) == y[160:]) > 0.8
+    )  # the class head, still classifying
+    drift = held.held_outputs["box"]
+    rms = float(np.sqrt(np.mean((after[0] - before[0]) ** 2)))
+    assert drift["rms_change"] == pytest.approx(rms, rel=1e-4)
+    assert {"accuracy", "val_accuracy", "box_loss", "cls_loss"} <= set(held.history)
+
+    monkeypatch.setattr(prune_module, "_held_loss", lambda variance: _zero_loss)
+    free = prune(two_heads, x[:160], y[:160], **kwargs)
+    assert drift["rms_change"] < 0.75 * free.held_outputs["box"]["rms_change"], (
+        drift,
+        free.held_outputs,
+    )
+
+
+def _zero_loss(y_true, y_pred):
+    import tensorflow as tf
+
+    return tf.zeros_like(tf.reduce_sum(y_pred, axis=-1))  # the box output trained on nothing
+
+
+def test_two_outputs_bad_class_output_and_labels(two_heads, data):
+    x, y = data
+    with pytest.raises(
+        UsageError, match=r"class_output in \[0, 2\) \(the model's outputs: 0: box, 1: cls\)"
+    ):
+        prune(two_heads, x, y, epochs=1, class_output=2)
+    with pytest.raises(DataError, match=r"in \[0, 3\)"):  # checked against the class head
+        prune(two_heads, x, np.full(len(x), 5), epochs=1, class_output=1)

@@ -35,8 +35,13 @@ def load(ctx: RunContext, model: ModelArtifact) -> Any:
     return load_model(model.path, unsafe=ctx.unsafe)
 
 
-def as_tf_keras(ctx: RunContext, model: ModelArtifact) -> tuple[Any, dict[str, Any]]:
-    """The model as a tf_keras model for the tfmot stages (Keras 3 bridged, outputs checked)."""
+def as_tf_keras(
+    ctx: RunContext, model: ModelArtifact, *, several_outputs: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """The model as a tf_keras model for the tfmot stages (Keras 3 bridged, outputs checked).
+
+    A model with several outputs is refused (before any work) unless the stage trains them all
+    (`several_outputs`: prune holds the non-class outputs; QAT does not)."""
     from edgekit.keras_compat import to_tf_keras
 
     loaded = load(ctx, model)
@@ -45,13 +50,14 @@ def as_tf_keras(ctx: RunContext, model: ModelArtifact) -> tuple[Any, dict[str, A
             f"{model.path} is a plain TensorFlow SavedModel without Keras layers; pruning and QAT need the "
             "Keras model (.keras or .h5). Export it from Keras, or use the 'quantize' recipe instead."
         )
-    if len(loaded.output_names) > 1:
-        # Checked before any training: the fine-tuning loop trains one class output.
+    if len(loaded.output_names) > 1 and not several_outputs:
+        # Checked before any training: quantization-aware training fine-tunes one class output.
         raise UnsupportedModelError(
             f"{Path(model.path).name} has {len(loaded.output_names)} outputs "
-            f"({', '.join(loaded.output_names)}); pruning and QAT fine-tune one class output and "
-            "cannot train the others. Use the quantize recipe (post-training, every output "
-            "verified), or prune a single-output version of the model."
+            f"({', '.join(loaded.output_names)}); quantization-aware training fine-tunes one class "
+            "output and cannot train the others. Use the quantize recipe (post-training, every "
+            "output verified) or the prune recipe (holds the other outputs), or run QAT on a "
+            "single-output version of the model."
         )
     if loaded.flavor == "tf_keras":
         return loaded.model, {"bridge": "not needed (tf-keras model)"}

@@ -8,6 +8,12 @@ itself (`prune()`, usable on its own with a tf_keras model and NumPy arrays).
 it works on `training.copy_model(model)`. Layers are wrapped one by one with tfmot's
 `prune_low_magnitude` through `clone_model`, so a model that holds layers tfmot cannot prune still
 gets its supported layers pruned; the others are listed in `PruneResult.skipped_layers`.
+
+A model with several outputs (a class head and a box head, say) is fine-tuned on the labels at
+its class output (`class_output`) while every other output is held where it was: its target is
+the unpruned model's own prediction (mean squared error over that output's variance), so pruning
+for the class head does not wreck the others. How far each held output moved is measured on the
+validation data and reported (`PruneResult.held_outputs`).
 """
 
 from __future__ import annotations
@@ -106,7 +112,8 @@ class Prune(Stage):
         return "prune"
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
-        tfk_model, bridge = as_tf_keras(ctx, model)
+        tfk_model, bridge = as_tf_keras(ctx, model, several_outputs=True)
+        several = len(tfk_model.outputs) > 1
         c = self.config
         result = prune(
             tfk_model,
@@ -126,6 +133,7 @@ class Prune(Stage):
             seed=ctx.recipe.seed,
             distribute=c.distribute,
             devices=c.devices,
+            class_output=ctx.class_index if several else 0,
         )
         art = save_keras(
             result.model,
@@ -143,6 +151,7 @@ class Prune(Stage):
                 "skipped_layers": list(getattr(result, "skipped_layers", []) or []),
                 "history": result.history,
                 "distribution": result.distribution,
+                **({"held_outputs": result.held_outputs} if several else {}),
             },
         )
 
@@ -160,6 +169,8 @@ class PruneResult:
     skipped_layers: list[dict[str, str]] = field(default_factory=list)
     schedule: dict[str, Any] = field(default_factory=dict)
     distribution: dict[str, Any] | None = None  # strategy, replicas, devices, workers
+    # a multi-output model's non-class outputs: {name: {rms_change, relative_rms_change}}
+    held_outputs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (everything but the model)."""
@@ -171,6 +182,7 @@ class PruneResult:
             "skipped_layers": [dict(s) for s in self.skipped_layers],
             "schedule": dict(self.schedule),
             "history": {k: list(v) for k, v in self.history.items()},
+            "held_outputs": {k: dict(v) for k, v in self.held_outputs.items()},
         }
 
 
@@ -200,6 +212,7 @@ def prune(
     seed: int = 0,
     distribute: str = "none",
     devices: list[str] | None = None,
+    class_output: int = 0,
 ) -> PruneResult:
     """Prune `model` to `target_sparsity` while fine-tuning it; return the stripped model and figures.
 
@@ -227,6 +240,9 @@ def prune(
         seed: seeds shuffling and initialisation of the fine-tuning.
         distribute, devices: where it trains (`distribute.plan_distribution`): `batch_size` is
             per replica, the learning rate scaled with the replicas.
+        class_output: for a model with several outputs, the index of the class-score output the
+            labels (or teacher_logits) belong to; the other outputs are held at the unpruned
+            model's predictions (in-memory data only) and their drift is reported.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -235,8 +251,10 @@ def prune(
     training.check_positive("epochs", epochs, integer=True)
     training.check_positive("batch_size", batch_size, integer=True)
     training.require_tf_keras_model(model)
-    x, targets = _training_targets(model, x_train, y_train, teacher_logits)
-    val_x, val_y = _validation(model, x_val, y_val, soft=targets.ndim == 2)
+    _check_class_output(model, class_output)
+    x, targets = _training_targets(model, x_train, y_train, teacher_logits, class_output)
+    val_x, val_y = _validation(model, x_val, y_val, soft=targets.ndim == 2, output=class_output)
+    held = _HeldOutputs.of(model, class_output, x, val_x) if len(model.outputs) > 1 else None
     dist = plan_distribution(distribute, devices)
     ui.info(dist.describe())
     batch_size = dist.global_batch(batch_size)
@@ -261,7 +279,7 @@ def prune(
     with dist.scope():  # the copy, its pruning wrappers and the optimizer: one per replica
         work = training.copy_model(model)
         xnn_policy = _xnnpack_policy(work, model.name) if policy == "xnnpack" else None
-        loss = training.classification_loss(work, targets, x)
+        loss: Any = training.classification_loss(work, targets, x, class_output)
         wrapped = _wrap_prunable(work, params, m_by_n, xnn_policy, skip_unsupported, model.name)
         skipped = wrapped["skipped"]
         pruned = wrapped["model"]
@@ -270,12 +288,19 @@ def prune(
             f"({plan['schedule']}); masks updated every {plan['frequency']} step(s) from step "
             f"{plan['begin_step']} to {plan['end_step']} of {total_steps}"
         )
+        fit_y: Any = targets
+        fit_val_y: Any = val_y
+        metrics: Any = ("accuracy",)
+        if held is not None:  # every output trained: the class one on labels, the others held
+            fit_y, fit_val_y = held.targets(targets, val_y)
+            loss, metrics = held.losses(loss), {pruned.output_names[class_output]: ["accuracy"]}
         history = training.fit(
             pruned,
             x,
-            targets,
+            fit_y,
             x_val=val_x,
-            y_val=val_y,
+            y_val=fit_val_y,
+            metrics=metrics,
             epochs=epochs,
             batch_size=batch_size,
             optimizer=optimizer,
@@ -288,6 +313,17 @@ def prune(
             description="prune",
         )
     stripped = sparsity.strip_pruning(pruned)
+    held_outputs: dict[str, dict[str, float]] = {}
+    if held is not None:
+        history = held.plain_history(history, list(pruned.output_names))
+        held_outputs = held.moved(
+            stripped, val_x if val_x is not None else x, validation=val_x is not None
+        )
+        for name, m in held_outputs.items():
+            ui.info(
+                f"prune: held output '{name}' moved by {m['rms_change']:.3g} RMS "
+                f"({m['relative_rms_change']:.1%} of its spread)"
+            )
     per_layer, overall = _measure(wrapped["records"])
     ui.info(f"prune: overall sparsity {overall:.3f} over {len(per_layer)} layer(s)")
     return PruneResult(
@@ -300,6 +336,7 @@ def prune(
         skipped_layers=skipped,
         schedule=plan,
         distribution=dist.record(),
+        held_outputs=held_outputs,
     )
 
 
@@ -413,15 +450,16 @@ def _check_options(
 
 
 def _training_targets(
-    model: Any, x_train: Any, y_train: Any, teacher_logits: Any
+    model: Any, x_train: Any, y_train: Any, teacher_logits: Any, output: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
+    out = output if len(model.outputs) > 1 else None
     if teacher_logits is None:
         if y_train is None:
             raise DataError(
                 "Pruning fine-tunes the model and needs targets: y_train is None. "
                 "Pass y_train (integer class ids) or teacher_logits (N, classes)."
             )
-        x, y = training.check_training_data(model, x_train, y_train, what="x_train")
+        x, y = training.check_training_data(model, x_train, y_train, what="x_train", output=out)
         return x, cast(np.ndarray, y)
     x, _ = training.check_training_data(model, x_train, None, what="x_train", labels_required=False)
     logits = np.asarray(teacher_logits, dtype=np.float64)
@@ -433,21 +471,129 @@ def _training_targets(
     logits = logits - logits.max(axis=1, keepdims=True)
     soft = np.exp(logits)
     soft /= soft.sum(axis=1, keepdims=True)
-    _, checked = training.check_training_data(model, x, soft.astype(np.float32), what="x_train")
+    _, checked = training.check_training_data(
+        model, x, soft.astype(np.float32), what="x_train", output=out
+    )
     return x, cast(np.ndarray, checked)
 
 
 def _validation(
-    model: Any, x_val: Any, y_val: Any, *, soft: bool
+    model: Any, x_val: Any, y_val: Any, *, soft: bool, output: int = 0
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     if x_val is None or y_val is None:
         return None, None
-    x, checked = training.check_training_data(model, x_val, y_val, what="x_val")
+    several = len(model.outputs) > 1
+    x, checked = training.check_training_data(
+        model, x_val, y_val, what="x_val", output=output if several else None
+    )
     y = cast(np.ndarray, checked)
     if soft and y.ndim == 1:
         # Soft (teacher) training targets: score validation against one-hot labels with the same loss.
-        y = np.eye(int(model.output_shape[-1]), dtype=np.float32)[y]
+        shape = model.output_shape[output] if several else model.output_shape
+        y = np.eye(int(shape[-1]), dtype=np.float32)[y]
     return x, y
+
+
+def _check_class_output(model: Any, class_output: int) -> None:
+    n = len(model.outputs)
+    if isinstance(class_output, bool) or not isinstance(class_output, int | np.integer):
+        raise UsageError(f"Expected class_output to be an integer. Received: {class_output!r}")
+    if not 0 <= class_output < n:
+        names = ", ".join(f"{i}: {o}" for i, o in enumerate(model.output_names))
+        raise UsageError(
+            f"Expected class_output in [0, {n}) (the model's outputs: {names}). "
+            f"Received: class_output={class_output}"
+        )
+
+
+@dataclass
+class _HeldOutputs:
+    """The non-class outputs of a multi-output model, held at the unpruned model's predictions
+    while the class output is fine-tuned: their targets, losses and how far they moved."""
+
+    names: list[str]
+    class_output: int
+    train: list[np.ndarray]  # the unpruned model's predictions on x_train, every output
+    val: list[np.ndarray] | None  # ... on x_val
+    variance: list[float]  # of each output's training predictions (the loss scale)
+
+    @classmethod
+    def of(cls, model: Any, class_output: int, x: Any, x_val: Any) -> _HeldOutputs:
+        if getattr(x, "streamed", False) or getattr(x_val, "streamed", False):
+            raise UnsupportedModelError(
+                f"{model.name!r} has {len(model.outputs)} outputs: pruning holds the outputs "
+                "other than the class one at the unpruned model's predictions, which needs the "
+                "data in memory, and this data set is streamed. Lower data.stream_above_mb so "
+                "that it loads in memory, or use the quantize recipe."
+            )
+        train = _predict_all(model, x)
+        val = _predict_all(model, x_val) if x_val is not None else None
+        variance = [max(float(np.var(p)), 1e-12) for p in train]
+        return cls(list(model.output_names), class_output, train, val, variance)
+
+    def targets(self, labels: np.ndarray, val_labels: np.ndarray | None) -> tuple[Any, Any]:
+        def with_labels(preds: list[np.ndarray], y: np.ndarray) -> tuple[np.ndarray, ...]:
+            return tuple(y if i == self.class_output else p for i, p in enumerate(preds))
+
+        val = None
+        if self.val is not None and val_labels is not None:
+            val = with_labels(self.val, val_labels)
+        return with_labels(self.train, labels), val
+
+    def losses(self, class_loss: Any) -> list[Any]:
+        return [
+            class_loss if i == self.class_output else _held_loss(v)
+            for i, v in enumerate(self.variance)
+        ]
+
+    def plain_history(
+        self, history: dict[str, list[float]], trained_names: list[str]
+    ) -> dict[str, list[float]]:
+        """Keras names a multi-output model's metrics after its output layers (tfmot's wrappers
+        here): those take the model's output names back, and the class output's accuracy the
+        single-output names (accuracy, val_accuracy) that reports read."""
+        cls = trained_names[self.class_output]
+        renamed = {f"{cls}_accuracy": "accuracy", f"val_{cls}_accuracy": "val_accuracy"}
+        out = {}
+        for key, values in history.items():
+            key = renamed.get(key, key)
+            for trained, name in zip(trained_names, self.names, strict=True):
+                key = key.replace(f"{trained}_", f"{name}_")
+            out[key] = values
+        return out
+
+    def moved(self, model: Any, x: np.ndarray, validation: bool) -> dict[str, dict[str, float]]:
+        """RMS change of each held output between the unpruned and the pruned model on `x` (the
+        validation data when `validation`, else the training data)."""
+        before = self.val if validation and self.val is not None else self.train
+        after = _predict_all(model, x)
+        out: dict[str, dict[str, float]] = {}
+        for i, name in enumerate(self.names):
+            if i == self.class_output:
+                continue
+            rms = float(np.sqrt(np.mean((after[i] - before[i]) ** 2)))
+            out[name] = {
+                "rms_change": rms,
+                "relative_rms_change": rms / math.sqrt(self.variance[i]),
+            }
+        return out
+
+
+def _predict_all(model: Any, x: np.ndarray) -> list[np.ndarray]:
+    out = model.predict(x, batch_size=256, verbose=0)
+    return [np.asarray(o, dtype=np.float32) for o in (out if isinstance(out, list) else [out])]
+
+
+def _held_loss(variance: float) -> Any:
+    """Mean squared error to the held prediction, over the output's variance (1.0 = as far off
+    as predicting its mean), so outputs of any scale weigh like the class loss."""
+    import tensorflow as tf
+
+    def held_output_mse(y_true: Any, y_pred: Any) -> Any:
+        d = tf.reshape(tf.square(y_pred - y_true), [tf.shape(y_pred)[0], -1])
+        return tf.reduce_mean(d, axis=1) / variance
+
+    return held_output_mse
 
 
 def _plan_steps(

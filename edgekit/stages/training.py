@@ -132,10 +132,13 @@ def check_training_data(
     *,
     what: str = "x_train",
     labels_required: bool = True,
+    output: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate `x` (and `y`) against `model`; return float32 inputs and int64 or float32 targets.
 
     `y` may be integer class ids of shape (N,) or (N, 1), or (soft) targets of shape (N, classes).
+    For a model with several outputs, `output` is the class-score one the labels are checked
+    against (unchecked without it).
     """
     label_name = "y" + what[1:] if what.startswith("x") else f"labels of {what}"
     if x is None:
@@ -180,7 +183,7 @@ def check_training_data(
             f"Expected one label per sample: {what} has {len(x)} samples but {label_name} has {len(y)}. "
             "Pass arrays of the same length."
         )
-    num_classes = _num_classes(model)
+    num_classes = _num_classes(model, output)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim == 1:
@@ -211,10 +214,12 @@ def check_training_data(
     )
 
 
-def _num_classes(model: Any) -> int | None:
+def _num_classes(model: Any, output: int | None = None) -> int | None:
     shape = model.output_shape
     if isinstance(shape, list):
-        return None
+        if output is None:
+            return None
+        shape = shape[output]
     return int(shape[-1]) if shape[-1] is not None else None
 
 
@@ -459,16 +464,21 @@ def make_optimizer(
     return tfk.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=wd)
 
 
-def outputs_are_probabilities(model: Any, x_sample: np.ndarray) -> bool:
-    """True when the model ends in a softmax: outputs non-negative with rows summing to 1."""
-    out = np.asarray(model(x_sample[:8], training=False))
+def outputs_are_probabilities(model: Any, x_sample: np.ndarray, output: int = 0) -> bool:
+    """True when output `output` of the model (the only one, or one of several) ends in a
+    softmax: non-negative with rows summing to 1."""
+    out = model(x_sample[:8], training=False)
+    if isinstance(out, list | tuple):
+        out = out[output]
+    out = np.asarray(out)
     return bool(out.ndim == 2 and out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
 
 
-def classification_loss(model: Any, y: np.ndarray, x_sample: np.ndarray) -> Any:
-    """Cross-entropy for integer ids (sparse) or (soft) targets, logits or probabilities as the model gives."""
+def classification_loss(model: Any, y: np.ndarray, x_sample: np.ndarray, output: int = 0) -> Any:
+    """Cross-entropy for integer ids (sparse) or (soft) targets, logits or probabilities as the
+    model's output `output` gives them."""
     tfk = _tfk()
-    from_logits = not outputs_are_probabilities(model, x_sample)
+    from_logits = not outputs_are_probabilities(model, x_sample, output)
     if y.ndim == 1:
         return tfk.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     return tfk.losses.CategoricalCrossentropy(from_logits=from_logits)
@@ -530,7 +540,7 @@ def fit(
     schedule: str = "constant",
     weight_decay: float = 0.0,
     loss: Any = None,
-    metrics: Sequence[Any] = ("accuracy",),
+    metrics: Sequence[Any] | dict[str, Any] = ("accuracy",),
     callbacks: Sequence[Any] = (),
     seed: int = 0,
     description: str = "fine-tune",
@@ -542,7 +552,8 @@ def fit(
     """Compile and train `model` in place; return the history as {metric: [one float per epoch]}.
 
     `optimizer` is a name (see `make_optimizer`) or a ready tf_keras optimizer. `loss` defaults to
-    `classification_loss`. Validation data is used when both `x_val` and `y_val` are given.
+    `classification_loss`; a model with several outputs takes a list of losses, `y` a tuple of
+    targets (one per output) and `metrics` a dict {output name: [metrics]}. Validation data is used when both `x_val` and `y_val` are given.
     `steps_per_execution` > 1 runs that many steps per call into TensorFlow (the same steps, less
     Python per step); per-batch callbacks then see one batch per call, so keep 1 with callbacks
     that act every step (tfmot's UpdatePruningStep).
@@ -579,7 +590,7 @@ def fit(
     model.compile(
         optimizer=optimizer,
         loss=loss,
-        metrics=list(metrics),
+        metrics=dict(metrics) if isinstance(metrics, dict) else list(metrics),
         steps_per_execution=min(int(steps_per_execution), steps),
     )
     train = make_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed, augment=augment)

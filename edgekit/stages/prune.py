@@ -35,7 +35,7 @@ from edgekit.errors import DataError, UnsupportedModelError, UsageError
 from edgekit.stages import training
 from edgekit.stages.base import Stage, StageConfig, StageOutput, register
 from edgekit.stages.distribute import plan_distribution
-from edgekit.stages.model_io import as_tf_keras, base_name, save_keras
+from edgekit.stages.model_io import as_tf_keras, base_name, class_output_of, save_keras
 
 if TYPE_CHECKING:
     from edgekit.stages.context import RunContext
@@ -113,7 +113,6 @@ class Prune(Stage):
 
     def run(self, ctx: RunContext, model: ModelArtifact, workdir: Path) -> StageOutput:
         tfk_model, bridge = as_tf_keras(ctx, model, several_outputs=True)
-        several = len(tfk_model.outputs) > 1
         c = self.config
         result = prune(
             tfk_model,
@@ -133,7 +132,7 @@ class Prune(Stage):
             seed=ctx.recipe.seed,
             distribute=c.distribute,
             devices=c.devices,
-            class_output=ctx.class_index if several else 0,
+            class_output=class_output_of(ctx, tfk_model),
         )
         art = save_keras(
             result.model,
@@ -151,7 +150,7 @@ class Prune(Stage):
                 "skipped_layers": list(getattr(result, "skipped_layers", []) or []),
                 "history": result.history,
                 "distribution": result.distribution,
-                **({"held_outputs": result.held_outputs} if several else {}),
+                **({"held_outputs": result.held_outputs} if result.held_outputs else {}),
             },
         )
 
@@ -252,9 +251,11 @@ def prune(
     training.check_positive("batch_size", batch_size, integer=True)
     training.require_tf_keras_model(model)
     _check_class_output(model, class_output)
-    x, targets = _training_targets(model, x_train, y_train, teacher_logits, class_output)
-    val_x, val_y = _validation(model, x_val, y_val, soft=targets.ndim == 2, output=class_output)
-    held = _HeldOutputs.of(model, class_output, x, val_x) if len(model.outputs) > 1 else None
+    several = len(model.outputs) > 1
+    label_output = class_output if several else None  # the labels' output, checked against it
+    x, targets = _training_targets(model, x_train, y_train, teacher_logits, label_output)
+    val_x, val_y = _validation(model, x_val, y_val, soft=targets.ndim == 2, output=label_output)
+    held = _HeldOutputs.of(model, class_output, x, val_x) if several else None
     dist = plan_distribution(distribute, devices)
     ui.info(dist.describe())
     batch_size = dist.global_batch(batch_size)
@@ -316,9 +317,7 @@ def prune(
     held_outputs: dict[str, dict[str, float]] = {}
     if held is not None:
         history = held.plain_history(history, list(pruned.output_names))
-        held_outputs = held.moved(
-            stripped, val_x if val_x is not None else x, validation=val_x is not None
-        )
+        held_outputs = held.moved(stripped, x, val_x)
         for name, m in held_outputs.items():
             ui.info(
                 f"prune: held output '{name}' moved by {m['rms_change']:.3g} RMS "
@@ -450,16 +449,15 @@ def _check_options(
 
 
 def _training_targets(
-    model: Any, x_train: Any, y_train: Any, teacher_logits: Any, output: int = 0
+    model: Any, x_train: Any, y_train: Any, teacher_logits: Any, output: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    out = output if len(model.outputs) > 1 else None
     if teacher_logits is None:
         if y_train is None:
             raise DataError(
                 "Pruning fine-tunes the model and needs targets: y_train is None. "
                 "Pass y_train (integer class ids) or teacher_logits (N, classes)."
             )
-        x, y = training.check_training_data(model, x_train, y_train, what="x_train", output=out)
+        x, y = training.check_training_data(model, x_train, y_train, what="x_train", output=output)
         return x, cast(np.ndarray, y)
     x, _ = training.check_training_data(model, x_train, None, what="x_train", labels_required=False)
     logits = np.asarray(teacher_logits, dtype=np.float64)
@@ -472,24 +470,21 @@ def _training_targets(
     soft = np.exp(logits)
     soft /= soft.sum(axis=1, keepdims=True)
     _, checked = training.check_training_data(
-        model, x, soft.astype(np.float32), what="x_train", output=out
+        model, x, soft.astype(np.float32), what="x_train", output=output
     )
     return x, cast(np.ndarray, checked)
 
 
 def _validation(
-    model: Any, x_val: Any, y_val: Any, *, soft: bool, output: int = 0
+    model: Any, x_val: Any, y_val: Any, *, soft: bool, output: int | None = None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     if x_val is None or y_val is None:
         return None, None
-    several = len(model.outputs) > 1
-    x, checked = training.check_training_data(
-        model, x_val, y_val, what="x_val", output=output if several else None
-    )
+    x, checked = training.check_training_data(model, x_val, y_val, what="x_val", output=output)
     y = cast(np.ndarray, checked)
     if soft and y.ndim == 1:
         # Soft (teacher) training targets: score validation against one-hot labels with the same loss.
-        shape = model.output_shape[output] if several else model.output_shape
+        shape = model.output_shape if output is None else model.output_shape[output]
         y = np.eye(int(shape[-1]), dtype=np.float32)[y]
     return x, y
 
@@ -562,10 +557,10 @@ class _HeldOutputs:
             out[key] = values
         return out
 
-    def moved(self, model: Any, x: np.ndarray, validation: bool) -> dict[str, dict[str, float]]:
-        """RMS change of each held output between the unpruned and the pruned model on `x` (the
-        validation data when `validation`, else the training data)."""
-        before = self.val if validation and self.val is not None else self.train
+    def moved(self, model: Any, x_train: Any, x_val: Any) -> dict[str, dict[str, float]]:
+        """RMS change of each held output between the unpruned and the pruned model, on the
+        validation data when there was some, else on the training data."""
+        x, before = (x_val, self.val) if self.val is not None else (x_train, self.train)
         after = _predict_all(model, x)
         out: dict[str, dict[str, float]] = {}
         for i, name in enumerate(self.names):

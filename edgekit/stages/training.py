@@ -553,7 +553,8 @@ def fit(
 
     `optimizer` is a name (see `make_optimizer`) or a ready tf_keras optimizer. `loss` defaults to
     `classification_loss`; a model with several outputs takes a list of losses, `y` a tuple of
-    targets (one per output) and `metrics` a dict {output name: [metrics]}. Validation data is used when both `x_val` and `y_val` are given.
+    targets (one per output) and `metrics` a dict {output name: [metrics]}. Validation data is
+    used when both `x_val` and `y_val` are given.
     `steps_per_execution` > 1 runs that many steps per call into TensorFlow (the same steps, less
     Python per step); per-batch callbacks then see one batch per call, so keep 1 with callbacks
     that act every step (tfmot's UpdatePruningStep).

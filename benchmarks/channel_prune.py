@@ -15,6 +15,10 @@ Targets (issue 25): >= 1.6x lower p50 latency and instructions, float32 and int8
 point of the unpruned model after recovery.
 
     python benchmarks/channel_prune.py --out /tmp/cp [--mobilenet STUDENT.keras] [--epochs 2]
+    python benchmarks/channel_prune.py --out /tmp/cp-lat --target-latency 0.625 [--latency-precision int8]
+
+`--target-latency` prunes to a fraction of the estimated latency on the emulated `--latency-device`
+(instructions counted per probe, the MAC fraction searched) instead of a MAC fraction.
 
 Without --mobilenet, a MobileNetV2 (width 0.35, input 64, as the `full` recipe's student) is
 distilled from the teacher first (`--mnv2-epochs`). Prints the figures and the command; writes
@@ -142,7 +146,13 @@ def bench_model(
     fig: dict[str, Any] = {"model": label}
     t0 = time.perf_counter()
     fig["top1_unpruned"] = _top1(model, x_ev, y_ev)
-    res = cp.channel_prune(model, target_macs=args.target, criterion="l1")
+    if args.target_latency:
+        from edgekit.stages.latency_budget import channel_prune_to_latency
+
+        res, search = channel_prune_to_latency(model, target_latency=args.target_latency, device=args.latency_device, precision=args.latency_precision, x_calib=calib, criterion="l1")  # fmt: skip
+        fig["latency_search"] = search.summary()
+    else:
+        res = cp.channel_prune(model, target_macs=args.target, criterion="l1")
     fig.update(macs_before=res.macs_before, macs_after=res.macs_after, macs_kept=res.macs_kept,
                params_before=int(model.count_params()), params_after=int(res.model.count_params()),
                left_whole=[w["layer"] for w in res.graph.left_whole])  # fmt: skip
@@ -189,6 +199,9 @@ def main() -> None:
     p.add_argument("--mobilenet-label", default="mobilenet_v2", help="its name in the figures")
     p.add_argument("--mnv2-epochs", type=int, default=12)
     p.add_argument("--target", type=float, default=0.5, help="fraction of MACs kept")
+    p.add_argument("--target-latency", type=float, help="instead: fraction of the estimated latency kept")  # fmt: skip
+    p.add_argument("--latency-device", default="pixel-4", help="emulated device of --target-latency")  # fmt: skip
+    p.add_argument("--latency-precision", default="int8", choices=["float32", "int8"])
     p.add_argument("--epochs", type=int, default=2, help="recovery epochs (early stopping)")
     p.add_argument("--train-samples", type=int, default=8400)
     p.add_argument("--prune-epochs", type=int, default=1)

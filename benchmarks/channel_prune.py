@@ -143,16 +143,16 @@ def bench_model(
     n = args.train_samples
     x_tr, y_tr, x_val, y_val = x["train"][:n], y["train"][:n], x["val"], y["val"]
     x_ev, y_ev, calib = x["eval"], y["eval"], x["calib"][:300]
-    fig: dict[str, Any] = {"model": label}
+    fig: dict[str, Any] = {"model": label, "multiple_of": args.multiple_of}
     t0 = time.perf_counter()
     fig["top1_unpruned"] = _top1(model, x_ev, y_ev)
     if args.target_latency:
         from edgekit.stages.latency_budget import channel_prune_to_latency
 
-        res, search = channel_prune_to_latency(model, target_latency=args.target_latency, device=args.latency_device, precision=args.latency_precision, x_calib=calib, criterion="l1")  # fmt: skip
+        res, search = channel_prune_to_latency(model, target_latency=args.target_latency, device=args.latency_device, precision=args.latency_precision, x_calib=calib, criterion="l1", multiple_of=args.multiple_of)  # fmt: skip
         fig["latency_search"] = search.summary()
     else:
-        res = cp.channel_prune(model, target_macs=args.target, criterion="l1")
+        res = cp.channel_prune(model, target_macs=args.target, criterion="l1", multiple_of=args.multiple_of)  # fmt: skip
     fig.update(macs_before=res.macs_before, macs_after=res.macs_after, macs_kept=res.macs_kept,
                params_before=int(model.count_params()), params_after=int(res.model.count_params()),
                left_whole=[w["layer"] for w in res.graph.left_whole])  # fmt: skip
@@ -199,6 +199,7 @@ def main() -> None:
     p.add_argument("--mobilenet-label", default="mobilenet_v2", help="its name in the figures")
     p.add_argument("--mnv2-epochs", type=int, default=12)
     p.add_argument("--target", type=float, default=0.5, help="fraction of MACs kept")
+    p.add_argument("--multiple-of", type=int, help="channel counts rounded to [the slim recipe's]")
     p.add_argument("--target-latency", type=float, help="instead: fraction of the estimated latency kept")  # fmt: skip
     p.add_argument("--latency-device", default="pixel-4", help="emulated device of --target-latency")  # fmt: skip
     p.add_argument("--latency-precision", default="int8", choices=["float32", "int8"])
@@ -213,6 +214,9 @@ def main() -> None:
     from edgekit.keras_compat import load_model
 
     ctx = _splits(0)
+    if args.multiple_of is None:
+        stage = next(st for st in ctx["recipe"].stages if st.stage == "channel_prune")
+        args.multiple_of = stage.multiple_of
     teacher = load_model(ctx["teacher"]).model
     results = []
     for label in args.models.split(","):

@@ -303,3 +303,31 @@ def test_sequential_model(flavor):
     assert result.macs_after <= 0.5 * result.macs_before
     assert type(result.model).__name__ == "Sequential"
     assert np.asarray(result.model(_x(2), training=False)).shape == (2, 3)
+
+
+def test_regrowth_favours_high_resolution_layers():
+    """Rounding to 16 leaves budget after the one keep ratio; groups take channels back where a
+    MAC brings the fewest weights (the high-resolution convs), not where MACs are cheapest (the
+    low-resolution, weight-heavy ones that bound latency at batch 1)."""
+    K = keras_compat.keras()
+    L = K.layers
+    K.utils.set_random_seed(0)
+    i = L.Input((32, 32, 3))
+    x = i
+    for n, (filters, stride) in enumerate([(32, 1), (64, 2), (128, 2), (256, 2)]):
+        x = L.ReLU()(L.Conv2D(filters, 3, strides=stride, padding="same", name=f"c{n}")(x))
+    model = K.Model(i, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    result = cp.channel_prune(model, target_macs=0.5, min_channels=8, multiple_of=16)
+    kept = {r["layer"]: r["channels_after"] / r["channels_before"] for r in result.layers}
+    assert result.macs_after <= 0.5 * result.macs_before
+    assert kept["c0"] > kept["c3"], kept
+    graph = cp.analyze(model)
+    assert graph.positions["c0"] == 32 * 32 and graph.positions["c3"] == 4 * 4
+    weights = sum(graph.macs[n] / graph.positions[n] for n in graph.macs if graph.macs[n])
+    assert (
+        weights
+        == model.count_params()
+        - sum(  # kernels only: biases are not MACs
+            int(np.prod(w.shape)) for layer in model.layers for w in layer.weights[1:2]
+        )
+    )

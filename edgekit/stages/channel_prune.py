@@ -22,7 +22,11 @@ How it works (all of it usable without a run: `channel_prune()`, `recover()`):
 3. **Budget**: `target_macs` is the fraction of the MACs to keep. One keep ratio for every group is
    found by bisection (each group keeps its best channels, at least `min_channels` and
    `min_fraction` of them, rounded up to `multiple_of`) so that the rebuilt model's MACs are at
-   most that fraction, or as close as the minimums allow (said, and reported).
+   most that fraction, or as close as the minimums allow (said, and reported). The budget the
+   rounding leaves goes back to the groups whose channels bring the fewest weights per MAC (the
+   high-resolution layers): at batch 1 a low-resolution layer's weights, not its MACs, bound its
+   latency. Or `target_latency` (edgekit.stages.latency_budget): the MAC fraction is searched so
+   that the estimated latency on an emulated phone is at most that fraction of the unpruned one.
 4. **Rebuild**: the model's config with the new channel counts, built again (a new model in the
    input's flavor, Keras 3 or tf-keras), the kept weights copied in. The input model is untouched.
 5. **Recover** (`recover`): fine-tuning of the rebuilt model (bridged to tf-keras) with the
@@ -316,6 +320,9 @@ class ChannelGraph:
     group_components: dict[int, np.ndarray] = field(repr=False, default_factory=dict)
     frozen: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
     sequential: bool = False
+    positions: dict[str, int] = field(
+        repr=False, default_factory=dict
+    )  # output positions (batch 1)
 
     @property
     def total_macs(self) -> int:
@@ -460,6 +467,17 @@ def _layer_macs(layer: Any, kind: str, config: dict[str, Any]) -> int:
     return positions * kernel * (cin // groups) * int(config["filters"])
 
 
+def _positions(layer: Any) -> int:
+    """Output positions of a layer at batch 1 (1 for a vector): its MACs over its weights."""
+    try:
+        spatial = tuple(layer.output.shape)[1:-1]
+    except (AttributeError, ValueError):
+        return 1
+    if any(d is None for d in spatial):
+        return 1
+    return int(np.prod(spatial)) if spatial else 1
+
+
 def analyze(model: Any) -> ChannelGraph:
     """The dependency groups of a built Functional or Sequential model (Keras 3 or tf-keras)."""
     cfg = model.get_config()
@@ -469,6 +487,7 @@ def analyze(model: Any) -> ChannelGraph:
     ins: dict[str, list[np.ndarray]] = {}
     left_whole: list[dict[str, str]] = []
     macs: dict[str, int] = {}
+    positions: dict[str, int] = {}
     by_name = {layer.name: layer for layer in model.layers}
     if sequential and layers and layers[0].kind != "InputLayer":
         first = layers[0]
@@ -489,6 +508,7 @@ def analyze(model: Any) -> ChannelGraph:
         ins[spec.name] = inputs
         if layer is not None:
             macs[spec.name] = _layer_macs(layer, kind, conf)
+            positions[spec.name] = _positions(layer)
         reason = _why_whole(spec, layer, inputs)
         if reason is None:
             result = _propagate(spec, layer, inputs, atoms)
@@ -509,7 +529,9 @@ def analyze(model: Any) -> ChannelGraph:
     for name in outputs:
         if name in out:
             atoms.freeze(out[name], "a model output")
-    return _groups(atoms, out, ins, layers, left_whole, macs, sequential)
+    graph = _groups(atoms, out, ins, layers, left_whole, macs, sequential)
+    graph.positions = positions
+    return graph
 
 
 def _why_whole(spec: _Layer, layer: Any, inputs: list[np.ndarray]) -> str | None:
@@ -806,7 +828,8 @@ def plan(
 
     One keep ratio for every group is found by bisection; then, since rounding to `multiple_of`
     makes the MACs jump, groups take back `multiple_of` channels at a time (their best removed
-    ones, the group whose channels cost fewest MACs first) while the budget allows."""
+    ones) while the budget allows, the group whose channels bring the fewest weights per MAC
+    first: at batch 1 a low-resolution layer's weights, not its MACs, set its latency."""
     order = {g.id: np.argsort(-scores[g.id], kind="stable") for g in graph.groups}
     sizes = {g.id: len(graph.group_components[g.id]) for g in graph.groups}
 
@@ -824,6 +847,10 @@ def plan(
     def cost(counts: dict[int, int]) -> int:
         return sum(macs_after(graph, keep_mask(graph, keep_of(counts))).values())
 
+    def weights(counts: dict[int, int]) -> float:
+        per_layer = macs_after(graph, keep_mask(graph, keep_of(counts)))
+        return sum(m / graph.positions.get(name, 1) for name, m in per_layer.items())
+
     budget = target_macs * graph.total_macs
     lo, hi = 0.0, 1.0
     counts = counts_at(lo)
@@ -836,7 +863,7 @@ def plan(
         else:
             hi = mid
     counts = counts_at(lo)
-    spent = cost(counts)
+    spent, held = cost(counts), weights(counts)
     grew = True
     while grew:
         grew = False
@@ -845,10 +872,11 @@ def plan(
             if k < sizes[gid]:
                 trial = {**counts, gid: min(sizes[gid], k + multiple_of)}
                 c = cost(trial)
-                if c <= budget:
-                    options.append((c - spent, gid, trial, c))
+                if spent < c <= budget:
+                    w = weights(trial)
+                    options.append(((w - held) / (c - spent), gid, trial, c, w))
         if options:
-            _, _, counts, spent = min(options, key=lambda o: (o[0], o[1]))
+            _, _, counts, spent, held = min(options, key=lambda o: (o[0], o[1]))
             grew = True
     return keep_of(counts), lo
 

@@ -115,3 +115,37 @@ def test_cli_latency_target_bad_input_exit_2(tmp_path):
         assert r.exit_code == 2, r.output
         assert "latency_device" in r.output and "Traceback" not in r.output
         assert not (tmp_path / f"run{i}" / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_compress_with_a_latency_target(provisioned, tmp_path):
+    """The stage in a compress run: the report's latency_target holds every probe and the chosen
+    one, which met the target, and the slim model's MACs are the chosen probe's."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    path = tmp_path / "cnn.keras"
+    plain_cnn().save(path)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=rng.integers(0, 256, (80, *SHAPE), dtype=np.uint8), y=rng.integers(0, 10, 80))
+    recipe = tmp_path / "slim-latency.yaml"
+    recipe.write_text(
+        "name: slim-latency\nseed: 0\nlatency_runs: 10\nverify: {samples: 8}\n"
+        "data: {split: {train: 0.7, val: 0.1, calib: 0.1, eval: 0.1}, max_eval_samples: 8}\n"
+        "stages:\n  - {stage: channel_prune, target_latency: 0.7, latency_device: pixel-4,"
+        " latency_precision: int8, epochs: 0}\n  - {stage: export, formats: [tflite]}\n"
+    )
+    args = ["compress", str(path), "--recipe", str(recipe), "--data", str(data)]
+    r = CliRunner(env={"EDGEKIT_QUIET": "1"}).invoke(
+        cli, [*args, "--out", str(tmp_path / "run"), "--json"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    stage = next(s for s in json.loads(r.stdout)["stages"] if s["stage"] == "channel_prune")
+    lat = stage["latency_target"]
+    assert lat["device"] == "pixel-4" and lat["precision"] == "int8" and lat["target_reached"]
+    assert lat["chosen"]["latency_ratio"] <= 0.7 and lat["chosen"] in lat["probes"]
+    assert stage["macs_kept"] == lat["chosen"]["macs_kept"]

@@ -147,7 +147,7 @@ def bench_model(
     t0 = time.perf_counter()
     fig["top1_unpruned"] = _top1(model, x_ev, y_ev)
     if args.target_latency:
-        from edgekit.stages.latency_budget import channel_prune_to_latency
+        from edgekit.stages.channel_prune import channel_prune_to_latency
 
         res, search = channel_prune_to_latency(model, target_latency=args.target_latency, device=args.latency_device, precision=args.latency_precision, x_calib=calib, criterion="l1", multiple_of=args.multiple_of)  # fmt: skip
         fig["latency_search"] = search.summary()

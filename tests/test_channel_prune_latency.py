@@ -32,7 +32,7 @@ def plain_cnn():
 def test_latency_target_met_on_the_emulated_phone(provisioned):
     model = plain_cnn()
     weights = [w.copy() for w in model.get_weights()]
-    result, search = lb.channel_prune_to_latency(
+    result, search = cp.channel_prune_to_latency(
         model, target_latency=0.6, device="pixel-4", precision="float32", multiple_of=8
     )
     s = search.summary()
@@ -75,7 +75,7 @@ def test_search_interpolates_to_the_target():
 @pytest.mark.parametrize("target", [0, 1, 1.5, True])
 def test_bad_latency_target(target):
     with pytest.raises(UsageError, match=r"target_latency .* in \(0, 1\)"):
-        lb.channel_prune_to_latency(plain_cnn(), target_latency=target, device="pixel-4")
+        cp.channel_prune_to_latency(plain_cnn(), target_latency=target, device="pixel-4")
 
 
 def test_config_needs_an_emulated_device():

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -217,8 +218,6 @@ class ChannelPrune(Stage):
         }
         latency: dict[str, Any] = {}
         if c.target_latency is not None:
-            from edgekit.stages.latency_budget import channel_prune_to_latency
-
             result, search = channel_prune_to_latency(
                 loaded.model,
                 target_latency=c.target_latency,
@@ -1066,6 +1065,59 @@ def channel_prune(
             "min_channels / min_fraction / multiple_of to go further."
         )
     return result
+
+
+def channel_prune_to_latency(
+    model: Any,
+    *,
+    target_latency: float,
+    device: str,
+    precision: str = "float32",
+    x_calib: Any = None,
+    max_probes: int = 6,
+    tolerance: float = 0.03,
+    **prune_options: Any,
+) -> tuple[ChannelPruneResult, Any]:
+    """`channel_prune` to a latency target instead of a MAC target: at most `target_latency` of
+    the unpruned model's estimated latency on the emulated `device` (a profile name, e.g.
+    "pixel-4") as `precision` TFLite. `prune_options`: channel_prune's (criterion, min_channels,
+    min_fraction, multiple_of, x_calib for taylor goes in `x_calib` too). Returns the
+    ChannelPruneResult chosen and the LatencySearch (every probe)."""
+    from edgekit.stages import latency_budget as lb
+
+    problem = lb.target_problem(target_latency)
+    if problem:
+        raise UsageError(problem)
+    if precision not in lb.PRECISIONS:
+        raise UsageError(
+            f"Expected latency_precision one of {', '.join(lb.PRECISIONS)}. Received: {precision!r}"
+        )
+    profile = lb.device_profile(device)
+    taylor_calib = x_calib if prune_options.get("criterion") == "taylor" else None
+    with tempfile.TemporaryDirectory(prefix="edgekit-latency-") as tmp:
+        work = Path(tmp)
+
+        def measure(m: Any) -> dict:
+            return lb.estimate(m, profile, precision, x_calib, work)
+
+        unpruned = measure(model)
+        ui.info(
+            f"channel_prune: the unpruned model counts {unpruned['instructions']:,.0f} "
+            f"instructions per invoke on {device} ({precision})"
+            + (f", {unpruned['ms']:.3g} ms estimated" if unpruned.get("ms") is not None else "")
+        )
+        return lb.search(
+            lambda macs: channel_prune(
+                model, target_macs=macs, x_calib=taylor_calib, **prune_options
+            ),
+            measure,
+            unpruned,
+            float(target_latency),
+            device=device,
+            precision=precision,
+            max_probes=max_probes,
+            tolerance=tolerance,
+        )
 
 
 def _kind(layer: Any) -> str:

@@ -18,7 +18,6 @@ it is the instruction and memory mix that decides it, not the calibration's erro
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,56 +207,3 @@ def search(
         chosen = min(results, key=lambda pr: pr[0].ratio)
     record.chosen = chosen[0]
     return chosen[1], record
-
-
-def channel_prune_to_latency(
-    model: Any,
-    *,
-    target_latency: float,
-    device: str,
-    precision: str = "float32",
-    x_calib: Any = None,
-    max_probes: int = MAX_PROBES,
-    tolerance: float = TOLERANCE,
-    **prune_options: Any,
-) -> tuple[Any, LatencySearch]:
-    """`channel_prune` to a latency target instead of a MAC target: at most `target_latency` of
-    the unpruned model's estimated latency on the emulated `device` (a profile name, e.g.
-    "pixel-4") as `precision` TFLite. `prune_options`: channel_prune's (criterion, min_channels,
-    min_fraction, multiple_of, x_calib for taylor goes in `x_calib` too). Returns the
-    ChannelPruneResult chosen and the LatencySearch (every probe)."""
-    from edgekit.stages.channel_prune import channel_prune
-
-    problem = target_problem(target_latency)
-    if problem:
-        raise UsageError(problem)
-    if precision not in PRECISIONS:
-        raise UsageError(
-            f"Expected latency_precision one of {', '.join(PRECISIONS)}. Received: {precision!r}"
-        )
-    profile = device_profile(device)
-    taylor_calib = x_calib if prune_options.get("criterion") == "taylor" else None
-    with tempfile.TemporaryDirectory(prefix="edgekit-latency-") as tmp:
-        work = Path(tmp)
-
-        def measure(m: Any) -> dict:
-            return estimate(m, profile, precision, x_calib, work)
-
-        unpruned = measure(model)
-        ui.info(
-            f"channel_prune: the unpruned model counts {unpruned['instructions']:,.0f} "
-            f"instructions per invoke on {device} ({precision})"
-            + (f", {unpruned['ms']:.3g} ms estimated" if unpruned.get("ms") is not None else "")
-        )
-        return search(
-            lambda macs: channel_prune(
-                model, target_macs=macs, x_calib=taylor_calib, **prune_options
-            ),
-            measure,
-            unpruned,
-            float(target_latency),
-            device=device,
-            precision=precision,
-            max_probes=max_probes,
-            tolerance=tolerance,
-        )

@@ -149,3 +149,5 @@ def test_compress_with_a_latency_target(provisioned, tmp_path):
     assert lat["device"] == "pixel-4" and lat["precision"] == "int8" and lat["target_reached"]
     assert lat["chosen"]["latency_ratio"] <= 0.7 and lat["chosen"] in lat["probes"]
     assert stage["macs_kept"] == lat["chosen"]["macs_kept"]
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "Latency target 0.7 of the unpruned model's estimated ms on pixel-4 (int8)" in md

@@ -124,6 +124,17 @@ def _channel_table(s: dict[str, Any]) -> list[str]:
         "",
         f"  MACs {s['macs_before']:,} -> {s['macs_after']:,} ({100 * s['macs_kept']:.1f}% kept, "
         f"target {100 * s['target_macs']:.0f}%, criterion {s.get('criterion')})",
+    ]
+    lat = s.get("latency_target")
+    if lat and lat.get("chosen"):
+        ch = lat["chosen"]
+        verdict = "met" if lat.get("target_reached") else "NOT met"
+        out.append(
+            f"  Latency target {lat['target_latency']} of the unpruned model's {lat['measure']} "
+            f"on {lat['device']} ({lat['precision']}): {ch['latency_ratio']:.3f} at "
+            f"{100 * ch['macs_kept']:.1f}% of the MACs, {verdict} ({len(lat['probes'])} probe(s))"
+        )
+    out += [
         "",
         "  | layer | class | channels | MACs |",
         "  |---|---|---|---|",

@@ -100,10 +100,11 @@ class ChannelPruneConfig(StageConfig):
         0.1, ge=0, le=1, description="Least fraction of its channels any group keeps."
     )
     multiple_of: int = Field(
-        8,
+        16,
         ge=1,
         description="Kept channel counts are rounded up to a multiple of this (SIMD-friendly "
-        "widths run faster; 1 keeps the exact count).",
+        "widths run faster: 16 measured faster than 8 on int8 and float32 kernels; 1 keeps the "
+        "exact count).",
     )
     calibration_samples: int = Field(
         256, ge=1, description="Images the taylor criterion's gradients are taken on."
@@ -821,7 +822,7 @@ def plan(
     target_macs: float,
     min_channels: int = 8,
     min_fraction: float = 0.1,
-    multiple_of: int = 8,
+    multiple_of: int = 16,
 ) -> tuple[dict[int, np.ndarray], float]:
     """The components each group keeps to reach `target_macs` of the MACs, and the keep ratio.
 
@@ -994,7 +995,7 @@ def channel_prune(
     criterion: str = "l1",
     min_channels: int = 8,
     min_fraction: float = 0.1,
-    multiple_of: int = 8,
+    multiple_of: int = 16,
     x_calib: np.ndarray | None = None,
 ) -> ChannelPruneResult:
     """Remove whole channels from `model` (a built Keras 3 or tf-keras Functional/Sequential

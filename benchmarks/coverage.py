@@ -677,7 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="Only the test suite's fast half.")
     ap.add_argument("--paths", help=f"Comma-separated columns [{','.join(PATHS)}].")
     ap.add_argument("--json", type=Path, help="Write every figure to this file.")
-    ap.add_argument("--resume", action="store_true", help="Skip architectures in --json already.")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="Skip cells in --json already (crashed ones run again).",
+    )
     ap.add_argument("--markdown", action="store_true", help="Print the table as Markdown only.")
     ap.add_argument(
         "--table-only", action="store_true", help="Print the table of --json; run nothing."
@@ -723,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(n, {"arch": n, "cells": {}})
     for name in [] if args.table_only else names:
         have = results.get(name, {}).get("cells", {})
-        todo = [p for p in paths if p not in have]
+        todo = [p for p in paths if have.get(p, {}).get("status", "crash") == "crash"]
         if not todo:
             continue
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:

@@ -36,19 +36,20 @@ def emulated_targets() -> list[str]:
     return [n for n in list_profiles() if load_profile(n).cpu.qemu_cpu]
 
 
-def resolve_target(target: str | None) -> Any:
-    """The DeviceProfile for --target; UsageError naming the emulated targets otherwise."""
+def resolve_target(target: str | None, option: str = "--target") -> Any:
+    """The DeviceProfile for --target; UsageError naming the emulated targets otherwise (and
+    `option`, the setting that named the device)."""
     from edgekit.profiles import load_profile
 
     if not target:
         raise UsageError(
-            "--latency-metric instructions needs --target DEVICE, the emulated device to count "
+            f"--latency-metric instructions needs {option} DEVICE, the emulated device to count "
             f"on. Emulated targets: {', '.join(emulated_targets())}."
         )
     profile = load_profile(target)  # unknown name: RecipeError listing the known profiles
     if profile.cpu.arch != "aarch64" or not profile.cpu.qemu_cpu:
         raise UsageError(
-            f"--target {target} is not an emulated arm64 device ({profile.cpu.arch}, no "
+            f"{option} {target} is not an emulated arm64 device ({profile.cpu.arch}, no "
             f"cpu.qemu_cpu), so nothing can be counted on it. Emulated targets: "
             f"{', '.join(emulated_targets())}."
         )

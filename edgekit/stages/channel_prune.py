@@ -167,13 +167,9 @@ class ChannelPruneConfig(StageConfig):
 
 
 def _target_problem(target_macs: Any) -> str | None:
-    ok = isinstance(target_macs, int | float) and not isinstance(target_macs, bool)
-    if not ok or not 0 < target_macs < 1:
-        return (
-            "Expected target_macs (the fraction of MACs to keep) in (0, 1), e.g. 0.5 to remove "
-            f"half. Received: target_macs={target_macs!r}"
-        )
-    return None
+    return training.fraction_problem(
+        "target_macs", target_macs, "the fraction of MACs to keep", "e.g. 0.5 to remove half"
+    )
 
 
 def check_target(target_macs: Any) -> None:
@@ -448,13 +444,12 @@ def _layer_macs(layer: Any, kind: str, config: dict[str, Any]) -> int:
     if kind not in PRODUCERS | DEPTHWISE or isinstance(inp, list):
         return 0
     cin = int(inp[-1])
-    spatial = out[1:-1]
-    if any(d is None for d in spatial):
+    if any(d is None for d in out[1:-1]):
         raise UnsupportedModelError(
             f"Layer {layer.name!r} has an unknown spatial size {out}; channel pruning counts MACs "
             "on a fixed input size. Build the model with one (e.g. Input((224, 224, 3)))."
         )
-    positions = int(np.prod(spatial)) if spatial else 1
+    positions = _positions(layer)
     if kind == "Dense":
         return positions * cin * int(config["units"])
     kernel = int(np.prod(config["kernel_size"]))

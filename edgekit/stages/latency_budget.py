@@ -35,13 +35,14 @@ FLOOR = 0.02  # the smallest MAC fraction probed
 
 
 def target_problem(target_latency: Any) -> str | None:
-    ok = isinstance(target_latency, int | float) and not isinstance(target_latency, bool)
-    if not ok or not 0 < target_latency < 1:
-        return (
-            "Expected target_latency (the fraction of the unpruned model's estimated latency to "
-            f"keep) in (0, 1), e.g. 0.625 for 1.6x faster. Received: target_latency={target_latency!r}"
-        )
-    return None
+    from edgekit.stages.training import fraction_problem
+
+    return fraction_problem(
+        "target_latency",
+        target_latency,
+        "the fraction of the unpruned model's estimated latency to keep",
+        "e.g. 0.625 for 1.6x faster",
+    )
 
 
 def device_profile(device: str | None) -> Any:
@@ -56,10 +57,7 @@ def device_profile(device: str | None) -> Any:
             "channel_prune.target_latency needs channel_prune.latency_device, the emulated device "
             f"to estimate the latency on: one of {', '.join(emulated_targets())}."
         )
-    try:
-        profile = resolve_target(device)
-    except UsageError as e:
-        raise UsageError(str(e).replace("--target", "latency_device")) from None
+    profile = resolve_target(device, option="latency_device")
     cache.require()
     return profile
 

@@ -125,6 +125,14 @@ def check_positive(name: str, value: float, *, integer: bool = False) -> None:
         raise UsageError(f"Expected {name} > 0. Received: {name}={value!r}")
 
 
+def fraction_problem(name: str, value: Any, meaning: str, example: str) -> str | None:
+    """The one-line problem when `value` is not a number in (0, 1), else None."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and 0 < value < 1:
+        return None
+    return f"Expected {name} ({meaning}) in (0, 1), {example}. Received: {name}={value!r}"
+
+
 def check_training_data(
     model: Any,
     x: Any,

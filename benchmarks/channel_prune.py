@@ -8,6 +8,8 @@ For each model (the bundled ResNet-style teacher, a MobileNetV2 trained on the s
 - float32 and int8 TFLite of the unpruned and the slim model: p50 latency ratio (LiteRT, 1
   thread, interleaved rounds in this process, 95% paired-bootstrap interval) and instructions per
   invoke on the emulated pixel-4 (qemu, when provisioned);
+- with `--floor`, the smallest model the minimums allow (same graph, every group at its
+  minimum): the latency and instructions that removing channels cannot take away;
 - side by side, tfmot magnitude pruning at 50% sparsity (`--prune-epochs` of fine-tuning): its
   float latency ratio and gzip size.
 
@@ -173,11 +175,25 @@ def bench_model(
     mag = magnitude.prune(tfk, x_tr, y_tr, target_sparsity=0.5, epochs=args.prune_epochs, batch_size=64)  # fmt: skip
     fig["tfmot"] = {"seconds": round(time.perf_counter() - t2, 1), "top1": _top1(mag.model, x_ev, y_ev), "epochs": args.prune_epochs}  # fmt: skip
     mag_file = _tflite(mag.model, out / f"{label}_tfmot50_float32.tflite", calib, False)
+    floor = None
+    if args.floor:  # the same graph at the minimums: the latency channels cannot remove
+        floor = cp.channel_prune(model, target_macs=0.02, criterion="l1", multiple_of=args.multiple_of)  # fmt: skip
+        for int8 in (False, True):
+            files[("floor", int8)] = _tflite(floor.model, out / f"{label}_floor_{'int8' if int8 else 'float32'}.tflite", calib, int8)  # fmt: skip
+    extra = [("floor",)] if floor else []
     x1 = x_ev[:1]
     lat_f = _interleaved(
-        [files[("unpruned", False)], files[("slim", False)], mag_file], x1, args.runs
-    )
-    lat_q = _interleaved([files[("unpruned", True)], files[("slim", True)]], x1, args.runs)
+        [files[("unpruned", False)], files[("slim", False)], mag_file]
+        + [files[(e[0], False)] for e in extra], x1, args.runs,
+    )  # fmt: skip
+    lat_q = _interleaved(
+        [files[("unpruned", True)], files[("slim", True)]] + [files[(e[0], True)] for e in extra],
+        x1, args.runs,
+    )  # fmt: skip
+    if floor:
+        fig["floor"] = {"macs_kept": floor.macs_kept, "params": int(floor.model.count_params()),
+                        "speedup_float32": lat_f[3]["speedup"], "ci_float32": lat_f[3]["ci"],
+                        "speedup_int8": lat_q[2]["speedup"], "ci_int8": lat_q[2]["ci"]}  # fmt: skip
     fig["latency_float32"] = {"unpruned_p50_ms": lat_f[0]["p50_ms"], "slim_p50_ms": lat_f[1]["p50_ms"], "slim_speedup": lat_f[1]["speedup"], "slim_ci": lat_f[1]["ci"], "tfmot_p50_ms": lat_f[2]["p50_ms"], "tfmot_speedup": lat_f[2]["speedup"], "tfmot_ci": lat_f[2]["ci"]}  # fmt: skip
     fig["latency_int8"] = {"unpruned_p50_ms": lat_q[0]["p50_ms"], "slim_p50_ms": lat_q[1]["p50_ms"], "slim_speedup": lat_q[1]["speedup"], "slim_ci": lat_q[1]["ci"]}  # fmt: skip
     fig["gzip_bytes"] = {"unpruned_float32": _gzip(files[("unpruned", False)]), "slim_float32": _gzip(files[("slim", False)]), "tfmot50_float32": _gzip(mag_file), "slim_int8": _gzip(files[("slim", True)])}  # fmt: skip
@@ -186,6 +202,9 @@ def bench_model(
         for prec, int8 in (("float32", False), ("int8", True)):
             a, b = _instructions(files[("unpruned", int8)]), _instructions(files[("slim", int8)])
             ins[prec] = {"unpruned": a, "slim": b, "ratio": (a / b) if a and b else None}
+            if floor:
+                c = _instructions(files[("floor", int8)])
+                ins[prec]["floor_ratio"] = (a / c) if a and c else None
         fig["instructions_pixel4"] = ins
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     return fig
@@ -208,6 +227,7 @@ def main() -> None:
     p.add_argument("--prune-epochs", type=int, default=1)
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--no-instructions", action="store_true")
+    p.add_argument("--floor", action="store_true", help="also time the smallest model the minimums allow (the fixed cost channels cannot remove)")  # fmt: skip
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +274,14 @@ def main() -> None:
             f"{f['gzip_bytes']['unpruned_float32'] / 1e6:.2f} MB (slim "
             f"{f['gzip_bytes']['slim_float32'] / 1e6:.2f} MB)"
         )
+        if f.get("floor"):
+            fl = f["floor"]
+            print(
+                f"  floor (the minimums, {fl['macs_kept']:.1%} of the MACs): p50 float32 "
+                f"{fl['speedup_float32']:.2f}x, int8 {fl['speedup_int8']:.2f}x; pixel-4 "
+                f"instructions float32 {ratio({'ratio': ins.get('float32', {}).get('floor_ratio')})}, "
+                f"int8 {ratio({'ratio': ins.get('int8', {}).get('floor_ratio')})}"
+            )
 
 
 if __name__ == "__main__":

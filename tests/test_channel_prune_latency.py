@@ -29,9 +29,12 @@ def plain_cnn():
     return K.Model(i, L.Dense(10, name="logits")(x), name="plain_cnn")
 
 
-def test_latency_target_met_on_the_emulated_phone(provisioned):
+def test_latency_target_met_on_the_emulated_phone(provisioned, monkeypatch):
     model = plain_cnn()
     weights = [w.copy() for w in model.get_weights()]
+    scored = []
+    real_importance = cp.importance
+    monkeypatch.setattr(cp, "importance", lambda *a, **k: scored.append(1) or real_importance(*a, **k))  # fmt: skip
     result, search = cp.channel_prune_to_latency(
         model, target_latency=0.6, device="pixel-4", precision="float32", multiple_of=8
     )
@@ -47,6 +50,19 @@ def test_latency_target_met_on_the_emulated_phone(provisioned):
     # counted instructions fall with the MACs: every probe below the unpruned model
     assert all(p["instructions"] < s["unpruned"]["instructions"] for p in s["probes"])
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights, strict=True))
+    assert len(scored) == 1  # the channels are scored once, whatever the number of probes
+
+
+def test_prepared_once_prunes_as_channel_prune():
+    """Pruning a prepared model to several targets gives what channel_prune gives at each."""
+    model = plain_cnn()
+    prepared = cp.prepare(model, "bn_scale")
+    for target in (0.7, 0.4):
+        a = cp.prune_prepared(prepared, target_macs=target, multiple_of=8)
+        b = cp.channel_prune(model, target_macs=target, criterion="bn_scale", multiple_of=8)
+        assert a.macs_after == b.macs_after and a.layers == b.layers
+        assert a.criterion == "bn_scale" and a.macs_kept <= target
+        assert all(np.array_equal(x, y) for x, y in zip(a.model.get_weights(), b.model.get_weights(), strict=True))  # fmt: skip
 
 
 def test_search_interpolates_to_the_target():

@@ -983,6 +983,39 @@ class ChannelPruneResult:
         }
 
 
+@dataclass
+class Prepared:
+    """A model's channel graph and channel scores: what every MAC target of `prune_prepared`
+    shares (a latency search prunes one model to several targets)."""
+
+    model: Any
+    graph: ChannelGraph
+    scores: dict[int, np.ndarray]
+    criterion: str
+
+
+def _check_minimums(min_channels: int, min_fraction: float, multiple_of: int) -> None:
+    for name, value in (("min_channels", min_channels), ("multiple_of", multiple_of)):
+        training.check_positive(name, value, integer=True)
+    if not 0 <= min_fraction <= 1:
+        raise UsageError(f"Expected min_fraction in [0, 1]. Received: min_fraction={min_fraction}")
+
+
+def prepare(model: Any, criterion: str = "l1", x_calib: np.ndarray | None = None) -> Prepared:
+    """The dependency groups of `model` and its channels' importance under `criterion`
+    (UnsupportedModelError when nothing can be pruned)."""
+    graph = analyze(model)
+    for w in graph.left_whole:
+        ui.info(f"channel_prune: {w['class']} layer {w['layer']!r} left whole ({w['reason']})")
+    if not graph.groups:
+        raise UnsupportedModelError(_nothing_to_prune(model, graph))
+    if not graph.total_macs:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} has no conv or dense MACs to remove; nothing to prune."
+        )
+    return Prepared(model, graph, importance(model, graph, criterion, x_calib), criterion)
+
+
 def channel_prune(
     model: Any,
     *,
@@ -997,22 +1030,25 @@ def channel_prune(
     model, left untouched) until at most `target_macs` of its MACs remain; return the rebuilt
     model and per-layer figures. See the module docstring for the groups and the criteria."""
     check_target(target_macs)
-    for name, value in (("min_channels", min_channels), ("multiple_of", multiple_of)):
-        training.check_positive(name, value, integer=True)
-    if not 0 <= min_fraction <= 1:
-        raise UsageError(f"Expected min_fraction in [0, 1]. Received: min_fraction={min_fraction}")
-    graph = analyze(model)
-    for w in graph.left_whole:
-        ui.info(f"channel_prune: {w['class']} layer {w['layer']!r} left whole ({w['reason']})")
-    if not graph.groups:
-        raise UnsupportedModelError(_nothing_to_prune(model, graph))
-    if not graph.total_macs:
-        raise UnsupportedModelError(
-            f"Model {model.name!r} has no conv or dense MACs to remove; nothing to prune."
-        )
-    scores = importance(model, graph, criterion, x_calib)
+    _check_minimums(min_channels, min_fraction, multiple_of)
+    return prune_prepared(
+        prepare(model, criterion, x_calib), target_macs=target_macs, min_channels=min_channels,
+        min_fraction=min_fraction, multiple_of=multiple_of,
+    )  # fmt: skip
+
+
+def prune_prepared(
+    prepared: Prepared,
+    *,
+    target_macs: float,
+    min_channels: int = 8,
+    min_fraction: float = 0.1,
+    multiple_of: int = 16,
+) -> ChannelPruneResult:
+    """`channel_prune` of a prepared model: plan to `target_macs`, rebuild, count."""
+    model, graph = prepared.model, prepared.graph
     keep, ratio = plan(
-        graph, scores, target_macs=target_macs, min_channels=min_channels,
+        graph, prepared.scores, target_macs=target_macs, min_channels=min_channels,
         min_fraction=min_fraction, multiple_of=multiple_of,
     )  # fmt: skip
     mask = keep_mask(graph, keep)
@@ -1048,8 +1084,9 @@ def channel_prune(
             )
     total_after = int(sum(after.values()))
     result = ChannelPruneResult(
-        new, graph, float(target_macs), criterion, ratio, graph.total_macs, total_after, layers
-    )
+        new, graph, float(target_macs), prepared.criterion, ratio, graph.total_macs, total_after,
+        layers,
+    )  # fmt: skip
     ui.info(
         f"channel_prune: {len(graph.groups)} group(s), MACs {graph.total_macs:,} -> "
         f"{total_after:,} ({result.macs_kept:.1%} kept, target {target_macs:.0%})"
@@ -1089,7 +1126,11 @@ def channel_prune_to_latency(
             f"Expected latency_precision one of {', '.join(lb.PRECISIONS)}. Received: {precision!r}"
         )
     profile = lb.device_profile(device)
-    taylor_calib = x_calib if prune_options.get("criterion") == "taylor" else None
+    criterion = prune_options.pop("criterion", "l1")
+    minimums = {"min_channels": 8, "min_fraction": 0.1, "multiple_of": 16, **prune_options}
+    _check_minimums(**minimums)
+    taylor_calib = x_calib if criterion == "taylor" else None
+    prepared = prepare(model, criterion, taylor_calib)  # once: every probe shares the scores
     with tempfile.TemporaryDirectory(prefix="edgekit-latency-") as tmp:
         work = Path(tmp)
 
@@ -1103,9 +1144,7 @@ def channel_prune_to_latency(
             + (f", {unpruned['ms']:.3g} ms estimated" if unpruned.get("ms") is not None else "")
         )
         return lb.search(
-            lambda macs: channel_prune(
-                model, target_macs=macs, x_calib=taylor_calib, **prune_options
-            ),
+            lambda macs: prune_prepared(prepared, target_macs=macs, **minimums),
             measure,
             unpruned,
             float(target_latency),

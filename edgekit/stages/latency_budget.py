@@ -187,7 +187,6 @@ def search(
         m = measure(res.model)
         probe = Probe(guess, res.macs_kept, m["instructions"], m.get("ms"), float(m[key]) / base)
         results.append((probe, res))
-        record.probes.append(probe)
         ui.info(
             f"channel_prune: latency probe {i + 1}: {probe.macs_kept:.1%} of the MACs -> "
             f"{probe.ratio:.3f} of the unpruned model's {record.measure} on {device} ({precision}), "
@@ -197,7 +196,8 @@ def search(
             break
         if probe.ratio > target and not res.target_reached:
             break  # the minimums stopped it above the MACs asked: nothing smaller to try
-        guess = _next_guess(record.probes, target, FLOOR)
+        guess = _next_guess([p for p, _ in results], target, FLOOR)
+    record.probes = [p for p, _ in results]
     meeting = [(p, r) for p, r in results if p.ratio <= target + 1e-9]
     if meeting:
         chosen = max(meeting, key=lambda pr: pr[0].macs_kept)

@@ -5,7 +5,8 @@ Magnitude pruning (the `prune` stage) zeroes weights: dense CPU kernels still do
 zeros, so latency does not move. Removing channels gives a smaller dense model, which is faster on
 every CPU and phone.
 
-How it works (all of it usable without a run: `channel_prune()`, `recover()`):
+How it works (all of it usable without a run: `channel_prune()`, or `prepare()` once and
+`prune_prepared()` per MAC target, `channel_prune_to_latency()`, `recover()`):
 
 1. **Dependency groups** (`analyze`). Every channel of every tensor is traced back to the layer
    that made it. Channels that must go together are joined: a conv's (or dense layer's) filters

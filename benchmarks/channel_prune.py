@@ -180,16 +180,13 @@ def bench_model(
         floor = cp.channel_prune(model, target_macs=0.02, criterion="l1", multiple_of=args.multiple_of)  # fmt: skip
         for int8 in (False, True):
             files[("floor", int8)] = _tflite(floor.model, out / f"{label}_floor_{'int8' if int8 else 'float32'}.tflite", calib, int8)  # fmt: skip
-    extra = [("floor",)] if floor else []
+    tail = ["floor"] if floor else []  # timed last, in the same rounds
     x1 = x_ev[:1]
     lat_f = _interleaved(
         [files[("unpruned", False)], files[("slim", False)], mag_file]
-        + [files[(e[0], False)] for e in extra], x1, args.runs,
+        + [files[(t, False)] for t in tail], x1, args.runs,
     )  # fmt: skip
-    lat_q = _interleaved(
-        [files[("unpruned", True)], files[("slim", True)]] + [files[(e[0], True)] for e in extra],
-        x1, args.runs,
-    )  # fmt: skip
+    lat_q = _interleaved([files[(t, True)] for t in ["unpruned", "slim", *tail]], x1, args.runs)
     if floor:
         fig["floor"] = {"macs_kept": floor.macs_kept, "params": int(floor.model.count_params()),
                         "speedup_float32": lat_f[3]["speedup"], "ci_float32": lat_f[3]["ci"],

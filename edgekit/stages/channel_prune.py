@@ -995,10 +995,17 @@ class Prepared:
     criterion: str
 
 
-def _check_minimums(min_channels: int, min_fraction: float, multiple_of: int) -> None:
+def _check_minimums(
+    *,
+    min_channels: int | None = None,
+    min_fraction: float | None = None,
+    multiple_of: int | None = None,
+) -> None:
+    """UsageError for a bad minimum among those given (None: not given, its default stands)."""
     for name, value in (("min_channels", min_channels), ("multiple_of", multiple_of)):
-        training.check_positive(name, value, integer=True)
-    if not 0 <= min_fraction <= 1:
+        if value is not None:
+            training.check_positive(name, value, integer=True)
+    if min_fraction is not None and not 0 <= min_fraction <= 1:
         raise UsageError(f"Expected min_fraction in [0, 1]. Received: min_fraction={min_fraction}")
 
 
@@ -1031,7 +1038,7 @@ def channel_prune(
     model, left untouched) until at most `target_macs` of its MACs remain; return the rebuilt
     model and per-layer figures. See the module docstring for the groups and the criteria."""
     check_target(target_macs)
-    _check_minimums(min_channels, min_fraction, multiple_of)
+    _check_minimums(min_channels=min_channels, min_fraction=min_fraction, multiple_of=multiple_of)
     return prune_prepared(
         prepare(model, criterion, x_calib), target_macs=target_macs, min_channels=min_channels,
         min_fraction=min_fraction, multiple_of=multiple_of,
@@ -1128,8 +1135,7 @@ def channel_prune_to_latency(
         )
     profile = lb.device_profile(device)
     criterion = prune_options.pop("criterion", "l1")
-    minimums = {"min_channels": 8, "min_fraction": 0.1, "multiple_of": 16, **prune_options}
-    _check_minimums(**minimums)
+    _check_minimums(**prune_options)  # before the scores: taylor's gradients cost
     taylor_calib = x_calib if criterion == "taylor" else None
     prepared = prepare(model, criterion, taylor_calib)  # once: every probe shares the scores
     with tempfile.TemporaryDirectory(prefix="edgekit-latency-") as tmp:
@@ -1145,7 +1151,7 @@ def channel_prune_to_latency(
             + (f", {unpruned['ms']:.3g} ms estimated" if unpruned.get("ms") is not None else "")
         )
         return lb.search(
-            lambda macs: prune_prepared(prepared, target_macs=macs, **minimums),
+            lambda macs: prune_prepared(prepared, target_macs=macs, **prune_options),
             measure,
             unpruned,
             float(target_latency),
